@@ -1,0 +1,56 @@
+"""``rigdeck`` command line: one entry point, one module per sub-command in ``app/commands``.
+
+Each module in :data:`COMMANDS` has ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int`` (the exit code). Errors a user can fix (bad files, bad URIs, unreachable rigs)
+are printed as one line and exit 2; they never reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from core.config import ConfigError
+
+#: sub-command modules, in the order ``rigdeck --help`` lists them
+COMMANDS: tuple[str, ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rigdeck", description="One console for multi-rig experiments.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"app.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        if "gui" in COMMANDS:  # plain `rigdeck` opens the console window
+            args = parser.parse_args([*(argv or sys.argv[1:]), "gui"])
+            func = args.func
+        else:
+            parser.print_help()
+            return 0
+    try:
+        return int(func(args) or 0)
+    except ConfigError as ex:
+        print(f"rigdeck: {ex}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
