@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/rigdeck demo
 
+# GUI tests run in their own pytest process: the qasync loop they install must not meet the
+# asyncio.run() loops of the core and transport tests.
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q --ignore=tests/gui
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/gui
 
 bench: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python tests/benchmarks/run_all.py
