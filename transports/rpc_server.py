@@ -1,0 +1,221 @@
+"""pc_rpc server, wire-compatible with sipyco clients (``sipyco_rpctool``, ARTIQ controllers' users).
+
+Differences from sipyco's server, on purpose:
+
+- only *public* methods are reachable: names starting with ``_`` are neither listed nor callable
+  (sipyco lists ``__init__`` and friends and lets a client call any attribute);
+- PYON v1 (Python literals decoded with ``eval``) is refused: a client must select ``pyon_v2``;
+- a bad banner, an unknown target or feature, a line that is not PYON or over the 4 MiB limit closes
+  *that* connection with one warning log line; the server keeps serving everyone else.
+
+Calls are serialised by one lock across all connections unless ``allow_parallel``; coroutine methods are
+awaited, plain methods run on the loop (keep them short, or make them coroutines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from transports import pyon
+from transports.rpc_wire import (
+    FEATURE_PYON_V2,
+    RPC_BANNER,
+    SERVER_FEATURES,
+    LineServer,
+    ProtocolError,
+    decode_line,
+    encode_line,
+    pack_exception,
+    peer_name,
+    read_line,
+)
+
+log = logging.getLogger(__name__)
+
+TERMINATE = "terminate"
+
+
+def public_methods(target: Any) -> list[str]:
+    """Names a client may call: public, callable, not classes; properties are never evaluated."""
+    names = []
+    for name in dir(target):
+        if name.startswith("_"):
+            continue
+        try:
+            static = inspect.getattr_static(target, name)
+        except AttributeError:
+            continue
+        if isinstance(static, property | type):
+            continue
+        value = getattr(target, name, None)
+        if callable(value) and not isinstance(value, type):
+            names.append(name)
+    return sorted(names)
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        pyon.encode(value)
+        return value
+    except pyon.PyonError:
+        return repr(value)
+
+
+def argspec(function: Any) -> dict[str, Any] | None:
+    """sipyco's method-list shape: getfullargspec fields without annotations (and without ``self``)."""
+    try:
+        spec = inspect.getfullargspec(function)
+    except TypeError:
+        return None
+    args = list(spec.args)
+    if inspect.ismethod(function) and args:
+        args = args[1:]
+    defaults = tuple(_json_safe(d) for d in spec.defaults) if spec.defaults else None
+    kwdefaults = {k: _json_safe(v) for k, v in spec.kwonlydefaults.items()} if spec.kwonlydefaults else None
+    return {
+        "args": args,
+        "varargs": spec.varargs,
+        "varkw": spec.varkw,
+        "defaults": defaults,
+        "kwonlyargs": list(spec.kwonlyargs),
+        "kwonlydefaults": kwdefaults,
+    }
+
+
+def describe(target: Any, names: list[str]) -> dict[str, Any]:
+    methods = {}
+    for name in names:
+        function = getattr(target, name, None)
+        methods[name] = (argspec(function), inspect.getdoc(function))
+    return {"docstring": inspect.getdoc(target), "methods": methods}
+
+
+class RpcServer(LineServer):
+    """Serve ``targets`` (name -> object; a class is instantiated once per connection) over pc_rpc."""
+
+    def __init__(
+        self,
+        targets: Mapping[str, Any],
+        description: str | None = None,
+        builtin_terminate: bool = False,
+        allow_parallel: bool = False,
+    ) -> None:
+        if not targets:
+            raise ValueError("a pc_rpc server needs at least one target")
+        bad = [name for name in targets if not name or any(c.isspace() for c in name)]
+        if bad:
+            raise ValueError(f"target names must be non-empty and without spaces: {bad}")
+        self.targets = dict(targets)
+        self.description = description
+        self.builtin_terminate = builtin_terminate
+        self.allow_parallel = allow_parallel
+        self._lock = asyncio.Lock()
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._terminate = asyncio.Event()
+        self.rejected = 0  # connections dropped for protocol errors (tests and diagnostics)
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    async def wait_terminate(self) -> None:
+        """Returns once a client called the built-in ``terminate``."""
+        await self._terminate.wait()
+
+    def _hang_up_all(self) -> None:
+        for writer in list(self._connections):
+            writer.close()
+
+    # --------------------------------------------------------------------------------- connection
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_name(writer)
+        self._connections.add(writer)
+        try:
+            target, names = await self._handshake(reader, writer)
+            while True:
+                line = await read_line(reader, "a request")
+                request = decode_line(line, "request")
+                writer.write(await self._process(target, names, request, peer))
+                await writer.drain()
+        except ProtocolError as ex:
+            self.rejected += 1
+            log.warning("pc_rpc: %s: %s; closing that connection", peer, ex)
+        except (ConnectionError, OSError) as ex:
+            log.debug("pc_rpc: %s gone: %s", peer, ex)
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[Any, list[str]]:
+        banner = await read_line(reader, "the banner")
+        if banner + b"\n" != RPC_BANNER:
+            raise ProtocolError(f"bad banner {banner[:40]!r} (expected {RPC_BANNER!r})")
+        ident = {"targets": list(self.targets), "description": self.description, "features": list(SERVER_FEATURES)}
+        writer.write((json.dumps(ident, separators=(",", ":")) + "\n").encode("ascii"))
+        words = (await read_line(reader, "the target selection")).decode("utf-8", "replace").split()
+        if not words:
+            raise ProtocolError("empty target selection")
+        name, features = words[0], words[1:]
+        if name not in self.targets:
+            raise ProtocolError(f"unknown target {name[:60]!r} (serving {sorted(self.targets)})")
+        unknown = sorted(set(features) - set(SERVER_FEATURES))
+        if unknown:
+            raise ProtocolError(f"unknown feature(s) {unknown}")
+        if FEATURE_PYON_V2 not in features:
+            raise ProtocolError("client wants PYON v1 (Python literals read with eval), which is not supported")
+        target = self.targets[name]
+        if isinstance(target, type):
+            target = target()
+        names = public_methods(target)
+        if self.builtin_terminate and TERMINATE not in names:
+            names.append(TERMINATE)
+        # a set on the wire, sorted so the line is the same every time
+        writer.write((json.dumps({pyon.MARKER: ["set", [names]]}, separators=(",", ":")) + "\n").encode("ascii"))
+        await writer.drain()
+        log.debug("pc_rpc: %s selected %s", peer_name(writer), name)
+        return target, names
+
+    async def _process(self, target: Any, names: list[str], request: Any, peer: str) -> bytes:
+        if not isinstance(request, dict) or "action" not in request:
+            raise ProtocolError(f"request is not an object with an action: {str(request)[:60]}")
+        action = request["action"]
+        if action == "get_rpc_method_list":
+            return self._reply_ok(describe(target, [n for n in names if n != TERMINATE]))
+        if action != "call":
+            return self._reply_failed(ValueError(f"unknown action {str(action)[:40]!r}"))
+        name, args, kwargs = request.get("name"), request.get("args", []), request.get("kwargs", {})
+        if not isinstance(name, str) or not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            return self._reply_failed(TypeError("a call needs a str name, a list of args and a dict of kwargs"))
+        if name not in names:
+            return self._reply_failed(AttributeError(f"no public method {name[:60]!r} on this target"))
+        if name == TERMINATE and self.builtin_terminate:
+            self._terminate.set()
+            return self._reply_ok(None)
+        if not all(isinstance(k, str) for k in kwargs):
+            return self._reply_failed(TypeError("keyword argument names must be strings"))
+        lock = contextlib.nullcontext() if self.allow_parallel else self._lock
+        try:
+            async with lock:
+                result = getattr(target, name)(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+        except Exception as ex:
+            log.info("pc_rpc: %s: %s() raised %s: %s", peer, name, type(ex).__name__, ex)
+            return self._reply_failed(ex)
+        return self._reply_ok(result, name)
+
+    @staticmethod
+    def _reply_ok(ret: Any, name: str = "") -> bytes:
+        try:
+            return encode_line({"status": "ok", "ret": ret})
+        except pyon.PyonError as ex:
+            return RpcServer._reply_failed(TypeError(f"{name}() returned a value PYON cannot carry: {ex}"))
+
+    @staticmethod
+    def _reply_failed(ex: BaseException) -> bytes:
+        return encode_line({"status": "failed", "exception": pack_exception(ex)})
