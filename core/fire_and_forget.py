@@ -51,17 +51,15 @@ class FireAndForget:
             warnings.warn(f"{self.name}: {label}() dropped, previous call still running",
                           FireAndForgetWarning, stacklevel=2)
             return False
-        loop = asyncio.get_running_loop()
-        if inspect.iscoroutinefunction(function):
-            awaitable = function(*args, **kwargs)
-        else:
-            awaitable = asyncio.to_thread(function, *args, **kwargs)
-        self._task = loop.create_task(self._guard(label, awaitable))
+        self._task = asyncio.get_running_loop().create_task(self._guard(label, function, args, kwargs))
         return True
 
-    async def _guard(self, label: str, awaitable: Any) -> None:
+    async def _guard(self, label: str, function: Callable[..., Any], args: Any, kwargs: Any) -> None:
         try:
-            result = await awaitable
+            if inspect.iscoroutinefunction(function):
+                result = await function(*args, **kwargs)
+            else:
+                result = await asyncio.to_thread(function, *args, **kwargs)
             if inspect.isawaitable(result):  # a plain callable that returned a coroutine
                 await result
         except asyncio.CancelledError:

@@ -1,0 +1,201 @@
+"""pc_rpc at the byte level, against the transcript recorded from sipyco (reference notes, section B2),
+and a server that survives every kind of bad client."""
+
+import asyncio
+import json
+import logging
+
+from rpc_helpers import Target, open_raw, read_line, run
+
+from transports import pyon
+from transports.rpc_client import RpcClient
+from transports.rpc_server import RpcServer
+from transports.rpc_wire import SERVER_LINE_LIMIT
+
+IDENT = b'{"targets":["tgt"],"description":"demo server","features":["pyon_v2"]}\n'
+ECHO_CALL = b'{"action":"call","name":"echo","args":[{"__jsonclass__":["tuple",[[1,2]]]}],"kwargs":{}}\n'
+ECHO_REPLY = b'{"status":"ok","ret":{"__jsonclass__":["tuple",[[1,2]]]}}\n'
+BOOM_CALL = b'{"action":"call","name":"boom","args":[],"kwargs":{}}\n'
+
+
+async def demo_server():
+    server = RpcServer({"tgt": Target()}, "demo server")
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+async def handshake(port, selection=b"tgt pyon_v2\n"):
+    reader, writer = await open_raw(port)
+    writer.write(b"ARTIQ pc_rpc\n")
+    ident = await read_line(reader)
+    writer.write(selection)
+    return reader, writer, ident
+
+
+def test_server_side_of_the_transcript():
+    async def main():
+        server = await demo_server()
+        reader, writer, ident = await handshake(server.port)
+        assert ident == IDENT
+        methods = await read_line(reader)
+        marker = json.loads(methods)["__jsonclass__"]
+        assert marker[0] == "set" and {"echo", "boom"} <= set(marker[1][0])
+        assert not [m for m in marker[1][0] if m.startswith("_")]  # sipyco would list __init__ & co
+        writer.write(ECHO_CALL)
+        assert await read_line(reader) == ECHO_REPLY
+        writer.write(BOOM_CALL)
+        failed = json.loads(await read_line(reader))
+        assert failed["status"] == "failed"
+        exc = failed["exception"]
+        assert exc["class"] == "ValueError" and exc["message"] == "bad value"
+        assert isinstance(exc["traceback"], list) and exc["traceback"][-1] == "ValueError: bad value\n"
+        writer.write(b'{"action":"call","name":"custom","args":[],"kwargs":{}}\n')
+        custom = json.loads(await read_line(reader))["exception"]
+        assert custom["class"] == "GenericRemoteException"
+        assert custom["message"] == "Boom: mine"  # qualified name: message
+        writer.close()
+        await server.close()
+
+    run(main())
+
+
+def test_client_side_of_the_transcript():
+    """A raw server plays sipyco's part and records the client's bytes."""
+    received = []
+
+    async def fake(reader, writer):
+        received.append(await reader.readline())
+        writer.write(IDENT)
+        received.append(await reader.readline())
+        writer.write(b'{"__jsonclass__":["set",[["echo","boom"]]]}\n')
+        received.append(await reader.readline())
+        writer.write(ECHO_REPLY)
+        received.append(await reader.readline())
+        writer.write(b'{"status":"failed","exception":{"class":"ValueError","message":"bad value",'
+                     b'"traceback":["tb\\n"]}}\n')
+        await reader.read()
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(fake, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        client = RpcClient("127.0.0.1", port, "tgt", timeout=5)
+        await client.connect()
+        assert client.methods == {"echo", "boom"}
+        assert await client.echo((1, 2)) == (1, 2)
+        try:
+            await client.boom()
+        except ValueError as ex:
+            assert ex.parent_traceback == ["tb\n"]
+        else:
+            raise AssertionError("boom() did not raise")
+        await client.close()
+        srv.close()
+
+    run(main())
+    assert received == [b"ARTIQ pc_rpc\n", b"tgt pyon_v2\n", ECHO_CALL, BOOM_CALL]
+
+
+def test_method_list_request_line():
+    async def main():
+        server = await demo_server()
+        reader, writer, _ = await handshake(server.port)
+        await read_line(reader)
+        writer.write(b'{"action":"get_rpc_method_list"}\n')
+        reply = pyon.decode(await read_line(reader))
+        writer.close()
+        await server.close()
+        return reply
+
+    reply = run(main())
+    assert reply["status"] == "ok"
+    assert reply["ret"]["methods"]["echo"] == ({"args": ["x"], "varargs": None, "varkw": None, "defaults": None,
+                                                "kwonlyargs": [], "kwonlydefaults": None}, "Return x.")
+
+
+async def assert_closed(reader):
+    assert await asyncio.wait_for(reader.read(), 5) in (b"",)
+
+
+async def assert_still_serving(port):
+    reader, writer, ident = await handshake(port)
+    assert ident == IDENT
+    await read_line(reader)
+    writer.write(ECHO_CALL)
+    assert await read_line(reader) == ECHO_REPLY
+    writer.close()
+
+
+def test_bad_clients_are_dropped_with_a_log_line_and_the_server_keeps_serving(caplog):
+    caplog.set_level(logging.WARNING, "transports.rpc_server")
+
+    async def bad_banner(port):
+        reader, writer = await open_raw(port)
+        writer.write(b"HELLO\n")
+        await assert_closed(reader)
+
+    async def unknown_target(port):
+        reader, _, ident = await handshake(port, b"nope pyon_v2\n")
+        assert ident == IDENT
+        await assert_closed(reader)
+
+    async def pyon_v1(port):
+        reader, _, _ = await handshake(port, b"tgt\n")
+        await assert_closed(reader)
+
+    async def unknown_feature(port):
+        reader, _, _ = await handshake(port, b"tgt pyon_v2 teleport\n")
+        await assert_closed(reader)
+
+    async def garbage_line(port):
+        reader, writer, _ = await handshake(port)
+        await read_line(reader)
+        writer.write(b"print(open('/etc/passwd').read())\n")
+        await assert_closed(reader)
+
+    async def not_a_request(port):
+        reader, writer, _ = await handshake(port)
+        await read_line(reader)
+        writer.write(b"[1,2,3]\n")
+        await assert_closed(reader)
+
+    async def too_long(port):
+        reader, writer, _ = await handshake(port)
+        await read_line(reader)
+        writer.write(b'{"action":"call","name":"echo","args":["' + b"x" * (SERVER_LINE_LIMIT + 10))
+        await assert_closed(reader)
+
+    async def main():
+        server = await demo_server()
+        for bad in (bad_banner, unknown_target, pyon_v1, unknown_feature, garbage_line, not_a_request, too_long):
+            await bad(server.port)
+            await assert_still_serving(server.port)
+        rejected = server.rejected
+        await server.close()
+        return rejected
+
+    assert run(main()) == 7
+    text = caplog.text
+    for needle in ["bad banner", "unknown target 'nope'", "PYON v1", "unknown feature", "not PYON",
+                   "not an object with an action", "line limit"]:
+        assert needle in text, needle
+
+
+def test_well_formed_but_wrong_requests_get_failed_replies():
+    async def main():
+        server = await demo_server()
+        reader, writer, _ = await handshake(server.port)
+        await read_line(reader)
+        replies = []
+        for line in [b'{"action":"dance"}\n', b'{"action":"call","name":"echo","args":5,"kwargs":{}}\n',
+                     b'{"action":"call","name":"__init__","args":[],"kwargs":{}}\n']:
+            writer.write(line)
+            replies.append(json.loads(await read_line(reader)))
+        writer.write(ECHO_CALL)
+        assert await read_line(reader) == ECHO_REPLY
+        writer.close()
+        await server.close()
+        return replies
+
+    replies = run(main())
+    assert [r["exception"]["class"] for r in replies] == ["ValueError", "TypeError", "AttributeError"]
