@@ -55,3 +55,12 @@ async def open_raw(port):
 
 async def read_line(reader, timeout=5.0):
     return await asyncio.wait_for(reader.readline(), timeout)
+
+
+async def wait_until(predicate, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

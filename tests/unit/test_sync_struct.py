@@ -8,19 +8,10 @@ import logging
 import socket
 
 import pytest
-from rpc_helpers import open_raw, read_line, run
+from rpc_helpers import open_raw, read_line, run, wait_until
 
 from core.state import LiveState, process_mod
 from transports.sync_struct import Notifier, Publisher, Subscriber, feed_live_state, prefix_mod
-
-
-async def wait_until(predicate, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def test_wire_lines_match_the_reference_transcript():
