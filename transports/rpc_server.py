@@ -145,6 +145,8 @@ class RpcServer(LineServer):
             log.warning("pc_rpc: %s: %s; closing that connection", peer, ex)
         except (ConnectionError, OSError) as ex:
             log.debug("pc_rpc: %s gone: %s", peer, ex)
+        except Exception:  # a bug of ours must cost one connection, never the server
+            log.exception("pc_rpc: %s: unexpected error; closing that connection", peer)
         finally:
             self._connections.discard(writer)
             writer.close()

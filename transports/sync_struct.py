@@ -227,6 +227,8 @@ class Publisher(LineServer):
             log.error("sync_struct %s: snapshot cannot be encoded: %s", name, ex)
         except (ConnectionError, OSError) as ex:
             log.debug("sync_struct: %s gone: %s", peer, ex)
+        except Exception:  # a bug of ours must cost one subscriber, never the publisher
+            log.exception("sync_struct: %s: unexpected error; closing that connection", peer)
         finally:
             if sub is not None:
                 self._subs[name].discard(sub)
