@@ -115,7 +115,7 @@ async def _interactive(client: RpcClient) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     target: Any = None if args.action == "list-targets" else (args.target or AUTO_TARGET)
-    client = RpcClient(args.host, args.port, target, timeout=args.timeout, connect_timeout=args.timeout)
+    client = RpcClient(args.host, args.port, target, timeout=args.timeout, connect_timeout=max(args.timeout, 5.0))
     try:
         await client.connect()
     except (TimeoutError, OSError) as ex:

@@ -122,7 +122,7 @@ def test_calls_are_serialised_unless_parallel():
         b = RpcClient("127.0.0.1", server.port)
         await a.connect()
         await b.connect()
-        await asyncio.gather(a.slow(0.3, "a"), b.slow(0.3, "b"))
+        await asyncio.gather(a.slow(0.6, "a"), b.slow(0.6, "b"))
         await a.close()
         await b.close()
         await server.close()
@@ -246,5 +246,39 @@ def test_reconnecting_client_starts_while_server_down():
         assert await client.echo("up") == "up"
         await client.close()
         await server.close()
+
+    run(main())
+
+
+def test_client_leaving_mid_call_does_not_hurt_the_server():
+    async def main():
+        target = Target()
+        server = await started({"tgt": target})
+        quitter = RpcClient("127.0.0.1", server.port, timeout=0.1)
+        await quitter.connect()
+        with pytest.raises(RequestTimeout):
+            await quitter.slow(0.3, "orphan")
+        await quitter.close()
+        async with RpcClient("127.0.0.1", server.port, timeout=5) as client:
+            assert await client.slow(0, "next") == "next"  # waited for the orphan to finish, then ran
+        assert [tag for kind, tag in target.calls if kind == "end"] == ["orphan", "next"]
+        await server.close()
+
+    run(main())
+
+
+def test_client_refuses_a_pyon_v1_only_server():
+    async def old_sipyco(reader, writer):
+        await reader.readline()
+        writer.write(b'{"targets":["tgt"],"description":null}\n')  # no features: PYON v1 only
+        await reader.read()
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(old_sipyco, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        with pytest.raises(IncompatibleServer, match="PYON v2"):
+            await RpcClient("127.0.0.1", port, "tgt", connect_timeout=5).connect()
+        srv.close()
 
     run(main())

@@ -62,7 +62,7 @@ def test_rpc_errors_are_one_line_and_non_zero():
             rigdeck("rpc", "127.0.0.1", port, "call", "boom"),
             rigdeck("rpc", "127.0.0.1", port, "call", "_private"),
             rigdeck("rpc", "127.0.0.1", port, "call", "--target", "nope", "echo", "1"),
-            rigdeck("rpc", "127.0.0.1", port, "--timeout", "0.5", "call", "slow", "5"),
+            rigdeck("rpc", "127.0.0.1", port, "--timeout", "0.5", "call", "slow", "2"),
         )
         await server.close()
         results.append(await rigdeck("rpc", "127.0.0.1", port, "list-targets"))

@@ -101,14 +101,14 @@ def test_slow_subscriber_is_disconnected_not_buffered(caplog):
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", publisher.port))
         raw.sendall(b"ARTIQ sync_struct\nn\n")
-        fast = Subscriber("n")
+        seen = []
+        fast = Subscriber("n", notify_cb=seen.append)
         await fast.connect("127.0.0.1", publisher.port)
         await wait_until(lambda: publisher.subscriber_count("n") == 2)
         chunk = "x" * 65536
         for i in range(400):
             notifier["items"].append(chunk)
-            if i % 8 == 0:
-                await asyncio.sleep(0)  # let the fast one drain
+            await wait_until(lambda n=i + 2: len(seen) == n)  # the fast one keeps up, whatever the CPU load
             if publisher.kicked:
                 break
         assert publisher.kicked == 1
@@ -229,3 +229,31 @@ def test_prefix_mod_and_process_mod_agree():
     init = prefix_mod({"action": "init", "struct": {"a": 1}}, ["p", "q"])
     assert init == {"action": "setitem", "path": ["p"], "key": "q", "value": {"a": 1}}
     assert json.dumps(init)
+
+
+def test_a_mod_that_does_not_apply_makes_the_subscriber_reinit():
+    connections = []
+
+    async def publisher(reader, writer):
+        await reader.readline()
+        await reader.readline()
+        connections.append(writer)
+        writer.write(b'{"action":"init","struct":{"a":[]}}\n')
+        if len(connections) == 1:
+            writer.write(b'{"action":"setitem","path":["missing"],"key":"k","value":1}\n')
+        else:
+            writer.write(b'{"action":"append","path":["a"],"x":1}\n')
+        await reader.read()
+
+    async def main():
+        srv = await asyncio.start_server(publisher, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        lost = []
+        sub = Subscriber("n", disconnect_cb=lost.append, retry_max=0.1)
+        await sub.connect("127.0.0.1", port, reconnect=True)
+        await wait_until(lambda: sub.inits == 2 and sub.struct == {"a": [1]})
+        assert "cannot apply setitem" in lost[0]
+        await sub.close()
+        srv.close()
+
+    run(main())
