@@ -4,67 +4,27 @@ In an IBL session exactly one rig is "main sync" (it records the sync pulses eve
 aligned to); iblrig asks every rig for its info and takes the exp_ref from the one that says
 ``main_sync: true``. This module is that rig's bookkeeping:
 
-- :func:`next_sequence` / :meth:`MainSync.allocate`: ``YYYY-MM-DD_N_subject`` with N the next free
-  number for that subject and day in the data folder. The session folder is created at once, so two
-  sessions asking at the same time (or a console that dies between EXPINFO and EXPINIT) never get the
-  same number: numbers are reserved by ``mkdir``, which is atomic.
+- :meth:`MainSync.allocate`: ``YYYY-MM-DD_N_subject`` with N the next free number for that subject
+  and day in the data folder (:mod:`core.paths`, iblrig's ``<data>/<subject>/<date>/<NNN>`` layout, the
+  same one the console files its sessions in). The session folder is created at once, so two sessions
+  asking at the same time (or a console that dies between EXPINFO and EXPINIT) never get the same
+  number: numbers are reserved by ``mkdir``, which is atomic.
 - :class:`SessionClock`: seconds since the session started, monotonic (never jumps with NTP), with
   the wall-clock time of its zero kept for the experiment description.
-
-Folders recognised when counting, so RigDeck and iblrig data sit side by side without clashes:
-``<data>/<YYYY-MM-DD>_<N>_<subject>/`` (RigDeck's flat layout) and ``<data>/<subject>/<YYYY-MM-DD>/<NNN>/``
-(iblrig's layout).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.protocol import ExpRef, format_exp_ref, parse_exp_ref
+from core.paths import next_exp_ref, reserve_session, session_folder
+from core.protocol import ExpRef
 
-_SEQ_RE = re.compile(r"^\d{1,6}$")
-
-
-def session_folder(data_dir: str | os.PathLike[str], exp_ref: object) -> Path:
-    """Where a rig files a session: ``<data_dir>/<YYYY-MM-DD>_<N>_<subject>``."""
-    return Path(data_dir) / format_exp_ref(exp_ref)
-
-
-def used_sequences(data_dir: str | os.PathLike[str], subject: str, date: _dt.date) -> set[int]:
-    """Session numbers already taken for ``subject`` on ``date`` in ``data_dir`` (both layouts)."""
-    root = Path(data_dir)
-    used: set[int] = set()
-    prefix = f"{date:%Y-%m-%d}_"
-    try:
-        entries = list(root.iterdir())
-    except FileNotFoundError:
-        return used
-    for entry in entries:
-        name = entry.name
-        if name.startswith(prefix) and entry.is_dir():
-            try:
-                ref = parse_exp_ref(name)
-            except ValueError:
-                continue
-            if ref.subject == subject and ref.date == date:
-                used.add(ref.sequence)
-    nested = root / subject / f"{date:%Y-%m-%d}"
-    if nested.is_dir():
-        for entry in nested.iterdir():
-            if entry.is_dir() and _SEQ_RE.match(entry.name):
-                used.add(int(entry.name))
-    return used
-
-
-def next_sequence(data_dir: str | os.PathLike[str], subject: str, date: _dt.date, start: int = 1) -> int:
-    """The next free session number: one above the highest taken (gaps are never reused)."""
-    used = used_sequences(data_dir, subject, date)
-    return max(used) + 1 if used else start
+__all__ = ["MainSync", "SessionClock", "next_exp_ref", "session_folder"]
 
 
 class SessionClock:
@@ -108,19 +68,5 @@ class MainSync:
 
     def allocate(self, subject: str, date: _dt.date | None = None) -> ExpRef:
         """Reserve and return the next exp_ref for ``subject`` today (its folder now exists, empty)."""
-        if not isinstance(subject, str) or not subject.strip():
-            raise ValueError(f"subject must be a non-empty name, not {subject!r}")
-        subject = subject.strip()
-        parse_exp_ref({"date": _dt.date(2000, 1, 1), "sequence": 1, "subject": subject})  # validates the name
-        day = date or self._today()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        sequence = next_sequence(self.data_dir, subject, day)
-        for _ in range(1000):  # another process may take a number between our scan and our mkdir
-            ref = ExpRef(day, sequence, subject)
-            try:
-                session_folder(self.data_dir, ref).mkdir()
-            except FileExistsError:
-                sequence += 1
-                continue
-            return ref
-        raise RuntimeError(f"could not reserve a session folder for {subject} on {day} in {self.data_dir}")
+        ref, _folder = reserve_session(self.data_dir, subject, date or self._today())
+        return ref
