@@ -47,6 +47,9 @@ EXTENDED_KEYS: dict[str, str] = {
     "notifier": "sync_struct notifier name to watch, for rpc:// controllers",
     "server_key": "path of the rig's CURVE public key file, for zmq://",
     "enabled": "false keeps the rig in the file but out of sessions",
+    "echo_timeout": "udp/tcp: seconds to wait for the echo of a non-idempotent message (default 1)",
+    "retry_after": "udp/tcp: first resend interval of EXPSTATUS/EXPINFO in seconds (default 0.2, doubles)",
+    "late_window": "udp/tcp: seconds a late reply is expected after a timeout (default 3)",
 }
 
 
