@@ -1,0 +1,132 @@
+"""Interoperability with the real iblutil (PyPI) over UDP on loopback, in both directions.
+
+(a) iblutil's ``EchoProtocol.client`` + ``Services`` drive a RigDeck UDP server through a session and get
+the replies iblutil expects; (b) RigDeck's ``UdpLink`` drives an iblutil ``EchoProtocol.server``.
+"""
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from udp_helpers import EchoRig, RawPeer, run, udp_spec  # noqa: E402
+
+from core.link import LinkState  # noqa: E402
+from core.protocol import ExpMessage, RigAddress  # noqa: E402
+from transports.udp import UdpLink, serve_udp  # noqa: E402
+
+net_app = pytest.importorskip("iblutil.io.net.app")
+net_base = pytest.importorskip("iblutil.io.net.base")
+
+QUIET = logging.getLogger("iblutil-interop")  # iblutil's default logger prints every payload at DEBUG
+
+
+class Alyx:
+    """What iblutil reads from ONE's AlyxClient."""
+
+    base_url = "https://alyx.example.org"
+    user = "experimenter"
+    _token = {"token": "t0ken-not-logged"}
+    is_logged_in = True
+
+
+def free_udp_port() -> int:
+    async def grab():
+        peer = await RawPeer.bind()
+        port = peer.port
+        peer.transport.close()
+        return port
+
+    return asyncio.run(grab())
+
+
+def test_iblutil_services_drive_a_rigdeck_server():
+    async def main():
+        rig = EchoRig("rigdeck_aux")
+        server = await serve_udp(RigAddress("udp", "127.0.0.1", 0), rig)
+        client = await net_app.EchoProtocol.client(f"udp://127.0.0.1:{server.port}", name="rigdeck_aux", log=QUIET)
+        services = net_app.Services([client], timeout=5)
+        try:
+            info = await services.info(net_base.ExpStatus.CONNECTED, {"subject": "KS001", "main_sync": False})
+            assert info == {"rigdeck_aux": [0, {"exp_ref": "2026-11-22_1_KS001", "main_sync": True}]}
+            ref = info["rigdeck_aux"][1]["exp_ref"]
+            init = await services.init({"exp_ref": ref})
+            assert init == {"rigdeck_aux": [{"status": 10, "exp_ref": ref}]}
+            start = await services.start({"date": "2026-11-22", "sequence": 1, "subject": "KS001"})
+            assert start == {"rigdeck_aux": [ref, {"status": 20}]}
+            assert await services.status(net_base.ExpStatus.RUNNING) == {"rigdeck_aux": [20]}
+            # ALYX: sending a token is fire-and-confirm; asking for one (empty dict) gets the rig's reply
+            await services.alyx(Alyx())
+            asked = asyncio.ensure_future(client.on_event(net_base.ExpMessage.ALYX))
+            await client.alyx(None)
+            data, _ = await asyncio.wait_for(asked, 5)
+            assert data[0] == "https://alyx.example.org"
+            assert await services.stop([]) == {"rigdeck_aux": [{"status": 30}]}
+            assert client.is_connected  # no echo ever went missing, so iblutil never closed itself
+            assert [c[0] for c in rig.calls] == ["EXPINFO", "EXPINIT", "EXPSTART", "EXPSTATUS", "ALYX", "ALYX",
+                                                 "EXPEND"]
+            assert rig.calls[2][1] == ["2026-11-22_1_KS001", None]
+        finally:
+            services.close()
+            await server.close()
+
+    run(main(), timeout=60)
+
+
+def test_rigdeck_link_drives_an_iblutil_server():
+    port = free_udp_port()
+
+    async def main():
+        server = await net_app.EchoProtocol.server(f"udp://127.0.0.1:{port}", name="iblutil_aux", log=QUIET)
+        status = {"s": net_base.ExpStatus.CONNECTED}
+
+        def reply(coro_factory):
+            def callback(data, addr):
+                asyncio.ensure_future(coro_factory(data, addr))
+            return callback
+
+        async def on_info(data, addr):
+            await server.info(status["s"], {"exp_ref": "2026-11-22_2_KS001", "main_sync": True}, addr=addr)
+
+        async def on_init(data, addr):
+            status["s"] = net_base.ExpStatus.INITIALIZED
+            await server.init({"status": 10, "exp_ref": data[0]["exp_ref"]}, addr=addr)
+
+        async def on_start(data, addr):
+            status["s"] = net_base.ExpStatus.RUNNING
+            await server.start(data[0], {"status": 20}, addr=addr)
+
+        async def on_status(data, addr):
+            await server.status(status["s"], addr=addr)
+
+        async def on_stop(data, addr):
+            status["s"] = net_base.ExpStatus.STOPPED
+            await server.stop({"status": 30}, addr=addr)
+
+        for event, handler in [("EXPINFO", on_info), ("EXPINIT", on_init), ("EXPSTART", on_start),
+                               ("EXPSTATUS", on_status), ("EXPEND", on_stop)]:
+            server.assign_callback(event, reply(handler))
+
+        link = UdpLink(udp_spec(port, name="iblutil_aux"))
+        await link.connect()
+        try:
+            S = ExpMessage
+            assert await link.request(S.EXPINFO, 0, {"subject": "KS001"}) == \
+                [0, {"exp_ref": "2026-11-22_2_KS001", "main_sync": True}]
+            assert await link.request(S.EXPINIT, {"exp_ref": "2026-11-22_2_KS001"}) == \
+                [{"status": 10, "exp_ref": "2026-11-22_2_KS001"}]
+            assert await link.request(S.EXPSTART, "2026-11-22_2_KS001", None) == \
+                ["2026-11-22_2_KS001", {"status": 20}]
+            assert await link.request(S.EXPSTATUS, 20) == [20]
+            assert await link.request(S.EXPEND, []) == [{"status": 30}]
+            assert link.state is LinkState.ONLINE
+            # we echoed every reply: the iblutil server never timed out and closed its socket
+            assert server.is_connected
+        finally:
+            await link.close()
+            server.close()
+
+    run(main(), timeout=60)

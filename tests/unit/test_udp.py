@@ -1,0 +1,361 @@
+"""iblutil UDP transport: wire bytes, echo rules, and each way it is sturdier than iblutil."""
+
+import asyncio
+import json
+import logging
+import time
+
+import pytest
+from udp_helpers import EchoRig, RawPeer, dumps, run, udp_spec
+
+from core.link import LinkState, RemoteError, RequestTimeout
+from core.protocol import ExpMessage, RigAddress
+from transports import ibl_wire, registry
+from transports.udp import UdpEndpoint, UdpLink, serve_udp
+
+LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
+S = ExpMessage
+
+
+# ----------------------------------------------------------------------------------------- wire
+
+def test_encoding_is_json_dumps_defaults_byte_for_byte():
+    assert ibl_wire.encode(S.EXPSTATUS, 20) == b"[32, 20]"
+    assert ibl_wire.encode(S.EXPINIT, {"exp_ref": "2026-11-22_2_KS001"}) == b'[1, {"exp_ref": "2026-11-22_2_KS001"}]'
+    assert ibl_wire.encode(S.EXPINFO, 0, {"subject": "caf\u00e9"}) == b'[64, 0, {"subject": "caf\\u00e9"}]'
+    assert ibl_wire.error_report("ZeroDivisionError: division by zero", 2) == \
+        b'[0, "ZeroDivisionError: division by zero", 2]'
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"", "empty"),
+    (b"x", "not JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"hello", "not JSON"),
+    (b'{"event": 32}', "expected a JSON array"),
+    (b"[]", "empty array"),
+    (b"[32]", "carries no data"),
+    (b"[3, null]", "compound event code 3"),
+    (b"[256, null]", "unknown event code 256"),
+    (b"[true, 1]", "JSON true"),
+    (b"[32.0, 1]", "got float"),
+    (b'["nope", 1]', "unknown event name"),
+    (b'[0, 5]', "error report without"),
+])
+def test_malformed_messages_say_what_is_wrong(raw, reason):
+    decoded = ibl_wire.decode(raw)
+    assert isinstance(decoded, ibl_wire.Malformed)
+    assert reason in decoded.reason
+
+
+def test_event_names_and_error_reports_decode():
+    assert ibl_wire.decode(b'["expstatus", 0]') == ibl_wire.Message(S.EXPSTATUS, [0])
+    assert ibl_wire.decode(b'[0, "ValueError: x", 2]') == ibl_wire.ErrorReport("ValueError: x", 2)
+
+
+def test_registry_builds_udp_and_tcp_links():
+    assert isinstance(registry.make_link(udp_spec(11001)), UdpLink)
+    assert registry.server_factory("udp") is serve_udp
+
+
+# ------------------------------------------------------------------------------ request / reply
+
+def test_a_whole_exchange_between_rigdeck_link_and_server():
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig)
+        link = UdpLink(udp_spec(server.port))
+        states = []
+        link.on_state(lambda s, e: states.append(s))
+        await link.connect()
+        try:
+            info = await link.request(S.EXPINFO, 0, {"subject": "KS001"})
+            assert info == [0, {"exp_ref": "2026-11-22_1_KS001", "main_sync": True}]
+            assert await link.request(S.EXPINIT, {"exp_ref": "2026-11-22_1_KS001"}) == \
+                [{"status": 10, "exp_ref": "2026-11-22_1_KS001"}]
+            assert await link.request(S.EXPSTART, "2026-11-22_1_KS001", None) == ["2026-11-22_1_KS001", {"status": 20}]
+            assert await link.request(S.EXPSTATUS, 20) == [20]
+            assert await link.request(S.EXPEND, []) == [{"status": 30}]
+            assert [c[0] for c in rig.calls] == ["EXPINFO", "EXPINIT", "EXPSTART", "EXPSTATUS", "EXPEND"]
+            assert LinkState.ONLINE in states and link.last_rtt is not None
+            # every reply was echoed back to the server: nothing left awaiting an echo there
+            conv = next(iter(server.endpoint.conversations.values()))
+            assert conv.stats.echoes == 5 and not conv._unechoed
+        finally:
+            await link.close()
+            await server.close()
+
+    run(main())
+
+
+def test_handler_failure_is_an_error_report_and_the_server_keeps_serving():
+    async def main():
+        server = await serve_udp(LOOPBACK, EchoRig())
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        with pytest.raises(RemoteError, match="ZeroDivisionError: division by zero"):
+            await link.request(S.EXPSTART, "boom", None)
+        assert link.state is LinkState.ONLINE
+        assert await link.request(S.EXPSTATUS, 0) == [0]
+        await link.close()
+        await server.close()
+
+    run(main())
+
+
+def test_a_reply_that_overtakes_its_echo_is_taken():
+    def rig(peer, raw, addr):
+        msg = json.loads(raw)
+        peer.send(dumps(msg[0], "reply"), addr)  # the reply first ...
+        peer.send_later(0.05, raw, addr)  # ... its echo after
+
+    async def main():
+        peer = await RawPeer.bind(rig)
+        link = UdpLink(udp_spec(peer.port, echo_timeout=2))
+        await link.connect()
+        assert await link.request(S.EXPSTART, "ref", None) == ["reply"]
+        assert link.state is LinkState.ONLINE
+        await link.close()
+
+    run(main())
+
+
+def test_an_unrelated_message_while_awaiting_the_echo_does_not_fail_the_request():
+    async def main():
+        endpoint_box = {}
+
+        def rig(peer, raw, addr):
+            if raw.startswith(b"[1,"):
+                peer.send(dumps(128, None, {}), addr)  # the rig asks for an Alyx token meanwhile
+                peer.send_later(0.02, raw, addr)
+                peer.send_later(0.04, dumps(1, {"status": 10}), addr)
+
+        peer = await RawPeer.bind(rig)
+        endpoint = await UdpEndpoint.client(f"udp://127.0.0.1:{peer.port}")
+        endpoint_box["e"] = endpoint
+        asked = asyncio.ensure_future(endpoint.on_event(S.ALYX))
+        assert await endpoint.request(S.EXPINIT, {"exp_ref": "r"}, timeout=2) == [{"status": 10}]
+        data, addr = await asyncio.wait_for(asked, 1)
+        assert data == [None, {}] and addr[1] == peer.port
+        # the unrelated message was echoed too, exactly
+        assert dumps(128, None, {}) in peer.received
+        endpoint.close()
+
+    run(main())
+
+
+def test_a_late_reply_is_never_handed_to_the_next_request():
+    """The rig answers the first EXPSTATUS 0.5 s late (after the request timed out), then answers the
+    second at once. The second request must get the second answer, not the stale first one."""
+    answers = iter([101, 202])
+
+    def rig(peer, raw, addr):
+        if raw.startswith(b"[32"):
+            peer.send(raw, addr)  # echo
+            value = next(answers)
+            peer.send_later(0.5 if value == 101 else 0.0, dumps(32, value), addr)
+
+    async def main():
+        peer = await RawPeer.bind(rig)
+        link = UdpLink(udp_spec(peer.port, retry_after=5))  # no resend: one request, one answer
+        await link.connect()
+        with pytest.raises(RequestTimeout, match="echo received, no reply"):
+            await link.request(S.EXPSTATUS, 0, timeout=0.2)
+        assert link.state is LinkState.UNREACHABLE
+        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [202]
+        conv = link.endpoint.conversation(link.endpoint.remote)
+        assert conv.stats.late_dropped == 1
+        await link.close()
+
+    run(main())
+
+
+def test_a_late_reply_does_not_hold_up_requests_with_another_event():
+    def rig(peer, raw, addr):
+        peer.send(raw, addr)
+        if raw.startswith(b"[1,"):
+            peer.send_later(0.05, dumps(1, {"status": 10}), addr)
+        # EXPSTATUS is never answered
+
+    async def main():
+        peer = await RawPeer.bind(rig)
+        link = UdpLink(udp_spec(peer.port, retry_after=5))
+        await link.connect()
+        with pytest.raises(RequestTimeout):
+            await link.request(S.EXPSTATUS, 0, timeout=0.2)
+        start = time.monotonic()
+        assert await link.request(S.EXPINIT, {"exp_ref": "r"}, timeout=2) == [{"status": 10}]
+        assert time.monotonic() - start < 1.0
+        await link.close()
+
+    run(main())
+
+
+def test_lost_datagrams_are_retried_for_idempotent_requests_only():
+    seen = []
+
+    def lossy_rig(peer, raw, addr):
+        seen.append(raw)
+        if len(seen) in (1, 2):
+            return  # the first two datagrams are lost
+        peer.send(raw, addr)
+        peer.send(dumps(json.loads(raw)[0], 20), addr)
+
+    async def main():
+        peer = await RawPeer.bind(lossy_rig)
+        link = UdpLink(udp_spec(peer.port, retry_after=0.05))
+        await link.connect()
+        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [20]
+        assert len(seen) >= 3
+        conv = link.endpoint.conversation(link.endpoint.remote)
+        assert conv.stats.retries >= 2
+        seen.clear()
+        seen.append(b"lose the next")
+        # a lost EXPSTART is not resent (it may have started the rig): it fails alone ...
+        with pytest.raises(RequestTimeout, match="not resent: EXPSTART is not idempotent"):
+            await link.request(S.EXPSTART, "ref", None, timeout=3)
+        assert seen.count(b'[2, "ref", null]') == 1
+        # ... and the link still works
+        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [20]
+        await link.close()
+
+    run(main(), timeout=30)
+
+
+def test_malformed_datagrams_never_stop_the_server(caplog):
+    bad = [b"", b"x", b"\xff\xfe", b"hello", b"[32]", b"[3, null]", b"[256, null]", b"true", b"[true, 1]",
+           b'{"event": 32}', b"[0, 5]", b'[0, "ValueError: peer report", 32]', b"[" * 5000, b"a" * 70_000]
+
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig)
+        peer = await RawPeer.bind()
+        for raw in bad:
+            if len(raw) > ibl_wire.MAX_DATAGRAM:
+                continue  # the kernel refuses it; covered by the size test
+            peer.send(raw, ("127.0.0.1", server.port))
+        await asyncio.sleep(0.3)
+        replies = list(peer.received)
+        # unknown / compound codes are echoed and then answered with an error report that says why
+        assert b"[3, null]" in replies
+        reports = [json.loads(r) for r in replies if r.startswith(b"[0,")]
+        assert any("compound event code 3" in r[1] for r in reports)
+        assert any("unknown event code 256" in r[1] for r in reports)
+        # nothing was executed, and the server still answers
+        assert rig.calls == []
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        assert await link.request(S.EXPSTATUS, 0) == [0]
+        await link.close()
+        await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert "malformed message" in caplog.text
+
+
+def test_two_rigdeck_peers_never_ping_pong():
+    async def main():
+        a = UdpEndpoint("a")
+        b = UdpEndpoint("b")
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: a, local_addr=("127.0.0.1", 0))
+        await loop.create_datagram_endpoint(lambda: b, local_addr=("127.0.0.1", 0))
+        got = []
+        b.assign_callback(S.EXPSTATUS, lambda data, addr: got.append(data))
+        a.send((S.EXPSTATUS, 20), addr=("127.0.0.1", b.port))  # unconfirmed: iblutil peers loop here
+        await asyncio.sleep(0.3)
+        conv_a = a.conversation(("127.0.0.1", b.port))
+        conv_b = b.conversation(("127.0.0.1", a.port))
+        assert got == [[20]]
+        assert conv_a.stats.sent == 1 and conv_b.stats.sent == 1  # one message, one echo, then silence
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_an_oversized_message_fails_at_once():
+    async def main():
+        link = UdpLink(udp_spec(9))
+        await link.connect()
+        start = time.monotonic()
+        with pytest.raises(ibl_wire.MessageTooLarge, match="over the UDP limit of 65507 bytes"):
+            await link.request(S.EXPINIT, {"blob": "x" * 70_000})
+        assert time.monotonic() - start < 0.5
+        await link.close()
+
+    run(main())
+
+
+def test_fan_out_to_many_rigs_is_concurrent():
+    async def main():
+        servers = [await serve_udp(LOOPBACK, EchoRig(f"r{i}", delay=0.3)) for i in range(8)]
+        links = [UdpLink(udp_spec(s.port, name=f"r{i}")) for i, s in enumerate(servers)]
+        for link in links:
+            await link.connect()
+        start = time.monotonic()
+        replies = await asyncio.gather(*(link.request(S.EXPINIT, {"exp_ref": "r"}) for link in links))
+        elapsed = time.monotonic() - start
+        assert replies == [[{"status": 10, "exp_ref": "r"}]] * 8
+        assert elapsed < 8 * 0.3 / 2  # one echo at a time (iblutil) would take 8 x 0.3 s
+        for link in links:
+            await link.close()
+        for s in servers:
+            await s.close()
+
+    run(main())
+
+
+def test_allow_list_drops_other_peers(caplog):
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig, {"allow": ["10.9.8.7"]})
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        with pytest.raises(RequestTimeout):
+            await link.request(S.EXPSTATUS, 0, timeout=0.3)
+        assert rig.calls == [] and server.endpoint.refused >= 1
+        await link.close()
+        await server.close()
+        allowed = await serve_udp(LOOPBACK, rig, {"allow": ["127.0.0.1"]})
+        link = UdpLink(udp_spec(allowed.port))
+        await link.connect()
+        assert await link.request(S.EXPSTATUS, 0) == [0]
+        await link.close()
+        await allowed.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert "not in the allow list" in caplog.text
+
+
+def test_a_rig_that_is_down_is_unreachable_not_an_exception_at_connect():
+    async def main():
+        peer = await RawPeer.bind()
+        port = peer.port
+        peer.transport.close()
+        link = UdpLink(udp_spec(port))
+        await link.connect()  # never raises because the rig is down
+        with pytest.raises(RequestTimeout):
+            await link.request(S.EXPSTATUS, 0, timeout=0.3)
+        assert link.state is LinkState.UNREACHABLE and link.last_error
+        await link.close()
+
+    run(main())
+
+
+def test_server_keeps_peers_apart():
+    async def main():
+        rig = EchoRig(delay=0.05)
+        server = await serve_udp(LOOPBACK, rig)
+        links = [UdpLink(udp_spec(server.port, name=f"c{i}")) for i in range(3)]
+        for link in links:
+            await link.connect()
+        out = await asyncio.gather(*(link.request(S.EXPSTATUS, 0) for link in links))
+        assert out == [[0]] * 3 and len(server.endpoint.conversations) == 3
+        for link in links:
+            await link.close()
+        await server.close()
+
+    run(main())

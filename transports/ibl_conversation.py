@@ -1,0 +1,303 @@
+"""One peer's side of the iblutil echo protocol, independent of UDP or TCP.
+
+iblutil confirms every message by having the receiver send the exact bytes back (the *echo*), and a
+request is answered by a message with the same event code. The wire has no message ids, which is why
+iblutil fails where networks are ordinary: a reply that overtakes its echo or any datagram arriving
+while an echo is awaited kills the communicator, a lost echo closes it, and a late reply is handed to
+the next request. A :class:`Conversation` keeps the bytes identical and fixes those:
+
+- **Echo matching by content.** Every message we send that expects an echo is remembered (with a
+  deadline) until its echo comes back; anything else that arrives is a new message, echoed and handled,
+  so an unrelated message or an overtaking reply never fails a request. Our own echoes are never echoed
+  back: two RigDeck peers cannot ping-pong.
+- **Replies.** One request per peer is in flight at a time. A message carrying the pending request's
+  event code is its reply, whether it arrives before or after the echo (the reply may overtake it).
+- **Late replies.** When a request times out, a late reply for that event is *expected* for
+  ``late_window`` seconds: it is dropped when it comes (after being echoed, so an iblutil sender is
+  satisfied), and a new request with the same event code waits until that has happened or the window
+  has passed. So a late reply is never handed to a later request; requests with other event codes
+  (which cannot be confused with it) are not held up.
+- **Retries.** Idempotent requests (EXPSTATUS, EXPINFO) are resent with doubling intervals until their
+  deadline; the others are sent once, and a missing echo fails that request only. Nothing here ever
+  closes the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.link import RemoteError, RequestTimeout
+from core.protocol import ExpMessage
+from transports import ibl_wire
+from transports.ibl_wire import ErrorReport, Malformed, Message
+
+log = logging.getLogger(__name__)
+
+#: requests that can be resent without changing anything on the rig
+IDEMPOTENT = frozenset({ExpMessage.EXPSTATUS, ExpMessage.EXPINFO})
+
+
+@dataclass
+class _Pending:
+    event: ExpMessage
+    raw: bytes
+    reply: asyncio.Future[list[Any]]
+    echo_seen: bool = False
+    attempts: int = 0
+
+
+@dataclass
+class Tuning:
+    """Timing of one conversation (all seconds)."""
+
+    echo_timeout: float = 1.0  # a non-idempotent request fails if its echo has not come by then
+    retry_after: float = 0.2  # first resend interval of an idempotent request (doubles, capped)
+    max_retry_interval: float = 1.6
+    late_window: float = 3.0  # how long a late reply is expected after a timeout
+    echo_memory: float = 3.0  # how long we recognise the echo of something we sent
+
+
+@dataclass
+class Stats:
+    """Counters a user may want to see (and tests check)."""
+
+    sent: int = 0
+    received: int = 0
+    echoes: int = 0
+    retries: int = 0
+    late_dropped: int = 0
+    malformed: int = 0
+    timeouts: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Conversation:
+    """The echo protocol with one peer. ``send`` writes bytes to that peer; ``on_message`` gets new
+    messages (already echoed); ``on_malformed`` gets what could not be used (after any echo)."""
+
+    def __init__(
+        self,
+        peer: str,
+        send: Callable[[bytes], None],
+        on_message: Callable[[Message], None],
+        on_malformed: Callable[[Malformed, bytes], None] | None = None,
+        tuning: Tuning | None = None,
+        limit: int | None = ibl_wire.MAX_DATAGRAM,
+    ) -> None:
+        self.peer = peer
+        self._send_raw = send
+        self.on_message = on_message
+        self.on_malformed = on_malformed
+        self.tuning = tuning or Tuning()
+        self.limit = limit
+        self.stats = Stats()
+        self.pending: _Pending | None = None
+        self._lock = asyncio.Lock()
+        # bytes sent that expect an echo -> queue of (deadline, future or None)
+        self._unechoed: dict[bytes, collections.deque[tuple[float, asyncio.Future[None] | None]]] = {}
+        self._late: dict[ExpMessage, collections.deque[float]] = {}
+        self._late_changed = asyncio.Event()
+        self.last_activity = 0.0
+
+    # ------------------------------------------------------------------------------------ sending
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _send(self, raw: bytes) -> None:
+        self.stats.sent += 1
+        self._send_raw(raw)
+
+    def send_confirmed(self, raw: bytes) -> asyncio.Future[None]:
+        """Send ``raw`` and return a future resolved by its echo (never failed: callers time out)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._expect_echo(raw, fut)
+        self._send(raw)
+        return fut
+
+    def send_unconfirmed(self, raw: bytes) -> None:
+        """Send without waiting; the echo, if the peer sends one, is recognised and dropped."""
+        if not ibl_wire.is_error_report_text(raw):
+            self._expect_echo(raw, None)
+        self._send(raw)
+
+    def _expect_echo(self, raw: bytes, fut: asyncio.Future[None] | None) -> None:
+        self._unechoed.setdefault(raw, collections.deque()).append((self._now() + self.tuning.echo_memory, fut))
+
+    def _forget_expired(self, now: float) -> None:
+        for raw in [r for r, q in self._unechoed.items() if q and q[-1][0] < now]:
+            del self._unechoed[raw]
+        for event, marks in list(self._late.items()):
+            while marks and marks[0] < now:
+                marks.popleft()
+            if not marks:
+                del self._late[event]
+                self._late_changed.set()
+
+    async def request(self, event: ExpMessage, data: list[Any], timeout: float) -> list[Any]:
+        """Send ``[event, *data]`` and return the reply's data; see the module docstring for the rules.
+
+        Raises :class:`ibl_wire.MessageTooLarge` at once for an oversized message,
+        :class:`RequestTimeout` when no reply comes in ``timeout`` seconds and :class:`RemoteError`
+        for an error report.
+        """
+        raw = ibl_wire.encode(event, *data, limit=self.limit)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        idempotent = event in IDEMPOTENT
+        async with self._lock:
+            await self._wait_for_late_replies(event, deadline)
+            pending = _Pending(event, raw, loop.create_future())
+            self.pending = pending
+            interval = self.tuning.retry_after if idempotent else self.tuning.echo_timeout
+            try:
+                while True:
+                    pending.attempts += 1
+                    if pending.attempts > 1:
+                        self.stats.retries += 1
+                        log.debug("%s: resending %s (attempt %d)", self.peer, event.name, pending.attempts)
+                    self._expect_echo(raw, None)
+                    self._send(raw)
+                    wait = min(deadline, loop.time() + interval) - loop.time()
+                    await asyncio.wait([pending.reply], timeout=max(wait, 0))
+                    if pending.reply.done():
+                        return pending.reply.result()
+                    if loop.time() >= deadline:
+                        raise self._timeout(pending, timeout)
+                    if idempotent:
+                        interval = min(interval * 2, self.tuning.max_retry_interval)
+                        continue
+                    if not pending.echo_seen:
+                        raise RequestTimeout(
+                            f"{self.peer}: no echo of {event.name} within {self.tuning.echo_timeout:g} s; "
+                            f"the rig may not have received it (not resent: {event.name} is not idempotent)"
+                        )
+                    await asyncio.wait([pending.reply], timeout=max(deadline - loop.time(), 0))
+                    if pending.reply.done():
+                        return pending.reply.result()
+                    raise self._timeout(pending, timeout)
+            finally:
+                self.pending = None
+                if not pending.reply.done():
+                    pending.reply.cancel()
+                    self._expect_late(event, pending.attempts, self.tuning.late_window)
+                elif pending.attempts > 1:  # the other attempts may be answered too
+                    self._expect_late(event, pending.attempts - 1, min(self.tuning.late_window, 0.5))
+
+    def _timeout(self, pending: _Pending, timeout: float) -> RequestTimeout:
+        self.stats.timeouts += 1
+        seen = "echo received, no reply" if pending.echo_seen else "no echo"
+        return RequestTimeout(
+            f"{self.peer}: no reply to {pending.event.name} within {timeout:g} s "
+            f"({seen}; {pending.attempts} attempt{'s' if pending.attempts != 1 else ''})"
+        )
+
+    def _expect_late(self, event: ExpMessage, count: int, window: float) -> None:
+        marks = self._late.setdefault(event, collections.deque())
+        until = self._now() + window
+        marks.extend([until] * count)
+
+    async def _wait_for_late_replies(self, event: ExpMessage, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._forget_expired(loop.time())
+            marks = self._late.get(event)
+            if not marks:
+                return
+            until = min(marks[0], deadline)
+            if loop.time() >= deadline:
+                raise RequestTimeout(
+                    f"{self.peer}: still waiting for a late reply to an earlier {event.name}; "
+                    "not sending another until it has come (or the late window has passed)"
+                )
+            self._late_changed.clear()
+            try:
+                await asyncio.wait_for(self._late_changed.wait(), timeout=max(until - loop.time(), 0))
+            except TimeoutError:
+                pass
+
+    def _take_late(self, event: int | None) -> bool:
+        if event is None:
+            return False
+        try:
+            marks = self._late.get(ExpMessage(event))
+        except ValueError:
+            return False
+        if not marks:
+            return False
+        marks.popleft()
+        self._late_changed.set()
+        self.stats.late_dropped += 1
+        return True
+
+    # ---------------------------------------------------------------------------------- receiving
+    def receive(self, raw: bytes) -> None:
+        """Handle one received message (a datagram, or one message cut from a TCP stream)."""
+        now = self._now()
+        self.last_activity = now
+        self.stats.received += 1
+        self._forget_expired(now)
+        if self._match_echo(raw):
+            return
+        decoded = ibl_wire.decode(raw)
+        echoable = len(raw) >= 2 and not ibl_wire.is_error_report_text(raw) and not isinstance(decoded, ErrorReport)
+        if echoable and not (isinstance(decoded, Malformed) and decoded.reason.startswith(("not UTF-8", "empty"))):
+            self._send(raw)  # iblutil: echo the exact bytes first, then act on them
+        if isinstance(decoded, Malformed):
+            self.stats.malformed += 1
+            if self.on_malformed is not None:
+                self.on_malformed(decoded, raw)
+            else:
+                log.warning("%s: dropped a malformed message: %s", self.peer, decoded.reason)
+        elif isinstance(decoded, ErrorReport):
+            self._error_report(decoded)
+        else:
+            self._message(decoded)
+
+    def _match_echo(self, raw: bytes) -> bool:
+        queue = self._unechoed.get(raw)
+        if not queue:
+            return False
+        _, fut = queue.popleft()
+        if not queue:
+            del self._unechoed[raw]
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if self.pending is not None and raw == self.pending.raw:
+            self.pending.echo_seen = True
+        self.stats.echoes += 1
+        return True
+
+    def _error_report(self, report: ErrorReport) -> None:
+        pending = self.pending
+        if pending is not None and not pending.reply.done() and report.event in (None, 0, int(pending.event)):
+            pending.reply.set_exception(RemoteError(report.text, report.event))
+        elif self._take_late(report.event):
+            log.info("%s: dropped a late error report (%s)", self.peer, report.text)
+        else:
+            log.warning("%s reports an error: %s (event %s)", self.peer, report.text, report.event)
+
+    def _message(self, msg: Message) -> None:
+        pending = self.pending
+        if pending is not None and not pending.reply.done() and msg.event is pending.event:
+            pending.reply.set_result(msg.data)
+        elif self._take_late(int(msg.event)):
+            log.info("%s: dropped a late %s reply (its request had timed out)", self.peer, msg.event.name)
+        else:
+            self.on_message(msg)
+
+    def close(self) -> None:
+        """Fail the pending request (the endpoint is going away)."""
+        from core.link import LinkClosed
+
+        if self.pending is not None and not self.pending.reply.done():
+            self.pending.reply.set_exception(LinkClosed(f"{self.peer}: endpoint closed"))
+        for queue in self._unechoed.values():
+            for _, fut in queue:
+                if fut is not None and not fut.done():
+                    fut.cancel()
+        self._unechoed.clear()

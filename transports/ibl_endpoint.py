@@ -1,0 +1,272 @@
+"""An iblutil endpoint: conversations with peers, a rig service behind it, and iblutil's Communicator API.
+
+:class:`IblEndpoint` is what UDP (:mod:`transports.udp`) and TCP (:mod:`transports.ibl_tcp`) share.
+In the server role a :class:`core.link.MessageHandler` (a RigDeck rig service) answers every message;
+each peer's messages are handled in order, different peers concurrently, and a handler failure is
+answered ``[0, "ExcType: message", event]``. For people porting iblutil services the endpoint also offers
+iblutil's Communicator API with the same message shapes: ``assign_callback``, ``clear_callbacks``,
+``await on_event(...)``, ``confirmed_send`` and the Service methods ``init``, ``start``, ``stop``,
+``cleanup``, ``status``, ``info``, ``alyx`` — none of which closes the endpoint on a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.link import MessageHandler, error_text
+from core.protocol import ExpMessage, ExpStatus, format_exp_ref
+from transports import ibl_wire
+from transports.ibl_conversation import Conversation, Tuning
+from transports.ibl_wire import Malformed, Message
+
+log = logging.getLogger(__name__)
+
+Address = Any  # (host, port) for UDP peers; a connection id for TCP
+Callback = Callable[..., Any] | asyncio.Future
+
+
+class RateLimitedLog:
+    """Logs at most one line per ``interval`` seconds per key, counting what it skipped, so a flood of
+    bad datagrams cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return
+        skipped = self._skipped.pop(key, 0)
+        self._last[key] = now
+        self.logger.warning(msg + (f" ({skipped} similar suppressed)" if skipped else ""), *args)
+
+
+class IblEndpoint:
+    """Shared logic of the UDP and TCP endpoints; subclasses create conversations and move bytes."""
+
+    def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
+                 limit: int | None = ibl_wire.MAX_DATAGRAM) -> None:
+        self.name = name
+        self.service = service
+        self.tuning = tuning or Tuning()
+        self.limit = limit
+        self.conversations: dict[Address, Conversation] = {}
+        self._callbacks: dict[int, list[Callback]] = {}
+        self._serve_locks: dict[Address, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rlog = RateLimitedLog(log)
+        self.closed = False
+
+    # ------------------------------------------------------------------------ subclass interface
+    def _send_to(self, addr: Address, raw: bytes) -> None:
+        raise NotImplementedError
+
+    def _default_addr(self) -> Address | None:
+        """The peer of a client-role endpoint (None for servers: ``addr`` is then required)."""
+        return None
+
+    def _describe(self, addr: Address) -> str:
+        return str(addr)
+
+    # ------------------------------------------------------------------------ conversations
+    def conversation(self, addr: Address) -> Conversation:
+        conv = self.conversations.get(addr)
+        if conv is None:
+            label = f"{self.name} {self._describe(addr)}"
+            conv = Conversation(
+                label,
+                send=lambda raw, a=addr: self._send_to(a, raw),
+                on_message=lambda msg, a=addr: self._on_message(a, msg),
+                on_malformed=lambda bad, raw, a=addr: self._on_malformed(a, bad, raw),
+                tuning=self.tuning,
+                limit=self.limit,
+            )
+            self.conversations[addr] = conv
+        return conv
+
+    def _resolve_addr(self, addr: Address | None) -> Address:
+        target = addr if addr is not None else self._default_addr()
+        if target is None:
+            raise ValueError(f"{self.name}: a server-role endpoint needs the peer address (addr=...)")
+        return target
+
+    # ------------------------------------------------------------------------ incoming
+    def _on_malformed(self, addr: Address, bad: Malformed, raw: bytes) -> None:
+        self._rlog.warning(f"malformed {addr}", "%s: malformed message from %s: %s", self.name,
+                           self._describe(addr), bad.reason)
+        if self.service is not None and not bad.reason.startswith(("not UTF-8", "empty")):
+            # a server explains what was wrong; clients only log (error reports are never answered)
+            self._send_to(addr, ibl_wire.error_report(f"ValueError: {bad.reason}", bad.event))
+
+    def _on_message(self, addr: Address, msg: Message) -> None:
+        if self.service is not None:
+            self._spawn(self._serve(addr, msg))
+        else:
+            self._dispatch_callbacks(addr, msg)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, addr: Address, msg: Message) -> None:
+        lock = self._serve_locks.setdefault(addr, asyncio.Lock())
+        async with lock:  # one peer's messages are handled in the order they came
+            try:
+                reply = await self.service.handle(msg.event, list(msg.data), self._describe(addr))
+                raw = ibl_wire.encode(msg.event, *(reply or []), limit=self.limit)
+            except asyncio.CancelledError:
+                raise
+            except Exception as ex:  # the rig answers an error report and keeps serving
+                log.info("%s: %s from %s failed: %s", self.name, msg.event.name, self._describe(addr),
+                         error_text(ex))
+                self._send_to(addr, ibl_wire.error_report(error_text(ex), int(msg.event)))
+                return
+            if not self.closed:
+                self.conversation(addr).send_confirmed(raw)
+
+    def _dispatch_callbacks(self, addr: Address, msg: Message) -> None:
+        matched = False
+        for flag, callbacks in list(self._callbacks.items()):
+            if not flag & int(msg.event):
+                continue
+            compound = int(flag).bit_count() > 1
+            for cb in list(callbacks):
+                matched = True
+                args = (msg.data, addr, msg.event) if compound else (msg.data, addr)
+                if isinstance(cb, asyncio.Future):
+                    callbacks.remove(cb)
+                    if not cb.done():
+                        cb.set_result(args)
+                    continue
+                try:
+                    cb(*args)
+                except Exception as ex:  # like iblutil: report back, skip the remaining callbacks
+                    log.exception("%s: callback for %s failed", self.name, msg.event.name)
+                    self._send_to(addr, ibl_wire.error_report(error_text(ex), int(msg.event)))
+                    return
+            if not callbacks:
+                self._callbacks.pop(flag, None)
+        if not matched:
+            log.debug("%s: no callback for %s from %s", self.name, msg.event.name, self._describe(addr))
+
+    # ------------------------------------------------------------------------ RigDeck requests
+    async def request(self, event: ExpMessage, *data: Any, addr: Address | None = None,
+                      timeout: float = 5.0) -> list[Any]:
+        """Request/reply with the exact wire shapes of iblutil (see :class:`Conversation`)."""
+        return await self.conversation(self._resolve_addr(addr)).request(ExpMessage(event), list(data), timeout)
+
+    # ------------------------------------------------------------------------ iblutil Communicator API
+    def assign_callback(self, event: Any, callback: Callback) -> None:
+        """Call ``callback(data, addr)`` (or resolve a future with it) for every message of ``event``."""
+        flag = int(ExpMessage.validate(event))
+        self._callbacks.setdefault(flag, []).append(callback)
+
+    def clear_callbacks(self, event: Any, callback: Callback | None = None, cancel_futures: bool = True) -> int:
+        """Remove the callbacks of ``event`` (or just ``callback``); returns how many were removed."""
+        flag = int(ExpMessage.validate(event))
+        callbacks = self._callbacks.get(flag, [])
+        removed = [cb for cb in callbacks if callback is None or cb is callback]
+        for cb in removed:
+            callbacks.remove(cb)
+            if cancel_futures and isinstance(cb, asyncio.Future) and not cb.done():
+                cb.cancel()
+        if not callbacks:
+            self._callbacks.pop(flag, None)
+        return len(removed)
+
+    async def on_event(self, event: Any) -> tuple[Any, ...]:
+        """Wait for the next message of ``event``: ``(data, addr)``, or ``(data, addr, event)`` for a
+        compound event. The waiter is removed when it resolves or is cancelled (no stale futures)."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.assign_callback(event, fut)
+        try:
+            return await fut
+        finally:
+            if not fut.done():
+                self.clear_callbacks(event, fut)
+
+    def send(self, data: Any, addr: Address | None = None) -> None:
+        """Unconfirmed send of a message (list/tuple, str or bytes)."""
+        self.conversation(self._resolve_addr(addr)).send_unconfirmed(self._to_bytes(data))
+
+    async def confirmed_send(self, data: Any, addr: Address | None = None, timeout: float | None = None) -> None:
+        """Send and wait for the echo; a missing echo raises TimeoutError and closes nothing."""
+        target = self._resolve_addr(addr)
+        fut = self.conversation(target).send_confirmed(self._to_bytes(data))
+        wait = timeout if timeout is not None else self.tuning.echo_timeout
+        try:
+            await asyncio.wait_for(fut, wait)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: no echo from {self._describe(target)} within {wait:g} s") from None
+
+    def _to_bytes(self, data: Any) -> bytes:
+        if isinstance(data, bytes):
+            raw = data
+        elif isinstance(data, str):
+            raw = data.encode()
+        else:
+            values = list(data)
+            return ibl_wire.encode(values[0], *values[1:], limit=self.limit)
+        if self.limit is not None and len(raw) > self.limit:
+            raise ibl_wire.MessageTooLarge(f"message is {len(raw)} bytes, over the limit of {self.limit} bytes")
+        return raw
+
+    async def init(self, data: Any = None, addr: Address | None = None) -> None:
+        await self.confirmed_send((ExpMessage.EXPINIT, data), addr)
+
+    async def start(self, exp_ref: Any, data: Any = None, addr: Address | None = None) -> None:
+        ref = format_exp_ref(exp_ref) if isinstance(exp_ref, dict) else exp_ref
+        await self.confirmed_send((ExpMessage.EXPSTART, ref, data), addr)
+
+    async def stop(self, data: Any = None, immediately: bool = False, addr: Address | None = None) -> None:
+        event = ExpMessage.EXPINTERRUPT if immediately else ExpMessage.EXPEND
+        await self.confirmed_send((event, data), addr)
+
+    async def cleanup(self, data: Any = None, addr: Address | None = None) -> None:
+        await self.confirmed_send((ExpMessage.EXPCLEANUP, data), addr)
+
+    async def status(self, status: Any, addr: Address | None = None) -> None:
+        await self.confirmed_send((ExpMessage.EXPSTATUS, int(ExpStatus.coerce(status))), addr)
+
+    async def info(self, status: Any, data: Any = None, addr: Address | None = None) -> None:
+        await self.confirmed_send((ExpMessage.EXPINFO, int(ExpStatus.coerce(status)), data), addr)
+
+    async def alyx(self, alyx: Any = None, addr: Address | None = None) -> None:
+        """Send ``[128, base_url, {user: token}]`` (or ``[128, null, {}]`` to ask for a token).
+        ``alyx`` is an object with ``base_url``/``user``/``_token`` (ONE's AlyxClient) or None."""
+        if alyx is None:
+            message = (ExpMessage.ALYX, None, {})
+        else:
+            token = getattr(alyx, "_token", None) if getattr(alyx, "is_logged_in", True) else None
+            message = (ExpMessage.ALYX, getattr(alyx, "base_url", None),
+                       {getattr(alyx, "user", None): token} if token else {})
+        await self.confirmed_send(message, addr)
+
+    # ------------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self.closed = True
+        for conv in self.conversations.values():
+            conv.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for callbacks in self._callbacks.values():
+            for cb in callbacks:
+                if isinstance(cb, asyncio.Future) and not cb.done():
+                    cb.cancel()
+        self._callbacks.clear()
+
+    async def wait_closed(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,118 @@
+"""The bytes of IBL's iblutil ``io.net`` protocol: how a message is encoded, decoded and checked.
+
+One message is one JSON array ``[event, *data]``, encoded exactly as Python's ``json.dumps`` does by
+default (``", "`` / ``": "`` separators, ASCII-escaped) so that an iblutil peer comparing an echo byte
+for byte sees what it sent. ``[0, "ExcType: message", event]`` is an error report. Decoding is strict
+where iblutil is lax: a message RigDeck cannot act on is classified (:class:`Malformed`) with a reason
+that names the problem, and never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from core.protocol import ExpMessage
+
+#: the largest UDP payload IPv4 can carry (65535 - 8 byte UDP header - 20 byte IP header)
+MAX_DATAGRAM = 65_507
+
+
+class MessageTooLarge(ValueError):
+    """An encoded message does not fit in one datagram (iblutil has no fragmentation)."""
+
+
+def encode(event: int, *data: Any, limit: int | None = MAX_DATAGRAM) -> bytes:
+    """``[event, *data]`` as iblutil encodes it. Raises :class:`MessageTooLarge` over ``limit`` bytes."""
+    raw = json.dumps([int(event), *data]).encode()
+    if limit is not None and len(raw) > limit:
+        raise MessageTooLarge(
+            f"{ExpMessage(int(event)).name if event else 'error report'} message is {len(raw)} bytes, "
+            f"over the UDP limit of {limit} bytes"
+        )
+    return raw
+
+
+def error_report(text: str, event: int | None) -> bytes:
+    """``[0, "ExcType: message", event]``: what a peer sends when handling a message failed."""
+    return json.dumps([0, text, int(event) if event else 0]).encode()[:MAX_DATAGRAM]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A well-formed message: an event with its data (the array without its first element)."""
+
+    event: ExpMessage
+    data: list[Any]
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """A peer's ``[0, text, event]``: handling one of our messages failed over there."""
+
+    text: str
+    event: int | None
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Something that is not a usable message; ``reason`` says exactly what is wrong with it."""
+
+    reason: str
+    event: int | None = None  # the event code, when one could be read (for the error report)
+
+
+Decoded = Message | ErrorReport | Malformed
+
+
+def _preview(raw: bytes, width: int = 60) -> str:
+    text = repr(raw[:width])
+    return text + (f"... ({len(raw)} bytes)" if len(raw) > width else "")
+
+
+def decode(raw: bytes) -> Decoded:
+    """Classify one received message. Never raises."""
+    if not raw:
+        return Malformed("empty datagram")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as ex:
+        return Malformed(f"not UTF-8 ({ex.reason} at byte {ex.start}): {_preview(raw)}")
+    try:
+        msg = json.loads(text)
+    except ValueError as ex:
+        return Malformed(f"not JSON ({ex}): {_preview(raw)}")
+    if not isinstance(msg, list):
+        return Malformed(f"expected a JSON array [event, data...], got {type(msg).__name__}: {_preview(raw)}")
+    if not msg:
+        return Malformed("empty array: expected [event, data...]")
+    head = msg[0]
+    if head in (0, None, "") and not isinstance(head, float):  # 0, false, null, "": an error report
+        if len(msg) < 2 or not isinstance(msg[1], str):
+            return Malformed(f"error report without a message text: {_preview(raw)}")
+        code = msg[2] if len(msg) > 2 and isinstance(msg[2], int) and not isinstance(msg[2], bool) else None
+        return ErrorReport(msg[1], code)
+    if isinstance(head, bool):
+        return Malformed(f"event must be an event code or name, got JSON {json.dumps(head)}")
+    if isinstance(head, int):
+        if head < 0 or head > 255 or head.bit_count() != 1:
+            kind = "compound" if 0 < head <= 255 else "unknown"
+            return Malformed(f"{kind} event code {head} (expected one of {[int(m) for m in ExpMessage]})",
+                             head if 0 < head <= 255 else None)
+        event = ExpMessage(head)
+    elif isinstance(head, str):
+        try:
+            event = ExpMessage.validate(head, allow_bitwise=False)
+        except ValueError:
+            return Malformed(f"unknown event name {head!r}")
+    else:
+        return Malformed(f"event must be an int code or a name, got {type(head).__name__} {head!r}")
+    if len(msg) < 2:
+        return Malformed(f"{event.name} message carries no data (expected [event, data...])", int(event))
+    return Message(event, msg[1:])
+
+
+def is_error_report_text(raw: bytes) -> bool:
+    """iblutil's own test for "do not echo this": the second character is ``0`` (``[0, ...]``)."""
+    return len(raw) >= 2 and raw[1:2] == b"0"

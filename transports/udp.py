@@ -1,0 +1,267 @@
+"""IBL iblutil ``io.net`` over UDP (scheme ``udp://``), wire-compatible with iblutil in both roles.
+
+- Console side, :class:`UdpLink`: one socket *connected* to the rig (as iblutil's client, so only the
+  rig's listening address can answer), request/reply with echo confirmation, retries for idempotent
+  requests and late-reply protection (:mod:`transports.ibl_conversation`).
+- Rig side, :func:`serve_udp`: binds the rig's URI, answers from the listening socket, keys peers by
+  ``(host, port)``, hands each message to the rig service; an optional ``allow`` list of peer hosts
+  drops (and logs) everyone else.
+
+Options (remote_rigs.yaml for links, rig.yaml for servers): ``timeout`` (request seconds, default 5),
+``echo_timeout`` (1), ``retry_after`` (0.2), ``late_window`` (3), and for servers ``allow`` (list of
+hosts/IPs) and ``max_peers`` (1024). The TCP variant lives in :mod:`transports.ibl_tcp` and is
+re-exported here for the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from typing import Any
+
+from core.config import RigSpec
+from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
+from core.protocol import ExpMessage, RigAddress
+from transports import ibl_wire
+from transports.ibl_conversation import Tuning
+from transports.ibl_endpoint import IblEndpoint
+from transports.ibl_tcp import TcpLink, serve_tcp
+
+__all__ = ["TcpLink", "UdpEndpoint", "UdpLink", "UdpServer", "serve_tcp", "serve_udp", "tuning_from"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def tuning_from(options: dict[str, Any]) -> Tuning:
+    """The conversation timing named in a rig's options (unknown keys are ignored here)."""
+    tuning = Tuning()
+    for key in ("echo_timeout", "retry_after", "late_window"):
+        if key in options:
+            value = float(options[key])
+            if not value > 0:
+                raise ValueError(f"option {key} must be > 0 seconds, got {options[key]!r}")
+            setattr(tuning, key, value)
+    return tuning
+
+
+def _family(host: str) -> int:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return 0  # a hostname: let getaddrinfo choose
+
+
+class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
+    """A UDP socket speaking iblutil, in the client role (connected) or the server role (bound).
+
+    Build with ``await UdpEndpoint.client(uri)`` or ``await UdpEndpoint.server(uri, service=...)``.
+    """
+
+    def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
+                 remote: tuple[str, int] | None = None, allow: list[str] | None = None,
+                 max_peers: int = 1024) -> None:
+        super().__init__(name, service, tuning)
+        self.remote = remote
+        self.transport: asyncio.DatagramTransport | None = None
+        self.allow = {self._normal_host(h) for h in allow} if allow else None
+        self.max_peers = max_peers
+        self.on_error: Any = None  # called with OSError (e.g. ICMP port unreachable)
+        self.refused = 0
+
+    @staticmethod
+    def _normal_host(host: str) -> str:
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            try:
+                return socket.gethostbyname(host)
+            except OSError:
+                return host
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    async def client(cls, uri: str, name: str | None = None, **kwargs: Any) -> UdpEndpoint:
+        """Connect to ``uri`` (any validate_uri form); like iblutil's ``EchoProtocol.client``."""
+        address = _parse(uri)
+        endpoint = cls(name or str(address), remote=(address.host, address.port), **kwargs)
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: endpoint, remote_addr=(address.host, address.port), family=_family(address.host))
+        return endpoint
+
+    @classmethod
+    async def server(cls, uri: str, name: str | None = None, **kwargs: Any) -> UdpEndpoint:
+        """Bind ``uri``; like iblutil's ``EchoProtocol.server``."""
+        address = _parse(uri)
+        endpoint = cls(name or str(address), **kwargs)
+        await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: endpoint, local_addr=(address.host, address.port), family=_family(address.host))
+        return endpoint
+
+    # ---------------------------------------------------------------- asyncio protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self.closed:
+            return
+        peer = (addr[0], addr[1])
+        if self.allow is not None and peer[0] not in self.allow:
+            self.refused += 1
+            self._rlog.warning(f"refused {peer[0]}", "%s: dropped a datagram from %s:%s (not in the allow list)",
+                               self.name, *peer)
+            return
+        if len(data) > ibl_wire.MAX_DATAGRAM:
+            self._rlog.warning(f"large {peer}", "%s: dropped a %d-byte datagram from %s:%s (over %d bytes)",
+                               self.name, len(data), *peer, ibl_wire.MAX_DATAGRAM)
+            return
+        if peer not in self.conversations and len(self.conversations) >= self.max_peers:
+            self._forget_idle_peer()
+        try:
+            self.conversation(peer).receive(data)
+        except Exception:  # a bug must not take the socket down
+            log.exception("%s: failed to process a datagram from %s:%s", self.name, *peer)
+
+    def _forget_idle_peer(self) -> None:
+        idle = min(self.conversations, key=lambda a: self.conversations[a].last_activity)
+        if self.conversations[idle].pending is None:
+            self.conversations.pop(idle).close()
+            self._serve_locks.pop(idle, None)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s: socket error %s", self.name, exc)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+    # ---------------------------------------------------------------- IblEndpoint interface
+    def _send_to(self, addr: Any, raw: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.remote is not None:
+            self.transport.sendto(raw)  # connected socket
+        else:
+            self.transport.sendto(raw, addr)
+
+    def _default_addr(self) -> Any:
+        return self.remote
+
+    def _describe(self, addr: Any) -> str:
+        host, port = addr
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return self.transport.get_extra_info("sockname")[1] if self.transport else 0
+
+    @property
+    def is_connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        super().close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _parse(uri: Any) -> RigAddress:
+    from core.protocol import parse_uri
+
+    return parse_uri(uri, resolve_host=False) if not isinstance(uri, RigAddress) else uri
+
+
+# ============================================================================ console side
+
+class UdpLink(RigLink):
+    """A rig reached over iblutil UDP (see the module docstring for options)."""
+
+    def __init__(self, spec: RigSpec) -> None:
+        super().__init__(spec.name, spec.uri)
+        self.spec = spec
+        self.address = spec.address
+        self.timeout = float(spec.options.get("timeout", DEFAULT_TIMEOUT))
+        self.tuning = tuning_from(spec.options)
+        self.endpoint: UdpEndpoint | None = None
+
+    async def connect(self) -> None:
+        if self.endpoint is not None and self.endpoint.is_connected:
+            return
+        self.set_state(LinkState.CONNECTING)
+        try:
+            self.endpoint = UdpEndpoint(self.name, tuning=self.tuning, remote=(self.address.host, self.address.port))
+            await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: self.endpoint, remote_addr=(self.address.host, self.address.port),
+                family=_family(self.address.host))
+        except OSError as ex:  # e.g. a hostname that does not resolve
+            self.endpoint = None
+            self.set_state(LinkState.UNREACHABLE, f"cannot open a UDP socket to {self.address.netloc}: {ex}")
+            return
+        self.endpoint.on_error = self._socket_error
+
+    def _socket_error(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError):
+            self.set_state(LinkState.UNREACHABLE, f"nothing listens on {self.address.netloc} (port unreachable)")
+
+    async def request(self, event: ExpMessage, *data: Any, timeout: float | None = None) -> list[Any]:
+        if self.state is LinkState.CLOSED:
+            raise LinkClosed(f"{self.name}: link closed")
+        if self.endpoint is None or not self.endpoint.is_connected:
+            await self.connect()
+            if self.endpoint is None:
+                raise RigError(f"{self.name}: {self.last_error}")
+        start = time.monotonic()
+        try:
+            reply = await self.endpoint.request(event, *data, timeout=timeout or self.timeout)
+        except RemoteError:
+            self.note_reply(time.monotonic() - start)
+            raise
+        except RequestTimeout as ex:
+            self.set_state(LinkState.UNREACHABLE, str(ex))
+            raise
+        self.note_reply(time.monotonic() - start)
+        return reply
+
+    async def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
+        self.set_state(LinkState.CLOSED)
+
+
+# ============================================================================ rig side
+
+class UdpServer:
+    """Handle of :func:`serve_udp`: the bound endpoint (which also offers iblutil's Communicator API)."""
+
+    def __init__(self, endpoint: UdpEndpoint) -> None:
+        self.endpoint = endpoint
+
+    @property
+    def port(self) -> int:
+        return self.endpoint.port
+
+    async def close(self) -> None:
+        self.endpoint.close()
+        await self.endpoint.wait_closed()
+
+
+async def serve_udp(address: RigAddress, service: MessageHandler, options: dict[str, Any] | None = None) -> UdpServer:
+    """Serve ``service`` (a rig service) on ``address`` over iblutil UDP."""
+    options = dict(options or {})
+    allow = options.get("allow")
+    if allow is not None and (isinstance(allow, str) or not isinstance(allow, list | tuple)):
+        raise ValueError(f"option allow must be a list of hosts, got {allow!r}")
+    name = getattr(service, "name", None) or "rig"
+    endpoint = UdpEndpoint(f"{name} udp", service=service, tuning=tuning_from(options),
+                           allow=list(allow) if allow else None, max_peers=int(options.get("max_peers", 1024)))
+    await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: endpoint, local_addr=(address.host, address.port), family=_family(address.host))
+    log.info("udp: rig %s listens on %s:%s%s", name, address.host, endpoint.port,
+             f" (allow: {', '.join(sorted(endpoint.allow))})" if endpoint.allow else "")
+    return UdpServer(endpoint)
