@@ -1,0 +1,468 @@
+"""The rig service: one rig's side of a session, transport-agnostic (every server adapts wire <-> this).
+
+:class:`RigService` implements :class:`core.link.MessageHandler`. It runs the ExpStatus state machine
+over the rig's drivers::
+
+    CONNECTED --EXPINIT--> INITIALIZED --EXPSTART--> RUNNING --EXPEND/EXPINTERRUPT--> STOPPED
+        ^                                                                               |
+        +------------------------------- EXPCLEANUP ------------------------------------+
+    (STOPPED --EXPINIT(new ref)--> INITIALIZED too: iblrig never sends EXPCLEANUP)
+
+Rules that make it safe on a lossy network and with impatient consoles:
+
+- EXPINIT / EXPSTART / EXPEND are idempotent for the same exp_ref: a repeat is answered with the
+  current state and never starts (or stops) anything twice. Session messages are serialised by a
+  lock, so a duplicate that arrives while the first is still starting recorders waits and then sees
+  the result instead of racing it.
+- A command that makes no sense in the current state raises :class:`OutOfOrder` with a message that
+  says what the rig is doing and what to send first; the transport answers it as an iblutil error
+  report ``[0, "OutOfOrder: ...", event]``.
+- Replies have iblutil's shapes (see the module constants and the handlers), so an unmodified iblrig
+  behaviour PC drives a RigDeck rig.
+- Alyx tokens are kept, relayed on request, and never logged or published in the live state.
+
+The rig's published live state (``self.state``): ``name``, ``status``, ``exp_ref``, ``main_sync``,
+``session_dir``, ``recorders/<name>/{kind, rate, frames, path, running, error}``,
+``manipulators/<id>/{x, y, z, w, moving, inside_brain}``, ``alyx/{base_url, user, has_token}``,
+``last_command/{event, peer, time}``, ``last_error``.
+
+EXPINFO extension for RigDeck consoles: ``main_sync_rig: NAME`` in the info dict makes the rig called
+NAME main sync for this session and every other rig not (``main_sync: true`` alone promotes the rig it
+is sent to; ``main_sync: false`` does not demote, because iblrig sends it to describe *itself*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from core.drivers.main_sync import MainSync
+from core.drivers.recorder import KINDS, Recorder, SimulatedRecorder
+from core.link import error_text
+from core.paths import default_data_dir, session_folder
+from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
+from core.rig_config import RigConfig
+from core.state import LiveState
+
+log = logging.getLogger(__name__)
+
+SESSION_EVENTS = frozenset({ExpMessage.EXPINFO, ExpMessage.EXPINIT, ExpMessage.EXPSTART, ExpMessage.EXPEND,
+                            ExpMessage.EXPINTERRUPT, ExpMessage.EXPCLEANUP})
+
+
+def _version() -> str:
+    try:
+        return metadata.version("rigdeck")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class ServiceError(RuntimeError):
+    """A message the rig cannot act on (bad data); the transport sends the error report."""
+
+
+class OutOfOrder(ServiceError):
+    """A command the current ExpStatus does not allow (EXPSTART before EXPINIT, ...)."""
+
+
+class InjectedFailure(ServiceError):
+    """The rig file's ``fail_on`` hook: fail on purpose, for partial-failure tests."""
+
+
+def _first(data: list[Any], default: Any = None) -> Any:
+    return data[0] if data else default
+
+
+def _ref_from(value: Any, what: str) -> str | None:
+    """An exp_ref from whatever a client put in a message (str, {date, sequence, subject}, {exp_ref: ...})."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and "exp_ref" in value:
+        value = value["exp_ref"]
+        if value is None:
+            return None
+    try:
+        return format_exp_ref(value)
+    except ValueError as ex:
+        raise ServiceError(f"{what}: {ex}") from None
+
+
+class RigService:
+    """One rig: the state machine, its drivers and its live state (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        main_sync: bool = False,
+        recorders: Mapping[str, Recorder] | None = None,
+        manipulator: Any = None,
+        alyx: Mapping[str, Any] | None = None,
+        fail_on: frozenset[str] | set[str] = frozenset(),
+        delay_on: Mapping[str, float] | None = None,
+        description: str = "",
+        today: Callable[[], _dt.date] = _dt.date.today,
+    ) -> None:
+        self.name = name
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.configured_main_sync = bool(main_sync)
+        self._session_main_sync: bool | None = None  # a console's choice for this session
+        self.recorders: dict[str, Recorder] = dict(recorders or {})
+        self.manipulator = manipulator
+        self.fail_on = frozenset(fail_on)
+        self.delay_on = dict(delay_on or {})
+        self.description = description
+        self.main_sync_driver = MainSync(self.data_dir, today=today)
+        self._today = today
+        self.status = ExpStatus.CONNECTED
+        self.exp_ref: str | None = None
+        self.session_dir: Path | None = None
+        self._pending: tuple[str, _dt.date, str] | None = None  # main sync: (subject, day, exp_ref) handed out
+        self._alyx: dict[str, Any] | None = None
+        if alyx and alyx.get("token"):
+            self._alyx = {"base_url": alyx["base_url"], "user": alyx["user"], "token": {"token": alyx["token"]}}
+        self._lock = asyncio.Lock()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._started = False
+        self._closed = False
+        self.version = _version()
+        self.state = LiveState({
+            "name": name,
+            "status": int(self.status),
+            "exp_ref": None,
+            "main_sync": self.main_sync,
+            "session_dir": None,
+            "recorders": {n: r.describe() for n, r in self.recorders.items()},
+            "manipulators": {},
+            "alyx": self._alyx_public(),
+            "last_command": None,
+            "last_error": None,
+        })
+        for recorder in self.recorders.values():
+            self._unsubscribe.append(recorder.subscribe(self._on_frames))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: RigConfig, manipulator: Any = None, **kwargs: Any) -> RigService:
+        """Build the rig a rig file describes (simulated drivers; pass ``manipulator`` for a real one)."""
+        recorders: dict[str, Recorder] = {
+            spec.name: SimulatedRecorder(spec.name, spec.kind, rate=spec.rate, frame_size=spec.frame_size,
+                                         chunk_interval=spec.chunk_interval, fsync=config.fsync)
+            for spec in config.recorders
+        }
+        if manipulator is None and config.manipulator is not None:
+            manipulator = build_manipulator(config.manipulator, config.source)
+        return cls(config.name, data_dir=config.data_dir, main_sync=config.main_sync, recorders=recorders,
+                   manipulator=manipulator, alyx=config.alyx, fail_on=config.fail_on, delay_on=config.delay_on,
+                   description=config.description, **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def main_sync(self) -> bool:
+        """Main sync for the current session: the console's choice if it made one, else the rig file's."""
+        return self.configured_main_sync if self._session_main_sync is None else self._session_main_sync
+
+    async def start(self) -> None:
+        """Hook drivers to the live state (call once, from the loop that will serve the rig)."""
+        if self._started:
+            return
+        self._started = True
+        if self.manipulator is not None:
+            for manipulator_id in await self.manipulator.list_ids():
+                pos = await self.manipulator.position(manipulator_id)
+                self._on_position(manipulator_id, pos, self.manipulator.is_moving(manipulator_id))
+            self._unsubscribe.append(self.manipulator.subscribe(self._on_position))
+
+    async def close(self) -> None:
+        """Stop recorders (files get their footer) and release drivers. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._stop_recorders()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        if self.manipulator is not None:
+            try:
+                await self.manipulator.stop_all()
+                await self.manipulator.close()
+            except Exception:
+                log.exception("rig %s: closing the manipulator failed", self.name)
+
+    # ------------------------------------------------------------------ live state feeds
+    def _on_frames(self, name: str, frames: int) -> None:
+        recorder = self.recorders.get(name)
+        if recorder is not None:
+            self.state.update(["recorders", name], recorder.describe())
+
+    def _on_position(self, manipulator_id: str, pos: Any, moving: bool) -> None:
+        values = dict(pos.as_dict()) if hasattr(pos, "as_dict") else dict(pos)
+        values["moving"] = bool(moving)
+        try:
+            values["inside_brain"] = bool(self.manipulator.is_inside_brain(manipulator_id))
+        except Exception:
+            values["inside_brain"] = False
+        self.state.update(["manipulators", str(manipulator_id)], values)
+
+    def _alyx_public(self) -> dict[str, Any] | None:
+        if self._alyx is None:
+            return None
+        return {"base_url": self._alyx["base_url"], "user": self._alyx["user"], "has_token": True}
+
+    def _set_status(self, status: ExpStatus) -> None:
+        self.status = status
+        self.state.update([], {"status": int(status), "exp_ref": self.exp_ref, "main_sync": self.main_sync,
+                               "session_dir": str(self.session_dir) if self.session_dir else None})
+
+    # ------------------------------------------------------------------ the handler
+    async def handle(self, event: ExpMessage, data: list[Any], peer: str) -> list[Any]:
+        """Answer one message (MessageHandler). Raises for error reports (the transport sends them)."""
+        event = ExpMessage.validate(event, allow_bitwise=False)
+        data = list(data) if isinstance(data, list | tuple) else [data]
+        name = event.name or str(int(event))
+        if event is not ExpMessage.ALYX:  # ALYX data carries a token: never log it
+            log.info("rig %s: %s from %s: %s", self.name, name, peer, _short(data))
+        else:
+            log.info("rig %s: ALYX from %s", self.name, peer)
+        if event is not ExpMessage.EXPSTATUS:
+            self.state.set(["last_command"], {"event": name, "peer": str(peer), "time": time.time()})
+        delay = self.delay_on.get(name)
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            if name in self.fail_on:
+                raise InjectedFailure(f"rig {self.name} is set to fail on {name} (fail_on in its rig file)")
+            handler = getattr(self, f"_on_{name.lower()}")
+            if event in SESSION_EVENTS:
+                async with self._lock:
+                    return await handler(data, peer)
+            return await handler(data, peer)
+        except Exception as ex:
+            text = error_text(ex)
+            self.state.set(["last_error"], text)
+            log.warning("rig %s: %s from %s refused: %s", self.name, name, peer, text)
+            raise
+
+    # EXPINFO [status, {subject, main_sync, exp_ref, ...}] -> [status, {exp_ref, main_sync, ...}]
+    async def _on_expinfo(self, data: list[Any], peer: str) -> list[Any]:
+        info = data[1] if len(data) > 1 else (data[0] if data and isinstance(data[0], Mapping) else None)
+        info = dict(info) if isinstance(info, Mapping) else {}
+        in_session = self.status in (ExpStatus.INITIALIZED, ExpStatus.RUNNING)
+        if not in_session:
+            if info.get("main_sync_rig") is not None:
+                self._session_main_sync = str(info["main_sync_rig"]) == self.name
+            elif info.get("main_sync") is True:
+                self._session_main_sync = True
+        exp_ref = self.exp_ref if (in_session or self.status is ExpStatus.STOPPED) else None
+        subject = info.get("subject")
+        if self.main_sync and not in_session and isinstance(subject, str) and subject.strip():
+            exp_ref = self._main_sync_ref(subject.strip(), _ref_from(info.get("exp_ref"), "EXPINFO exp_ref"))
+        self.state.set(["main_sync"], self.main_sync)
+        reply = {
+            "exp_ref": exp_ref,
+            "main_sync": self.main_sync,
+            "master": self.main_sync,  # iblrig < 8 read this name
+            "experiment_description": self.experiment_description(),
+            "rig": self.name,
+            "rig_version": f"rigdeck {self.version}",
+            "spec_version": PROTOCOL_VERSION,
+            "api_version": PROTOCOL_VERSION,
+            "status": int(self.status),
+            "recorders": sorted(self.recorders),
+        }
+        if subject is not None:
+            reply["subject"] = subject
+        return [int(self.status), reply]
+
+    def _main_sync_ref(self, subject: str, proposed: str | None) -> str:
+        """The exp_ref this main-sync rig hands out: the console's if it proposed one, else reserved here."""
+        today = self._today()
+        if proposed is not None:
+            ref = parse_exp_ref(proposed)
+            if ref.subject != subject:
+                raise ServiceError(f"EXPINFO: exp_ref {proposed} is not for subject {subject!r}")
+            self._pending = (subject, ref.date, proposed)
+            return proposed
+        if self._pending is not None and self._pending[:2] == (subject, today) and self._pending[2] != self.exp_ref:
+            return self._pending[2]  # a repeated EXPINFO gets the same reference, not a new number
+        ref = format_exp_ref(self.main_sync_driver.allocate(subject, today))
+        self._pending = (subject, today, ref)
+        log.info("rig %s (main sync): exp_ref %s for %s", self.name, ref, subject)
+        return ref
+
+    def experiment_description(self) -> dict[str, Any]:
+        """This rig's part of the iblrig-like experiment description (devices and sync)."""
+        devices: dict[str, dict[str, Any]] = {}
+        group = {"camera": "cameras", "ephys": "neuropixel", "microphone": "microphone"}
+        for rname, recorder in self.recorders.items():
+            collection = KINDS.get(recorder.kind, {}).get("collection", "raw_data")
+            entry: dict[str, Any] = {"collection": collection, "rig": self.name}
+            if getattr(recorder, "rate", None):
+                entry["rate"] = recorder.rate  # type: ignore[attr-defined]
+            devices.setdefault(group.get(recorder.kind, recorder.kind), {})[rname] = entry
+        if self.manipulator is not None:
+            devices["manipulators"] = {self.name: {"rig": self.name}}
+        out: dict[str, Any] = {}
+        if devices:
+            out["devices"] = devices
+        if self.main_sync:
+            out["sync"] = {"rigdeck": {"rig": self.name, "collection": "raw_sync_data"}}
+        return out
+
+    # EXPINIT [{"exp_ref": ...}] -> [{"status": 10, "exp_ref": ...}]
+    async def _on_expinit(self, data: list[Any], peer: str) -> list[Any]:
+        ref = _ref_from(_first(data), "EXPINIT exp_ref")
+        if ref is None:
+            if self.main_sync and self._pending is not None:
+                ref = self._pending[2]
+            else:
+                raise ServiceError(f"EXPINIT needs an exp_ref ({{\"exp_ref\": \"YYYY-MM-DD_N_subject\"}}); "
+                                   f"rig {self.name} has none to use")
+        if ref == self.exp_ref and self.status is not ExpStatus.CONNECTED:
+            return [{"status": int(self.status), "exp_ref": ref}]  # a repeat: nothing happens twice
+        if self.status is ExpStatus.RUNNING:
+            raise OutOfOrder(f"rig {self.name} is RUNNING session {self.exp_ref}; "
+                             f"send EXPEND before EXPINIT {ref}")
+        folder = session_folder(self.data_dir, ref)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as ex:
+            raise ServiceError(f"rig {self.name}: cannot create session folder {folder}: {ex}") from None
+        self.exp_ref, self.session_dir = ref, folder
+        for recorder in self.recorders.values():  # a new session: counters start again
+            self.state.update(["recorders", recorder.name], {"frames": 0, "path": None})
+        self._set_status(ExpStatus.INITIALIZED)
+        return [{"status": int(self.status), "exp_ref": ref}]
+
+    # EXPSTART [exp_ref, data] -> [exp_ref, {"status": 20}]
+    async def _on_expstart(self, data: list[Any], peer: str) -> list[Any]:
+        ref = _ref_from(_first(data), "EXPSTART exp_ref") or self.exp_ref
+        if self.status is ExpStatus.CONNECTED:
+            raise OutOfOrder(f"EXPSTART before EXPINIT: rig {self.name} has no initialized session; "
+                             "send EXPINIT first")
+        if ref != self.exp_ref:
+            raise OutOfOrder(f"EXPSTART for {ref}, but rig {self.name} is {self.status.name} "
+                             f"with session {self.exp_ref}")
+        if self.status is ExpStatus.RUNNING:
+            return [ref, {"status": int(self.status)}]  # a repeat: recorders are not started twice
+        if self.status is ExpStatus.STOPPED:
+            raise OutOfOrder(f"session {ref} already stopped on rig {self.name}; EXPINIT a new session to record")
+        assert self.session_dir is not None
+        started: list[Recorder] = []
+        try:
+            for recorder in self.recorders.values():
+                await recorder.start(self.session_dir, ref)
+                started.append(recorder)
+        except Exception as ex:
+            for recorder in started:
+                await recorder.stop()
+            raise ServiceError(f"rig {self.name} could not start recording: {error_text(ex)}") from ex
+        if self.main_sync:
+            self.main_sync_driver.clock.start()
+        self._set_status(ExpStatus.RUNNING)
+        return [ref, {"status": int(self.status)}]
+
+    # EXPEND [data] -> [{"status": 30}]
+    async def _on_expend(self, data: list[Any], peer: str) -> list[Any]:
+        if self.status is ExpStatus.CONNECTED:
+            raise OutOfOrder(f"EXPEND with no session: rig {self.name} is CONNECTED")
+        if self.status is not ExpStatus.STOPPED:  # a repeat finds it STOPPED and changes nothing
+            await self._finish()
+        return [{"status": int(self.status), "exp_ref": self.exp_ref, "recorders": self._recordings()}]
+
+    # EXPINTERRUPT [data] -> [{"status": 30}] (forgiving: whatever the state, nothing keeps recording)
+    async def _on_expinterrupt(self, data: list[Any], peer: str) -> list[Any]:
+        if self.status in (ExpStatus.INITIALIZED, ExpStatus.RUNNING):
+            await self._finish()
+            self.state.set(["interrupted"], {"exp_ref": self.exp_ref, "peer": str(peer), "time": time.time()})
+        return [{"status": int(self.status), "exp_ref": self.exp_ref}]
+
+    # EXPCLEANUP [data] -> [{"status": 0}]
+    async def _on_expcleanup(self, data: list[Any], peer: str) -> list[Any]:
+        if self.status is ExpStatus.RUNNING:
+            raise OutOfOrder(f"EXPCLEANUP while rig {self.name} is RUNNING {self.exp_ref}; send EXPEND first")
+        self.exp_ref, self.session_dir = None, None
+        self._session_main_sync, self._pending = None, None
+        self._set_status(ExpStatus.CONNECTED)
+        return [{"status": int(self.status)}]
+
+    # EXPSTATUS [status] -> [status]
+    async def _on_expstatus(self, data: list[Any], peer: str) -> list[Any]:
+        return [int(self.status)]
+
+    # ALYX [base_url | None, {user: {token}} | {}] -> [base_url, {user: {token}}] | [None, {}]
+    async def _on_alyx(self, data: list[Any], peer: str) -> list[Any]:
+        base_url = _first(data)
+        tokens = data[1] if len(data) > 1 else {}
+        if tokens:
+            if not isinstance(tokens, Mapping) or len(tokens) != 1:
+                raise ServiceError("ALYX token must be {user: {\"token\": ...}} with one user")
+            ((user, token),) = tokens.items()
+            if not isinstance(user, str) or not isinstance(token, Mapping | str):
+                raise ServiceError("ALYX token must be {user: {\"token\": ...}} with one user")
+            if not isinstance(base_url, str):
+                raise ServiceError("ALYX: a token needs the Alyx base URL")
+            self._alyx = {"base_url": base_url, "user": user,
+                          "token": dict(token) if isinstance(token, Mapping) else {"token": token}}
+            self.state.set(["alyx"], self._alyx_public())
+            log.info("rig %s: Alyx token for user %s at %s received (not shown)", self.name, user, base_url)
+            return [base_url, {}]
+        if self._alyx is None:
+            return [None, {}]
+        return [self._alyx["base_url"], {self._alyx["user"]: dict(self._alyx["token"])}]
+
+    # ------------------------------------------------------------------ helpers
+    async def _finish(self) -> None:
+        await self._stop_recorders()
+        self.main_sync_driver.clock.reset()
+        if self._pending is not None and self._pending[2] == self.exp_ref:
+            self._pending = None
+        self._set_status(ExpStatus.STOPPED)
+
+    async def _stop_recorders(self) -> None:
+        for recorder in self.recorders.values():
+            if recorder.running:
+                try:
+                    await recorder.stop()
+                except Exception as ex:
+                    log.error("rig %s: stopping recorder %s failed: %s", self.name, recorder.name, error_text(ex))
+            self.state.update(["recorders", recorder.name], recorder.describe())
+
+    def _recordings(self) -> dict[str, Any]:
+        return {name: {"path": str(r.path) if r.path else None, "frames": r.frames}
+                for name, r in self.recorders.items()}
+
+
+def _short(data: Any, limit: int = 200) -> str:
+    text = repr(data)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def build_manipulator(spec: Mapping[str, Any], source: str = "<rig>") -> Any:
+    """The manipulator driver a rig file asks for (simulated; the ephys-link proxy lives in transports)."""
+    from core.config import ConfigError
+    from core.drivers.manipulator import SimulatedManipulator, Vec4
+
+    if spec.get("type", "simulated") != "simulated":
+        raise ConfigError(f"{source}: drivers.manipulator: {spec.get('type')!r} is not built in core "
+                          "(ephys_link proxies are made by the serve command)")
+    kwargs: dict[str, Any] = {"ids": list(spec.get("ids", ["1", "2"]))}
+    if "dimensions" in spec:
+        kwargs["dimensions"] = Vec4(*spec["dimensions"])
+    if "home" in spec:
+        kwargs["home"] = Vec4(*spec["home"])
+    for key in ("update_hz", "max_speed", "name"):
+        if key in spec:
+            kwargs[key] = spec[key]
+    try:
+        return SimulatedManipulator(**kwargs)
+    except Exception as ex:
+        raise ConfigError(f"{source}: drivers.manipulator: {ex}") from None
