@@ -1,0 +1,462 @@
+"""ephys-link 2.x compatible Socket.IO server hosting a core Manipulator driver (python-socketio on aiohttp).
+
+An unmodified ephys-link client (Pinpoint) sees the same events, payload forms and reply strings. Where
+ephys-link misbehaves this server does better: unknown ids (``"-1"`` included) are errors, NaN/Infinity and
+non-string payloads are malformed requests, a missing or extra payload gets a reply instead of silence.
+
+Beyond ephys-link:
+
+- ``position`` push: a JSON string ``{"Positions": {id: {"Position": {x,y,z,w}, "Moving": b, "InsideBrain": b}}}``
+  broadcast while anything moves (at most ``push_hz`` per second, default 50) and at once when a move
+  starts or ends or the inside-brain flag changes;
+- several clients: the first is the controller, the others are observers (they read, receive pushes and
+  may STOP — stopping is a safety command — but their move commands are refused with
+  ``NotInControl: ...``). ``take_control`` makes the sender the controller (the old one gets a ``control``
+  event); when the controller leaves, the oldest observer is promoted;
+- ``get_rigdeck_info`` tells a RigDeck client it may rely on pushes (an ephys-link server answers
+  ``Unknown event.``, so clients fall back to polling);
+- an optional shared token (``auth={"token": ...}`` or ``?token=`` in the URL), refused and logged (without
+  the token) when missing or wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+from aiohttp import web
+
+from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Manipulator, ManipulatorError, Vec4
+from core.link import error_text
+from transports import sio_wire as wire
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 3000
+DEFAULT_PUSH_HZ = 50.0
+DEFAULT_TOLERANCE = 0.001  # mm, as ephys-link's fake and uMp platforms
+
+
+class NotInControl(ManipulatorError):
+    """An observer sent a move command."""
+
+
+def error_of(exc: BaseException) -> str:
+    """ephys-link's error text: ``"ExcType: message"``, except its inside-brain refusal, which is bare."""
+    if isinstance(exc, ManipulatorError) and str(exc) == INSIDE_BRAIN_TEXT:
+        return INSIDE_BRAIN_TEXT
+    return error_text(exc)
+
+
+def _peer(environ: dict[str, Any]) -> str:
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR", "?"))
+
+
+def _offered_token(environ: dict[str, Any], auth: Any) -> str | None:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return auth["token"]
+    values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    return values[0] if values else None
+
+
+class ManipulatorApi:
+    """Socket-free core of the server: event name + payload (+ caller's role) -> reply string.
+
+    Kept apart from the socket code so the relay and tests can use it, and so the event table reads in
+    one place.
+    """
+
+    def __init__(self, driver: Manipulator, tolerance: float = DEFAULT_TOLERANCE,
+                 api_version: str = wire.API_VERSION) -> None:
+        self.driver = driver
+        self.tolerance = tolerance
+        self.api_version = api_version
+        self.on_inside_brain: Callable[[str], None] | None = None
+        self._table: dict[str, Callable[[Any], Awaitable[str]]] = {
+            "get_version": self._version,
+            "get_platform_info": self._platform_info,
+            "get_manipulators": self._manipulators,
+            "get_position": self._position,
+            "get_angles": self._angles,
+            "get_shank_count": self._shank_count,
+            "set_position": self._set_position,
+            "set_depth": self._set_depth,
+            "set_inside_brain": self._set_inside_brain,
+            "stop": self._stop,
+            "stop_all": self._stop_all,
+        }
+
+    def knows(self, event: str) -> bool:
+        return event in self._table
+
+    async def call(self, event: str, args: tuple[Any, ...]) -> str:
+        """Answer one request; never raises (bad input is a reply, not a crash)."""
+        handler = self._table.get(event)
+        if handler is None:
+            return wire.UNKNOWN_EVENT
+        if len(args) > 1 or (not args and event not in wire.NO_PAYLOAD_EVENTS):
+            log.info("sio: malformed %s: %d payload arguments", event, len(args))
+            return wire.MALFORMED
+        try:
+            return await handler(args[0] if args else "")
+        except wire.Malformed as ex:
+            log.info("sio: malformed %s: %s", event, ex)
+            return wire.MALFORMED
+        except Exception as ex:  # a driver bug must not take the server down
+            log.exception("sio: %s failed", event)
+            return self.failure(event, ex)
+
+    def failure(self, event: str, exc: BaseException) -> str:
+        """The event's own reply shape carrying an error (ephys-link zeroes the values)."""
+        text = error_of(exc)
+        if event in ("stop", "stop_all"):
+            return text
+        shapes: dict[str, dict[str, Any]] = {
+            "get_manipulators": {"Manipulators": []},
+            "get_position": {"Position": wire.vec4(wire.ZERO4)},
+            "set_position": {"Position": wire.vec4(wire.ZERO4)},
+            "get_angles": {"Angles": wire.vec3(wire.ZERO3)},
+            "get_shank_count": {"ShankCount": 0},
+            "set_depth": {"Depth": 0.0},
+            "set_inside_brain": {"State": False},
+        }
+        return wire.dumps({**shapes.get(event, {}), "Error": text})
+
+    # ---------------------------------------------------------------------------- events
+    async def _version(self, _: Any) -> str:
+        return self.api_version
+
+    async def _platform_info(self, _: Any) -> str:
+        info = await self.driver.platform_info()
+        return wire.dumps({"Name": info.name, "CliName": info.cli_name, "AxesCount": info.axes_count,
+                           "Dimensions": wire.vec4(info.dimensions)})
+
+    async def _manipulators(self, _: Any) -> str:
+        try:
+            ids = await self.driver.list_ids()
+        except ManipulatorError as ex:
+            return self.failure("get_manipulators", ex)
+        return wire.dumps({"Manipulators": list(ids), "Error": ""})
+
+    async def _position(self, payload: Any) -> str:
+        try:
+            pos = await self.driver.position(wire.parse_id(payload))
+        except ManipulatorError as ex:
+            return self.failure("get_position", ex)
+        return wire.dumps({"Position": wire.vec4(pos), "Error": ""})
+
+    async def _angles(self, payload: Any) -> str:
+        try:
+            angles = await self.driver.angles(wire.parse_id(payload))
+        except ManipulatorError as ex:
+            return self.failure("get_angles", ex)
+        return wire.dumps({"Angles": wire.vec3(angles), "Error": ""})
+
+    async def _shank_count(self, payload: Any) -> str:
+        try:
+            count = await self.driver.shank_count(wire.parse_id(payload))
+        except ManipulatorError as ex:
+            return self.failure("get_shank_count", ex)
+        return wire.dumps({"ShankCount": int(count), "Error": ""})
+
+    async def _set_position(self, payload: Any) -> str:
+        req = wire.parse_set_position(payload)
+        try:
+            final = await self.driver.set_position(req.manipulator_id, req.position, req.speed)
+        except ManipulatorError as ex:
+            return self.failure("set_position", ex)
+        for axis, got, want in zip("xyzw", final.as_tuple(), req.position.as_tuple(), strict=True):
+            if not math.isfinite(got) or abs(got - want) > self.tolerance:
+                text = (f"Manipulator {req.manipulator_id} did not reach target position on axis {axis}. "
+                        f"Requested: {wire.vec4(req.position)}, got: {wire.vec4(final)}.")
+                return wire.dumps({"Position": wire.vec4(final), "Error": text})
+        return wire.dumps({"Position": wire.vec4(final), "Error": ""})
+
+    async def _set_depth(self, payload: Any) -> str:
+        req = wire.parse_set_depth(payload)
+        try:
+            final = await self.driver.set_depth(req.manipulator_id, req.depth, req.speed)
+        except ManipulatorError as ex:
+            return self.failure("set_depth", ex)
+        if not math.isfinite(final) or abs(final - req.depth) > self.tolerance:
+            text = f"Manipulator {req.manipulator_id} did not reach target depth. Requested: {req.depth}, got: {final}."
+            return wire.dumps({"Depth": float(final), "Error": text})
+        return wire.dumps({"Depth": float(final), "Error": ""})
+
+    async def _set_inside_brain(self, payload: Any) -> str:
+        req = wire.parse_set_inside_brain(payload)
+        try:
+            state = await self.driver.set_inside_brain(req.manipulator_id, req.inside)
+        except ManipulatorError as ex:
+            return self.failure("set_inside_brain", ex)
+        if self.on_inside_brain is not None:
+            self.on_inside_brain(req.manipulator_id)
+        return wire.dumps({"State": bool(state), "Error": ""})
+
+    async def _stop(self, payload: Any) -> str:
+        try:
+            await self.driver.stop(wire.parse_id(payload))
+        except ManipulatorError as ex:
+            return self.failure("stop", ex)
+        return ""
+
+    async def _stop_all(self, _: Any) -> str:
+        try:
+            await self.driver.stop_all()
+        except ManipulatorError as ex:
+            return self.failure("stop_all", ex)
+        return ""
+
+
+class PositionPusher:
+    """Coalesces driver position callbacks into ``position`` pushes: at most ``hz`` per second while
+    moving, immediately when a manipulator starts or stops moving or its inside-brain flag changes."""
+
+    def __init__(self, driver: Manipulator, send: Callable[[str], Awaitable[None]], hz: float) -> None:
+        self.driver = driver
+        self._send = send
+        self.interval = 1.0 / hz
+        self._pending: dict[str, tuple[Vec4, bool]] = {}
+        self._moving: dict[str, bool] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._last = 0.0
+        self._unsubscribe = driver.subscribe(self._on_position)
+        self.pushes = 0
+
+    def _on_position(self, manipulator_id: str, pos: Vec4, moving: bool) -> None:
+        self._pending[manipulator_id] = (pos, moving)
+        loop = asyncio.get_running_loop()
+        if self._moving.get(manipulator_id) != moving or not moving:
+            self._schedule(loop, 0.0)
+        else:
+            self._schedule(loop, max(0.0, self._last + self.interval - loop.time()))
+
+    def touch(self, manipulator_id: str) -> None:
+        """Something other than position changed (inside-brain): push the current state now."""
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._touch(manipulator_id))
+
+    async def _touch(self, manipulator_id: str) -> None:
+        try:
+            pos = await self.driver.position(manipulator_id)
+        except ManipulatorError:
+            return
+        self._pending[manipulator_id] = (pos, self.driver.is_moving(manipulator_id))
+        self._schedule(asyncio.get_running_loop(), 0.0)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if self._timer is not None:
+            if delay > 0:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_later(delay, self._flush) if delay > 0 else loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        positions = {}
+        for manipulator_id, (pos, moving) in pending.items():
+            self._moving[manipulator_id] = moving
+            try:
+                inside = self.driver.is_inside_brain(manipulator_id)
+            except ManipulatorError:
+                inside = False
+            positions[manipulator_id] = {"Position": wire.vec4(pos), "Moving": moving, "InsideBrain": inside}
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self.pushes += 1
+        loop.create_task(self._send(wire.dumps({"Positions": positions, "Time": time.time()})))
+
+    def snapshot_entry(self, manipulator_id: str, pos: Vec4) -> dict[str, Any]:
+        return {"Position": wire.vec4(pos), "Moving": self.driver.is_moving(manipulator_id),
+                "InsideBrain": self.driver.is_inside_brain(manipulator_id)}
+
+    def close(self) -> None:
+        self._unsubscribe()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class SioServer:
+    """The Socket.IO server: connection policy (token, controller/observers) around :class:`ManipulatorApi`."""
+
+    def __init__(self, driver: Manipulator, *, token: str | None = None, push_hz: float = DEFAULT_PUSH_HZ,
+                 tolerance: float = DEFAULT_TOLERANCE, name: str = "rig", api_version: str = wire.API_VERSION,
+                 rigdeck_version: str = "0.1.0") -> None:
+        if not (math.isfinite(push_hz) and push_hz > 0):
+            raise ValueError(f"push_hz must be > 0, got {push_hz}")
+        self.driver = driver
+        self.name = name
+        self.token = token or None
+        self.push_hz = push_hz
+        self.rigdeck_version = rigdeck_version
+        self.api = ManipulatorApi(driver, tolerance=tolerance, api_version=api_version)
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on("*", self._event)
+        self.clients: dict[str, str] = {}  # sid -> peer, in connection order
+        self.controller: str | None = None
+        self.refused = 0
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self.pusher: PositionPusher | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.pusher = PositionPusher(self.driver, self._broadcast, self.push_hz)
+        self.api.on_inside_brain = self.pusher.touch
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            self.pusher.close()
+            raise
+        self._port = sock.getsockname()[1]
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        log.info("sio: rig %s serves manipulators on %s:%d%s", self.name, host, self._port,
+                 " (token required)" if self.token else "")
+
+    async def close(self) -> None:
+        if self.pusher is not None:
+            self.pusher.close()
+            self.pusher = None
+        for sid in list(self.clients):
+            try:
+                await self.sio.disconnect(sid)
+            except Exception:  # already gone
+                log.debug("sio: disconnect %s failed", sid, exc_info=True)
+        await self.sio.shutdown()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------------------- connections
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
+        peer = _peer(environ)
+        if self.token is not None:
+            offered = _offered_token(environ, auth)
+            if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
+                self.refused += 1
+                log.warning("sio: refused %s: %s token", peer, "missing" if offered is None else "wrong")
+                raise socketio.exceptions.ConnectionRefusedError("Connection rejected by server: token required")
+        self.clients[sid] = peer
+        if self.controller is None:
+            self.controller = sid
+        log.info("sio: %s connected as %s", peer, "controller" if self.controller == sid else "observer")
+        return True
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        peer = self.clients.pop(sid, "?")
+        log.info("sio: %s disconnected", peer)
+        if self.controller == sid:
+            self.controller = next(iter(self.clients), None)
+            if self.controller is not None:
+                await self._tell_control(self.controller, True, "promoted: the controller left")
+
+    async def _tell_control(self, sid: str, controller: bool, why: str) -> None:
+        try:
+            await self.sio.emit(wire.CONTROL_EVENT, wire.dumps({"Controller": controller, "Reason": why}), to=sid)
+        except Exception:
+            log.debug("sio: control notice to %s failed", sid, exc_info=True)
+
+    async def _broadcast(self, payload: str) -> None:
+        if self.clients:
+            try:
+                await self.sio.emit(wire.POSITION_EVENT, payload)
+            except Exception:
+                log.debug("sio: position push failed", exc_info=True)
+
+    # ------------------------------------------------------------------------- events
+    async def _event(self, event: str, sid: str, *args: Any) -> str:
+        if event in wire.MOVE_EVENTS and sid != self.controller:
+            return self.api.failure(event, NotInControl(
+                "this client is an observer; send take_control to move manipulators"))
+        if self.api.knows(event):
+            return await self.api.call(event, args)
+        if event == "get_rigdeck_info":
+            return await self._rigdeck_info(sid)
+        if event == "take_control":
+            return await self._take_control(sid)
+        if event == "get_control":
+            return wire.dumps({"Controller": sid == self.controller, "Clients": len(self.clients), "Error": ""})
+        log.info("sio: unknown event %r from %s", event[:80] if isinstance(event, str) else event,
+                 self.clients.get(sid, "?"))
+        return wire.UNKNOWN_EVENT
+
+    async def _rigdeck_info(self, sid: str) -> str:
+        positions = {}
+        if self.pusher is not None:
+            for manipulator_id in await self.driver.list_ids():
+                positions[manipulator_id] = self.pusher.snapshot_entry(
+                    manipulator_id, await self.driver.position(manipulator_id))
+        return wire.dumps({
+            "Server": "RigDeck", "Version": self.rigdeck_version, "ApiVersion": self.api.api_version,
+            "Rig": self.name, "Push": True, "PushRate": self.push_hz, "Controller": sid == self.controller,
+            "Positions": positions, "Error": "",
+        })
+
+    async def _take_control(self, sid: str) -> str:
+        previous, self.controller = self.controller, sid
+        if previous is not None and previous != sid:
+            log.info("sio: %s took control from %s", self.clients.get(sid, "?"), self.clients.get(previous, "?"))
+            await self._tell_control(previous, False, f"control taken by {self.clients.get(sid, '?')}")
+        return wire.dumps({"Controller": True, "Error": ""})
+
+
+def resolve_driver(service_or_driver: Any) -> Manipulator:
+    if isinstance(service_or_driver, Manipulator):
+        return service_or_driver
+    driver = getattr(service_or_driver, "manipulator", None)
+    if not isinstance(driver, Manipulator):
+        name = getattr(service_or_driver, "name", type(service_or_driver).__name__)
+        raise ValueError(f"rig {name} has no manipulator driver to serve over Socket.IO")
+    return driver
+
+
+async def serve_sio(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> SioServer:
+    """Serve ``service.manipulator`` (or a bare Manipulator) on ``address`` (a RigAddress; loopback and
+    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
+    Returns the started server (``.port``, ``async close()``)."""
+    options = dict(options or {})
+    driver = resolve_driver(service_or_driver)
+    host = getattr(address, "host", None) or "127.0.0.1"
+    port = getattr(address, "port", None)
+    port = DEFAULT_PORT if port is None else int(port)
+    server = SioServer(
+        driver,
+        token=options.get("token"),
+        push_hz=float(options.get("push_hz", DEFAULT_PUSH_HZ)),
+        tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
+        name=str(getattr(service_or_driver, "name", "rig")),
+        api_version=str(options.get("api_version", wire.API_VERSION)),
+    )
+    await server.start(host, port)
+    return server
+
+
+__all__ = ["ManipulatorApi", "NotInControl", "PositionPusher", "SioServer", "serve_sio"]

@@ -1,0 +1,27 @@
+"""ephys-link Socket.IO as a RigDeck transport (scheme ``sio://host:port``, default port 3000).
+
+The registry entry point: :class:`SioLink` (console side, a manipulator rig) and :func:`serve_sio` (rig
+side, serves ``service.manipulator`` to Pinpoint or any ephys-link 2.x client). The pieces live in small
+modules: ``sio_wire`` (payloads), ``sio_server``, ``sio_client``, ``sio_link`` and ``sio_proxy`` (a core
+Manipulator driver forwarding to an ephys-link server).
+
+Server options (rig file): ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
+"""
+
+from __future__ import annotations
+
+from transports.sio_client import (
+    SioError,
+    SioManipulatorClient,
+    SioRemoteError,
+    SioTimeout,
+    SioUnavailable,
+    stop_everything,
+)
+from transports.sio_link import SioLink
+from transports.sio_server import ManipulatorApi, SioServer, serve_sio
+
+__all__ = [
+    "ManipulatorApi", "SioError", "SioLink", "SioManipulatorClient", "SioRemoteError", "SioServer",
+    "SioTimeout", "SioUnavailable", "serve_sio", "stop_everything",
+]
