@@ -42,6 +42,27 @@ log = logging.getLogger(__name__)
 IDEMPOTENT = frozenset({ExpMessage.EXPSTATUS, ExpMessage.EXPINFO})
 
 
+async def _wait_done(fut: asyncio.Future[Any], timeout: float) -> None:
+    """Wait until ``fut`` is done or ``timeout`` passes, without raising; cheaper than ``asyncio.wait``
+    (this is on every request's path)."""
+    if fut.done():
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: Any = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(max(timeout, 0), wake)
+    fut.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        fut.remove_done_callback(wake)
+
+
 @dataclass
 class _Pending:
     event: ExpMessage
@@ -163,7 +184,7 @@ class Conversation:
                     self._expect_echo(raw, None)
                     self._send(raw)
                     wait = min(deadline, loop.time() + interval) - loop.time()
-                    await asyncio.wait([pending.reply], timeout=max(wait, 0))
+                    await _wait_done(pending.reply, wait)
                     if pending.reply.done():
                         return pending.reply.result()
                     if loop.time() >= deadline:
@@ -176,7 +197,7 @@ class Conversation:
                             f"{self.peer}: no echo of {event.name} within {self.tuning.echo_timeout:g} s; "
                             f"the rig may not have received it (not resent: {event.name} is not idempotent)"
                         )
-                    await asyncio.wait([pending.reply], timeout=max(deadline - loop.time(), 0))
+                    await _wait_done(pending.reply, deadline - loop.time())
                     if pending.reply.done():
                         return pending.reply.result()
                     raise self._timeout(pending, timeout)

@@ -50,6 +50,31 @@ class RateLimitedLog:
         self.logger.warning(msg + (f" ({skipped} similar suppressed)" if skipped else ""), *args)
 
 
+class _Continuation:
+    """Awaitable that resumes a coroutine already started with ``send(None)``, delegating every
+    yield to the task that runs it (what ``yield from`` does, for a coroutine started by hand)."""
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        value = self.first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as ex:  # cancellation and the like go to the coroutine
+                try:
+                    value = self.coro.throw(ex)
+                except StopIteration:
+                    return None
+                continue
+            try:
+                value = self.coro.send(sent)
+            except StopIteration:
+                return None
+
+
 class IblEndpoint:
     """Shared logic of the UDP and TCP endpoints; subclasses create conversations and move bytes."""
 
@@ -109,14 +134,30 @@ class IblEndpoint:
 
     def _on_message(self, addr: Address, msg: Message) -> None:
         if self.service is not None:
-            self._spawn(self._serve(addr, msg))
+            lock = self._serve_locks.get(addr)
+            if lock is None or not lock.locked():
+                self._serve_eagerly(addr, msg)
+            else:
+                self._spawn(self._serve(addr, msg))
         else:
             self._dispatch_callbacks(addr, msg)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _serve_eagerly(self, addr: Address, msg: Message) -> None:
+        """Start the handler right here and make it a task only if it actually waits for something.
+
+        Most rig messages (EXPSTATUS above all) are answered without awaiting anything; running them
+        inline saves a task and a loop iteration per message, a good part of a reply's latency."""
+        coro = self._serve(addr, msg)
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return
+        self._spawn(_Continuation(coro, first))
 
     async def _serve(self, addr: Address, msg: Message) -> None:
         lock = self._serve_locks.setdefault(addr, asyncio.Lock())
