@@ -1,0 +1,970 @@
+"""The session engine: one experiment across several rigs, the part iblrig's NetworkSession plays.
+
+It drives ready :class:`~core.link.RigLink` objects (it never opens a socket, so every rule below is
+tested with in-memory fakes) through the iblutil conversation:
+
+``info`` (EXPINFO: agree on the main-sync rig and the exp_ref) -> ``init`` (EXPINIT) -> ``start``
+(EXPSTART) -> ``stop`` (EXPEND), with ``interrupt`` (EXPINTERRUPT + an error record), ``cleanup``
+(EXPCLEANUP), ``status`` (EXPSTATUS) and ``alyx`` (relay an Alyx token) besides.
+
+Rules worth knowing:
+
+- Every fan-out is concurrent (one task per rig) with a per-rig timeout; each rig's :class:`Outcome` is
+  kept on its own (reply, error report, timeout). iblutil's Services await the echoes one rig after the
+  other; RigDeck does not. The one deliberate ordering: the main-sync rig, which owns the session clock,
+  is started *before* the others and stopped *after* them (``main_sync_first``), so no stream has data
+  outside the clock's span. That costs one extra round trip (~0.3 ms on a LAN).
+- When some rigs fail to init or start, the *policy* decides: ``rollback`` (default) interrupts the rigs
+  that did get going and fails the session; ``continue`` goes on without the failed rigs and marks the
+  session *degraded*. A failing main-sync rig always rolls back: without the clock the data are useless.
+- Main sync: the user's choice (``main_sync=``, or the rigs file's ``role: main_sync``) is told
+  ``main_sync: true`` and the others ``false``; without a choice the single rig that claims it wins, and
+  none or several claimants is an error naming them. The exp_ref comes from the main-sync rig's EXPINFO
+  reply, else it is the next free ``YYYY-MM-DD_N_subject`` of the data folder.
+- Everything sent and received goes to the :class:`~core.journal.Journal` (secrets redacted) and every
+  step ends with an fsync; the experiment description is rewritten atomically at each phase change.
+- Live state (``rigs/<name>/...`` and ``session/...`` in a :class:`~core.state.LiveState`) is kept current
+  by the link listeners, the replies and an EXPSTATUS poll (default every 1 s) of rigs that don't push.
+- :class:`Phase` is the session's state machine; :meth:`Session.can` says which actions are allowed now,
+  which is all a GUI needs to enable its buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import enum
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import RigSpec, Role
+from core.journal import (
+    DESCRIPTION_NAME,
+    JOURNAL_NAME,
+    REDACTED,
+    Journal,
+    SessionSummary,
+    iso,
+    redact,
+    redact_alyx,
+    write_yaml_atomic,
+)
+from core.link import LinkState, RemoteError, RigError, RigLink, error_text
+from core.paths import check_subject, reserve_session, session_folder
+from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
+from core.state import LiveState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_POLL_INTERVAL = 1.0
+#: extra time a link gets beyond its own timeout before the engine gives up on it (a buggy link must not hang us)
+TIMEOUT_GUARD = 1.0
+
+
+class Phase(enum.StrEnum):
+    IDLE = "idle"
+    INFO = "info"
+    INITIALISED = "initialised"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+FINAL = frozenset({Phase.STOPPED, Phase.FAILED, Phase.ABORTED})
+
+#: the actions each phase allows (``status`` and ``alyx`` are allowed in every phase)
+ACTIONS: dict[Phase, frozenset[str]] = {
+    Phase.IDLE: frozenset({"info"}),
+    Phase.INFO: frozenset({"info", "init", "interrupt"}),
+    Phase.INITIALISED: frozenset({"start", "interrupt"}),
+    Phase.RUNNING: frozenset({"stop", "interrupt"}),
+    Phase.STOPPED: frozenset({"stop", "cleanup"}),
+    Phase.FAILED: frozenset({"interrupt", "cleanup"}),
+    Phase.ABORTED: frozenset({"interrupt", "cleanup"}),
+}
+ALWAYS = frozenset({"status", "alyx"})
+
+
+class Policy(enum.StrEnum):
+    ROLLBACK = "rollback"
+    CONTINUE = "continue"
+
+
+class SessionError(RuntimeError):
+    """The engine was asked something it cannot do now (wrong phase, busy, unknown rig)."""
+
+
+#: status a successful reply to each command implies, when the rig does not say
+EXPECTED: dict[ExpMessage, ExpStatus] = {
+    ExpMessage.EXPINIT: ExpStatus.INITIALIZED,
+    ExpMessage.EXPSTART: ExpStatus.RUNNING,
+    ExpMessage.EXPEND: ExpStatus.STOPPED,
+    ExpMessage.EXPINTERRUPT: ExpStatus.STOPPED,
+    ExpMessage.EXPCLEANUP: ExpStatus.CONNECTED,
+}
+
+
+def reply_status(reply: Any) -> int | None:
+    """The ExpStatus a reply carries: a leading int (EXPSTATUS, EXPINFO) or a dict's ``status`` key."""
+    if not isinstance(reply, list):
+        return None
+    for item in reply:
+        value = item.get("status") if isinstance(item, dict) else item
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return int(ExpStatus(value))
+            except ValueError:
+                return None
+        if isinstance(item, dict):
+            continue
+        if isinstance(item, str):
+            try:
+                return int(ExpStatus.coerce(item))
+            except ValueError:
+                continue
+    return None
+
+
+def status_name(status: int | None) -> str:
+    if status is None:
+        return "-"
+    try:
+        return ExpStatus(status).name
+    except ValueError:
+        return str(status)
+
+
+@dataclass
+class Outcome:
+    """What one rig did with one command."""
+
+    rig: str
+    event: str
+    #: "reply" | "error" (error report or unusable reply) | "timeout" | "skipped"
+    result: str
+    reply: list[Any] | None = None
+    error: str | None = None
+    status: int | None = None
+    rtt_ms: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "reply"
+
+    def describe(self) -> str:
+        if self.ok:
+            rtt = f" ({self.rtt_ms:.1f} ms)" if self.rtt_ms is not None else ""
+            return f"{status_name(self.status)}{rtt}"
+        return f"{self.result.upper()}: {self.error}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "result": self.result, "ok": self.ok, "status": self.status,
+                "status_name": status_name(self.status), "error": self.error, "rtt_ms": self.rtt_ms}
+
+
+@dataclass
+class StepResult:
+    """One session step: every rig's outcome, where the session is now, and what went wrong."""
+
+    step: str
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    phase: Phase = Phase.IDLE
+    ok: bool = True
+    error: str | None = None
+    #: outcomes of the EXPINTERRUPT sent by a rollback, if any
+    rollback: dict[str, Outcome] = field(default_factory=dict)
+    #: rigs a `continue` policy dropped in this step
+    dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, o in self.outcomes.items() if not o.ok]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report for a CLI line or a GUI cell. ``rig`` is None for session-wide events."""
+
+    step: str
+    rig: str | None
+    #: "sent" | "reply" | "error" | "timeout" | "phase" | "note"
+    kind: str
+    detail: str = ""
+    outcome: Outcome | None = None
+
+
+ProgressListener = Callable[[Progress], None]
+
+
+@dataclass
+class AlyxResult:
+    source: str | None
+    base_url: str | None
+    users: list[str]
+    relayed: dict[str, Outcome]
+    outcomes: dict[str, Outcome]
+
+
+class Session:
+    """One multi-rig session over ready links. Create, ``await open()``, step through, ``await close()``."""
+
+    def __init__(
+        self,
+        links: Mapping[str, RigLink],
+        specs: Mapping[str, RigSpec] | None = None,
+        *,
+        subject: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        main_sync: str | None = None,
+        policy: Policy | str = Policy.ROLLBACK,
+        timeout: float = DEFAULT_TIMEOUT,
+        poll_interval: float | None = DEFAULT_POLL_INTERVAL,
+        state: LiveState | None = None,
+        main_sync_first: bool = True,
+        today: Callable[[], _dt.date] = _dt.date.today,
+    ) -> None:
+        specs = dict(specs or {})
+        unknown = sorted(set(specs) - set(links))
+        if unknown:
+            raise SessionError(f"rig spec(s) without a link: {unknown}")
+        self.links: dict[str, RigLink] = dict(links)
+        self.specs = specs
+        #: rigs that take session messages (a manipulator rig is watched, not started)
+        self.rigs: list[str] = [n for n in self.links if n not in specs or specs[n].in_sessions]
+        self.participants: list[str] = list(self.rigs)
+        self.subject = check_subject(subject) if subject else None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        try:
+            self.policy = Policy(str(policy).lower())
+        except ValueError:
+            raise SessionError(f"unknown policy {policy!r}; expected one of {[p.value for p in Policy]}") from None
+        self.timeout = float(timeout)
+        self.poll_interval = poll_interval if poll_interval and poll_interval > 0 else None
+        self.main_sync_first = main_sync_first
+        self.state = state if state is not None else LiveState()
+        self._today = today
+        roles = [n for n in self.rigs if n in specs and specs[n].role is Role.MAIN_SYNC]
+        if main_sync is not None and main_sync not in self.links:
+            raise SessionError(f"main-sync rig {main_sync!r} is not one of the rigs: {sorted(self.links)}")
+        #: the user's choice (explicit, else the rigs file's role), or None: the rigs decide
+        self.main_sync_choice: str | None = main_sync or (roles[0] if roles else None)
+        self.main_sync: str | None = None
+        self.exp_ref: str | None = None
+        self.folder: Path | None = None
+        self.journal: Journal | None = None
+        self.phase = Phase.IDLE
+        self.busy: str | None = None
+        self.degraded = False
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.outcome: str | None = None
+        self.attached = False
+        self.rig_descriptions: dict[str, Any] = {}
+        self.statuses: dict[str, int | None] = {n: None for n in self.rigs}
+        self._listeners: list[ProgressListener] = []
+        self._pending: list[tuple[str, dict[str, Any], float]] = []
+        self._locks = {n: asyncio.Lock() for n in self.links}
+        self._last_contact: dict[str, float] = {}
+        self._poller: asyncio.Task | None = None
+        self._polls: dict[str, asyncio.Task] = {}
+        self._closed = False
+        self._mirrors: dict[str, Any] = {}
+        self._init_state()
+        for name, link in self.links.items():
+            link.on_state(lambda st, err, name=name: self._on_link_state(name, st, err))
+            link.on_update(lambda mod, name=name: self._on_link_update(name, mod))
+
+    # ==================================================================== public helpers
+    def on_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener(Progress)`` for every send, reply, failure and phase change."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def can(self, action: str) -> bool:
+        """Whether ``action`` is allowed now: what a GUI enables its buttons from."""
+        if self.busy is not None or self._closed:
+            return False
+        return action in ALWAYS or action in ACTIONS[self.phase]
+
+    @property
+    def journal_path(self) -> Path | None:
+        return self.folder / JOURNAL_NAME if self.folder else None
+
+    @property
+    def description_path(self) -> Path | None:
+        return self.folder / DESCRIPTION_NAME if self.folder else None
+
+    def rig_timeout(self, name: str) -> float:
+        spec = self.specs.get(name)
+        return float(spec.options.get("timeout", self.timeout)) if spec else self.timeout
+
+    def role(self, name: str) -> str:
+        if name == self.main_sync:
+            return Role.MAIN_SYNC.value
+        spec = self.specs.get(name)
+        role = spec.role if spec else Role.AUX
+        return Role.AUX.value if role is Role.MAIN_SYNC else role.value
+
+    # ==================================================================== lifecycle
+    async def open(self) -> None:
+        """Start the EXPSTATUS poller (links are the caller's: they are connected already)."""
+        if self.poll_interval and self._poller is None:
+            self._poller = asyncio.create_task(self._poll_loop(), name="rigdeck-session-poller")
+
+    async def close(self) -> None:
+        """Stop polling and close the journal. Links stay open: the caller owns them."""
+        self._closed = True
+        tasks = [t for t in [self._poller, *self._polls.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._poller = None
+        if self.journal is not None:
+            self.journal.close()
+
+    async def __aenter__(self) -> Session:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    @classmethod
+    def attach(
+        cls, links: Mapping[str, RigLink], summary: SessionSummary, specs: Mapping[str, RigSpec] | None = None,
+        **kwargs: Any,
+    ) -> Session:
+        """Take over a session a dead console left behind (from its journal), to poll and stop its rigs."""
+        if not summary.exp_ref:
+            raise SessionError(f"{summary.path}: the journal names no exp_ref; nothing to attach to")
+        kwargs.setdefault("policy", summary.policy or Policy.ROLLBACK)
+        kwargs.setdefault("data_dir", summary.folder.parents[2])
+        session = cls(links, specs, subject=summary.subject, main_sync=None, **kwargs)
+        session.attached = True
+        session.exp_ref = summary.exp_ref
+        session.main_sync = summary.main_sync
+        session.folder = summary.folder
+        session.participants = [n for n in (summary.participants or session.rigs) if n in session.links]
+        session.degraded = summary.degraded
+        session.started = summary.started
+        session.phase = Phase(summary.phase) if summary.phase in Phase._value2member_map_ else Phase.IDLE
+        for name, status in summary.statuses.items():
+            if name in session.statuses:
+                session.statuses[name] = status
+                session.state.set(["rigs", name, "status"], status)
+        session._open_journal("attach", previous_phase=summary.phase, problems=summary.problems)
+        session._publish_session()
+        return session
+
+    # ==================================================================== steps
+    async def info(self) -> StepResult:
+        """EXPINFO to every rig: settle the main-sync rig and the exp_ref, create the session folder."""
+        async with self._step("info") as result:
+            if not self.subject:
+                return self._refuse(result, "no subject given")
+            if self.data_dir is None:
+                return self._refuse(result, "no data directory given")
+            choice = self.main_sync_choice
+            if choice is not None and choice not in self.rigs:
+                return self._refuse(result, f"main-sync rig {choice!r} does not take session messages")
+
+            def payload(name: str) -> tuple[Any, ...]:
+                claim = choice is not None and name == choice
+                return (int(ExpStatus.CONNECTED), {
+                    "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": None,
+                    "experiment_description": {}, "rig_version": f"rigdeck {_version()}",
+                    "spec_version": PROTOCOL_VERSION,
+                })
+
+            result.outcomes = await self._fan_out("info", ExpMessage.EXPINFO, self.participants, payload, expect=None)
+            answered = {n: o for n, o in result.outcomes.items() if o.ok}
+            infos = {n: _first_dict(o.reply) for n, o in answered.items()}
+            self.rig_descriptions = {n: info.get("experiment_description") or {} for n, info in infos.items()}
+            claimants = [n for n, info in infos.items() if info.get("main_sync") is True or info.get("master") is True]
+            failed = result.failed
+            if failed and self.policy is Policy.ROLLBACK:
+                return self._refuse(result, f"no answer to EXPINFO from {_names(failed)} (policy rollback)")
+            if choice is not None:
+                if choice in failed:
+                    return self._refuse(result, f"the chosen main-sync rig {choice!r} did not answer EXPINFO")
+                main = choice
+                others = [n for n in claimants if n != choice]
+                if others:
+                    result.warnings.append(f"{_names(others)} also claim main sync; {choice!r} was chosen")
+            elif len(claimants) == 1:
+                main = claimants[0]
+            elif not claimants:
+                return self._refuse(result, f"no rig claims main sync (asked: {_names(self.participants)}); "
+                                            "choose one (--main-sync NAME or role: main_sync)")
+            else:
+                return self._refuse(result, f"several rigs claim main sync: {_names(claimants)}; "
+                                            "choose one (--main-sync NAME)")
+            try:
+                exp_ref, folder = self._resolve_exp_ref(infos.get(main, {}).get("exp_ref"))
+            except ValueError as ex:
+                return self._refuse(result, str(ex))
+            if failed:
+                result.dropped = self._drop(failed, "info")
+            self.main_sync, self.exp_ref, self.folder = main, exp_ref, folder
+            for name in self.rigs:
+                self.state.set(["rigs", name, "main_sync"], name == main)
+            self._open_journal("session")
+            self._write("main_sync", main_sync=main, chosen=choice is not None, claimants=claimants)
+            for warning in result.warnings:
+                self._write("note", text=warning)
+            self._set_phase(Phase.INFO)
+            self._write_description()
+            return result
+
+    async def init(self) -> StepResult:
+        """EXPINIT ``{"exp_ref": ...}`` to every participant; the policy handles failures."""
+        async with self._step("init") as result:
+            data = {"exp_ref": self.exp_ref}
+            result.outcomes = await self._fan_out(
+                "init", ExpMessage.EXPINIT, self.participants, lambda n: (data,), ExpStatus.INITIALIZED)
+            if await self._apply_policy(result):
+                self._set_phase(Phase.INITIALISED)
+                self._write_description()
+            return result
+
+    async def start(self, data: Any = None) -> StepResult:
+        """EXPSTART ``exp_ref, data``: the main-sync rig first (it owns the clock), then the rest at once."""
+        async with self._step("start") as result:
+            first, rest = self._ordered(self.participants)
+            outcomes: dict[str, Outcome] = {}
+            if first:
+                outcomes.update(await self._fan_out(
+                    "start", ExpMessage.EXPSTART, first, lambda n: (self.exp_ref, data), ExpStatus.RUNNING))
+            if all(o.ok for o in outcomes.values()):
+                outcomes.update(await self._fan_out(
+                    "start", ExpMessage.EXPSTART, rest, lambda n: (self.exp_ref, data), ExpStatus.RUNNING))
+            else:
+                for name in rest:
+                    outcomes[name] = self._skip("start", name, "EXPSTART", "main-sync rig did not start")
+            result.outcomes = {n: outcomes[n] for n in self.participants if n in outcomes}
+            if await self._apply_policy(result):
+                self.started = time.time()
+                self._set_phase(Phase.RUNNING)
+                self._write_description()
+            return result
+
+    async def stop(self, data: Any = None) -> StepResult:
+        """EXPEND to every participant: the others at once, then the main-sync rig last."""
+        async with self._step("stop") as result:
+            payload = [] if data is None else data
+            rest, last = self._ordered(self.participants, main_last=True)
+            outcomes = await self._fan_out("stop", ExpMessage.EXPEND, rest, lambda n: (payload,), ExpStatus.STOPPED)
+            if last:
+                outcomes.update(await self._fan_out(
+                    "stop", ExpMessage.EXPEND, last, lambda n: (payload,), ExpStatus.STOPPED))
+            result.outcomes = {n: outcomes[n] for n in self.participants if n in outcomes}
+            result.ok = not result.failed
+            if result.failed:
+                result.error = f"{_names(result.failed)} did not confirm the stop"
+                self._write("note", text=result.error)
+            self.ended = time.time()
+            self.outcome = "completed" if result.ok and not self.degraded else "completed_with_errors"
+            self._set_phase(Phase.STOPPED)
+            self._write_description()
+            return result
+
+    async def interrupt(self, message: str = "interrupted by the user", error: str = "Interrupted") -> StepResult:
+        """EXPINTERRUPT with an iblrig-style error record to every participant, at once: the session is aborted."""
+        async with self._step("interrupt") as result:
+            result.outcomes = await self._interrupt_all("interrupt", self.participants, error, message)
+            result.ok = not result.failed
+            if result.failed:
+                result.error = f"{_names(result.failed)} did not confirm the interrupt"
+            self.ended = time.time()
+            self.outcome = "aborted"
+            self._set_phase(Phase.ABORTED, reason=message)
+            self._write_description()
+            return result
+
+    async def abort(self, message: str) -> StepResult | None:
+        """Whatever the phase (a Ctrl-C mid-step included): interrupt what may be going, unless already over."""
+        if self.phase in FINAL or (self.phase is Phase.IDLE and self.folder is None):
+            return None
+        self.busy = None
+        return await self.interrupt(message, error="Aborted")
+
+    async def cleanup(self, data: Any = None) -> StepResult:
+        """EXPCLEANUP to every participant (rigs go back to CONNECTED, ready for another session)."""
+        async with self._step("cleanup") as result:
+            result.outcomes = await self._fan_out(
+                "cleanup", ExpMessage.EXPCLEANUP, self.participants, lambda n: (data,), ExpStatus.CONNECTED)
+            result.ok = not result.failed
+            if result.failed:
+                result.error = f"{_names(result.failed)} did not confirm the cleanup"
+            self.state.set(["session", "cleaned"], result.ok)
+            self._write("cleanup", ok=result.ok)
+            self._sync()
+            return result
+
+    async def status(self, names: Iterable[str] | None = None) -> StepResult:
+        """EXPSTATUS (with the status the console expects) to the given rigs (default: all session rigs)."""
+        targets = list(names) if names is not None else list(self.rigs)
+        result = StepResult("status", phase=self.phase)
+        mine = int(self._expected_status())
+        result.outcomes = await self._fan_out("status", ExpMessage.EXPSTATUS, targets, lambda n: (mine,), expect=None)
+        result.ok = not result.failed
+        self._sync()
+        return result
+
+    async def alyx(self, base_url: str | None = None, token: dict[str, Any] | None = None) -> AlyxResult:
+        """Relay an Alyx token: given one, send it to every rig; else ask them all and pass the first one on.
+
+        The main-sync rig's token is preferred when several rigs have one. Tokens are kept out of the
+        journal, the progress reports and the logs (:func:`core.journal.redact_alyx`).
+        """
+        targets = list(self.participants)
+        source = None
+        outcomes: dict[str, Outcome] = {}
+        if not token:
+            outcomes = await self._fan_out("alyx", ExpMessage.ALYX, targets, lambda n: (None, {}), expect=None)
+            holders = []
+            for name, o in outcomes.items():
+                reply = o.reply or []
+                if o.ok and len(reply) >= 2 and isinstance(reply[1], dict) and reply[1]:
+                    holders.append((name, reply[0], reply[1]))
+            holders.sort(key=lambda h: h[0] != self.main_sync)
+            if not holders:
+                self._write("alyx", source=None, relayed=[])
+                self._sync()
+                return AlyxResult(None, None, [], {}, outcomes)
+            source, base_url, token = holders[0]
+            holder_names = {h[0] for h in holders}
+            targets = [n for n in targets if n not in holder_names]
+        relayed = await self._fan_out("alyx", ExpMessage.ALYX, targets, lambda n: (base_url, token), expect=None)
+        self._write("alyx", source=source, base_url=base_url, users=sorted(token), relayed=sorted(relayed))
+        self._sync()
+        return AlyxResult(source, base_url, sorted(map(str, token)), relayed, outcomes)
+
+    # ==================================================================== step machinery
+    class _StepContext:
+        def __init__(self, session: Session, action: str) -> None:
+            self.session = session
+            self.action = action
+            self.result = StepResult(action)
+
+        async def __aenter__(self) -> StepResult:
+            s = self.session
+            if not s.can(self.action):
+                why = f"busy with {s.busy}" if s.busy else f"phase is {s.phase.value}"
+                raise SessionError(f"cannot {self.action} now: {why}")
+            s.busy = self.action
+            s.state.set(["session", "busy"], self.action)
+            s._emit(Progress(self.action, None, "note", f"{self.action} ..."))
+            return self.result
+
+        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            s = self.session
+            s.busy = None
+            s.state.set(["session", "busy"], None)
+            self.result.phase = s.phase
+            if exc_type is asyncio.CancelledError:
+                s._write("note", text=f"{self.action} cancelled")
+            s._sync()
+
+    def _step(self, action: str) -> Session._StepContext:
+        return Session._StepContext(self, action)
+
+    def _refuse(self, result: StepResult, error: str) -> StepResult:
+        result.ok = False
+        result.error = error
+        self._write("refused", step=result.step, error=error)
+        self._emit(Progress(result.step, None, "note", error))
+        return result
+
+    def _ordered(self, names: Sequence[str], main_last: bool = False) -> tuple[list[str], list[str]]:
+        """(first batch, second batch): main sync alone first (or alone last, for a stop)."""
+        if not self.main_sync_first or self.main_sync not in names:
+            return (list(names), []) if main_last else ([], list(names))
+        others = [n for n in names if n != self.main_sync]
+        return (others, [self.main_sync]) if main_last else ([self.main_sync], others)
+
+    def _drop(self, names: Sequence[str], step: str) -> list[str]:
+        dropped = [n for n in names if n in self.participants]
+        if dropped:
+            self.participants = [n for n in self.participants if n not in dropped]
+            self.degraded = True
+            self._write("degraded", step=step, dropped=dropped, participants=self.participants)
+            self._emit(Progress(step, None, "note", f"continuing without {_names(dropped)} (degraded)"))
+            self._publish_session()
+        return dropped
+
+    async def _apply_policy(self, result: StepResult) -> bool:
+        """True to go on. ``continue`` drops the failed rigs; ``rollback`` (or a failed main sync) interrupts."""
+        failed = result.failed
+        if not failed:
+            return True
+        if self.policy is Policy.CONTINUE and self.main_sync not in failed and len(failed) < len(self.participants):
+            result.dropped = self._drop(failed, result.step)
+            result.warnings.append(f"continuing without {_names(failed)}")
+            return True
+        why = f"{result.step} failed on {_names(failed)}"
+        if self.main_sync in failed and self.policy is Policy.CONTINUE:
+            why += " (the main-sync rig: cannot continue without it)"
+        result.ok = False
+        result.error = why
+        # interrupt every rig that may have got going: all but those that cleanly refused while still CONNECTED
+        targets = [n for n in self.participants
+                   if result.outcomes.get(n) is None or result.outcomes[n].ok or result.outcomes[n].result == "timeout"
+                   or (self.statuses.get(n) or 0) >= ExpStatus.INITIALIZED]
+        self._write("rollback", step=result.step, failed=failed, targets=targets)
+        self._emit(Progress(result.step, None, "note", f"rolling back: {why}"))
+        result.rollback = await self._interrupt_all("rollback", targets, "SessionRollback", why)
+        self.ended = time.time()
+        self.outcome = "failed"
+        self._set_phase(Phase.FAILED, reason=why)
+        self._write_description()
+        return False
+
+    async def _interrupt_all(self, step: str, names: Sequence[str], error: str, message: str) -> dict[str, Outcome]:
+        record = {"error": error, "message": message, "traceback": None, "file": None, "line_no": None}
+        return await self._fan_out(step, ExpMessage.EXPINTERRUPT, names, lambda n: (record,), ExpStatus.STOPPED)
+
+    def _skip(self, step: str, name: str, event: str, why: str) -> Outcome:
+        outcome = Outcome(name, event, "skipped", error=why)
+        self._write("skipped", step=step, rig=name, event=event, error=why)
+        self._emit(Progress(step, name, "error", why, outcome))
+        return outcome
+
+    # ==================================================================== the fan-out
+    async def _fan_out(
+        self, step: str, event: ExpMessage, names: Sequence[str], payload: Callable[[str], tuple[Any, ...]],
+        expect: ExpStatus | None,
+    ) -> dict[str, Outcome]:
+        """Send ``event`` to every named rig at once; one Outcome per rig, never an exception for a rig."""
+        for name in names:
+            if name not in self.links:
+                raise SessionError(f"unknown rig {name!r}; rigs: {sorted(self.links)}")
+        if not names:
+            return {}
+        results = await asyncio.gather(*(self._one(step, name, event, payload(name), expect) for name in names))
+        return dict(zip(names, results, strict=True))
+
+    async def _one(
+        self, step: str, name: str, event: ExpMessage, data: tuple[Any, ...], expect: ExpStatus | None
+    ) -> Outcome:
+        link = self.links[name]
+        timeout = self.rig_timeout(name)
+        shown = redact_alyx(list(data)) if event is ExpMessage.ALYX else list(data)
+        self._write("send", step=step, rig=name, event=event.name, data=shown)
+        self._emit(Progress(step, name, "sent", event.name))
+        async with self._locks[name]:
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout + TIMEOUT_GUARD):
+                    reply = await link.request(event, *data, timeout=timeout)
+            except RemoteError as ex:
+                outcome = Outcome(name, event.name, "error", error=ex.text or error_text(ex))
+            except TimeoutError:
+                outcome = Outcome(name, event.name, "timeout", error=f"no reply within {timeout:g} s")
+            except RigError as ex:
+                outcome = Outcome(name, event.name, "error", error=str(ex) or error_text(ex))
+            except Exception as ex:  # a broken link must not break the session
+                log.exception("%s: link raised on %s", name, event.name)
+                outcome = Outcome(name, event.name, "error", error=error_text(ex))
+            else:
+                outcome = self._check_reply(name, event, reply, expect)
+            outcome.rtt_ms = round((time.perf_counter() - t0) * 1e3, 3)
+        self._record(step, outcome, event)
+        return outcome
+
+    def _check_reply(self, name: str, event: ExpMessage, reply: Any, expect: ExpStatus | None) -> Outcome:
+        if not isinstance(reply, list):
+            reply = [reply]
+        status = reply_status(reply)
+        if event is ExpMessage.ALYX:
+            status = None
+        outcome = Outcome(name, event.name, "reply", reply=reply, status=status)
+        if expect is not None:
+            if status is None:
+                outcome.status = int(expect)  # iblrig-style reply without a status: success means it got there
+            elif status != expect and not (event is ExpMessage.EXPINTERRUPT and status == ExpStatus.CONNECTED):
+                outcome.result = "error"
+                outcome.error = f"rig reports {status_name(status)} after {event.name}, expected {expect.name}"
+        return outcome
+
+    def _record(self, step: str, outcome: Outcome, event: ExpMessage) -> None:
+        name = outcome.rig
+        now = time.time()
+        if outcome.result == "timeout":
+            self._set_link(name, LinkState.UNREACHABLE.value, outcome.error)
+        else:
+            self._last_contact[name] = time.monotonic()
+            self._set_link(name, LinkState.ONLINE.value, None)
+            self.state.update(["rigs", name], {"last_reply": round(now, 3), "rtt_ms": outcome.rtt_ms})
+        if outcome.status is not None:
+            self._set_status(name, outcome.status)
+        if outcome.error:
+            self.state.set(["rigs", name, "last_error"], outcome.error)
+        self.state.set(["rigs", name, "last_reply_data"], _shown(event, outcome.reply))
+        kind = "reply" if outcome.ok else outcome.result
+        self._write(kind, step=step, rig=name, event=outcome.event, status=outcome.status, rtt_ms=outcome.rtt_ms,
+                    error=outcome.error, data=_shown(event, outcome.reply))
+        self._emit(Progress(step, name, kind, outcome.describe(), outcome))
+
+    # ==================================================================== live state
+    def _init_state(self) -> None:
+        for name, link in self.links.items():
+            spec = self.specs.get(name)
+            self.state.update(["rigs", name], {
+                "uri": link.uri, "transport": spec.scheme if spec else link.uri.split("://")[0],
+                "role": (spec.role.value if spec else Role.AUX.value), "link": link.state.value,
+                "status": None, "last_reply": None, "rtt_ms": None, "last_error": link.last_error,
+                "main_sync": False, "in_session": name in self.rigs,
+            })
+        self._publish_session()
+
+    def _publish_session(self) -> None:
+        self.state.update(["session"], {
+            "exp_ref": self.exp_ref, "subject": self.subject, "phase": self.phase.value,
+            "started": self.started, "ended": self.ended, "policy": self.policy.value, "degraded": self.degraded,
+            "main_sync": self.main_sync, "participants": list(self.participants), "busy": self.busy,
+            "outcome": self.outcome, "folder": str(self.folder) if self.folder else None,
+            "journal": str(self.journal_path) if self.journal_path else None,
+            "actions": sorted(a for a in (ALWAYS | ACTIONS[self.phase])),
+        })
+
+    def _set_phase(self, phase: Phase, **extra: Any) -> None:
+        self.phase = phase
+        self._write("phase", phase=phase.value, degraded=self.degraded, participants=self.participants, **extra)
+        self._publish_session()
+        self._emit(Progress(self.busy or phase.value, None, "phase", phase.value))
+
+    def _set_status(self, name: str, status: int | None) -> None:
+        self.statuses[name] = status
+        self.state.set(["rigs", name, "status"], status)
+
+    def _set_link(self, name: str, value: str, error: str | None) -> None:
+        current = self.state.get(["rigs", name, "link"])
+        if value == LinkState.ONLINE.value and current == LinkState.ONLINE.value:
+            return
+        if value == current and error == self.state.get(["rigs", name, "last_error"]):
+            return
+        self.state.set(["rigs", name, "link"], value)
+        if error:
+            self.state.set(["rigs", name, "last_error"], error)
+        if value != current:
+            self._write("link", rig=name, state=value, error=error)
+            self._emit(Progress(self.busy or "link", name, "note", f"link {value}" + (f": {error}" if error else "")))
+
+    def _on_link_state(self, name: str, state: LinkState, error: str | None) -> None:
+        if not self._closed:
+            self._set_link(name, state.value, error)
+
+    def _on_link_update(self, name: str, mod: dict[str, Any]) -> None:
+        """Mirror a pushing rig's published tree under ``rigs/<name>/service``; pick its status out of it."""
+        if self._closed:
+            return
+        try:
+            if mod.get("action") == "init":
+                self.state.set(["rigs", name, "service"], mod.get("struct"))
+            else:
+                self.state.apply({**mod, "path": ["rigs", name, "service", *mod.get("path", [])]})
+        except (KeyError, IndexError, TypeError, ValueError) as ex:
+            log.warning("%s: cannot apply a pushed mod (%s); waiting for the next init", name, ex)
+            return
+        service = self.state.get(["rigs", name, "service"])
+        status = service.get("status") if isinstance(service, dict) else None
+        if isinstance(status, int) and not isinstance(status, bool) and status != self.statuses.get(name):
+            self._last_contact[name] = time.monotonic()
+            self._set_status(name, status)
+            self._write("status", rig=name, status=status, source="push")
+
+    def _expected_status(self) -> ExpStatus:
+        return {Phase.INITIALISED: ExpStatus.INITIALIZED, Phase.RUNNING: ExpStatus.RUNNING,
+                Phase.STOPPED: ExpStatus.STOPPED, Phase.FAILED: ExpStatus.STOPPED,
+                Phase.ABORTED: ExpStatus.STOPPED}.get(self.phase, ExpStatus.CONNECTED)
+
+    async def _poll_loop(self) -> None:
+        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once)."""
+        assert self.poll_interval is not None
+        while not self._closed:
+            now = time.monotonic()
+            for name, link in self.links.items():
+                interval = self._poll_interval(name)
+                if link.pushes_status or self._locks[name].locked() or name in self._polls:
+                    continue
+                if now - self._last_contact.get(name, 0.0) < interval * 0.9:
+                    continue
+                self._polls[name] = asyncio.create_task(self._poll(name, interval), name=f"rigdeck-poll-{name}")
+            await asyncio.sleep(self.poll_interval / 2)
+
+    def _poll_interval(self, name: str) -> float:
+        spec = self.specs.get(name)
+        return float(spec.options.get("poll_interval", self.poll_interval)) if spec else float(self.poll_interval or 1)
+
+    async def _poll(self, name: str, interval: float) -> None:
+        link = self.links[name]
+        timeout = min(self.rig_timeout(name), max(interval, 0.5))
+        try:
+            async with self._locks[name]:
+                self._last_contact[name] = time.monotonic()
+                t0 = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout + TIMEOUT_GUARD):
+                        reply = await link.request(ExpMessage.EXPSTATUS, int(self._expected_status()), timeout=timeout)
+                except TimeoutError:
+                    self._set_link(name, LinkState.UNREACHABLE.value, f"no reply to EXPSTATUS within {timeout:g} s")
+                    return
+                except RigError as ex:
+                    self.state.set(["rigs", name, "last_error"], str(ex) or error_text(ex))
+                    return
+                rtt = round((time.perf_counter() - t0) * 1e3, 3)
+            self._last_contact[name] = time.monotonic()
+            self._set_link(name, LinkState.ONLINE.value, None)
+            self.state.update(["rigs", name], {"last_reply": round(time.time(), 3), "rtt_ms": rtt})
+            status = reply_status(reply if isinstance(reply, list) else [reply])
+            if status is not None and status != self.statuses.get(name):
+                self._set_status(name, status)
+                self._write("status", rig=name, status=status, source="poll")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: status poll failed", name)
+        finally:
+            self._polls.pop(name, None)
+
+    # ==================================================================== journal & description
+    def _resolve_exp_ref(self, offered: Any) -> tuple[str, Path]:
+        assert self.data_dir is not None and self.subject is not None
+        if offered:
+            ref = parse_exp_ref(offered)
+            if ref.subject != self.subject:
+                raise ValueError(f"the main-sync rig's exp_ref {format_exp_ref(ref)!r} is for subject "
+                                 f"{ref.subject!r}, not {self.subject!r}")
+            folder = session_folder(self.data_dir, ref)
+            if (folder / JOURNAL_NAME).exists():
+                raise ValueError(f"exp_ref {format_exp_ref(ref)} already has a session journal in {folder}")
+            folder.mkdir(parents=True, exist_ok=True)
+            return format_exp_ref(ref), folder
+        ref, folder = reserve_session(self.data_dir, self.subject, self._today())
+        return format_exp_ref(ref), folder
+
+    def _open_journal(self, kind: str, **extra: Any) -> None:
+        assert self.folder is not None
+        self.journal = Journal(self.folder / JOURNAL_NAME)
+        self._write(kind, exp_ref=self.exp_ref, subject=self.subject, main_sync=self.main_sync,
+                    policy=self.policy.value, participants=self.participants, pid=os.getpid(),
+                    rigdeck=_version(), rigs={n: self._rig_record(n) for n in self.rigs}, **extra)
+        for pending_kind, fields, at in self._pending:
+            self.journal.write(pending_kind, at=round(at, 6), **fields)
+        self._pending.clear()
+        self._publish_session()
+
+    def _rig_record(self, name: str) -> dict[str, Any]:
+        spec = self.specs.get(name)
+        link = self.links[name]
+        options = dict(spec.options) if spec else {}
+        role = spec.role.value if spec else Role.AUX.value
+        return {"uri": link.uri, "role": role, "options": options}
+
+    def _write(self, kind: str, **fields: Any) -> None:
+        if self.journal is not None and not self.journal.closed:
+            try:
+                self.journal.write(kind, **fields)
+            except OSError as ex:  # a full disk must not hide the rigs' state from the user
+                log.error("cannot write the journal %s: %s", self.journal.path, ex)
+        elif self.journal is None:
+            self._pending.append((kind, fields, time.time()))
+
+    def _sync(self) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.sync()
+            except OSError as ex:
+                log.error("cannot fsync the journal %s: %s", self.journal.path, ex)
+
+    def description(self) -> dict[str, Any]:
+        """The iblrig-like experiment description of this session, as it stands."""
+        ref = parse_exp_ref(self.exp_ref) if self.exp_ref else None
+        main_desc = self.rig_descriptions.get(self.main_sync or "", {})
+        return {
+            "version": "1.0.0",
+            "exp_ref": self.exp_ref,
+            "subject": self.subject,
+            "date": ref.date.isoformat() if ref else None,
+            "number": ref.sequence if ref else None,
+            "main_sync": self.main_sync,
+            "sync": (main_desc.get("sync") if isinstance(main_desc, dict) else None) or {},
+            "rigs": {
+                name: {
+                    "uri": self.links[name].uri,
+                    "role": self.role(name),
+                    "transport": self.links[name].uri.split("://")[0],
+                    "participating": name in self.participants,
+                    "status": status_name(self.statuses.get(name)),
+                    "experiment_description": redact(self.rig_descriptions.get(name) or {}),
+                }
+                for name in self.rigs
+            },
+            "policy": self.policy.value,
+            "degraded": self.degraded,
+            "start_time": iso(self.started),
+            "end_time": iso(self.ended),
+            "phase": self.phase.value,
+            "outcome": self.outcome or ("running" if self.phase is Phase.RUNNING else "pending"),
+            "console": {"rigdeck": _version(), "pid": os.getpid()},
+        }
+
+    def _write_description(self) -> None:
+        if self.description_path is None:
+            return
+        try:
+            write_yaml_atomic(self.description_path, self.description())
+        except OSError as ex:
+            log.error("cannot write %s: %s", self.description_path, ex)
+
+    def _emit(self, progress: Progress) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(progress)
+            except Exception:
+                log.exception("progress listener failed")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _first_dict(reply: Any) -> dict[str, Any]:
+    for item in reply or []:
+        if isinstance(item, dict):
+            return item
+    return {}
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def _shown(event: ExpMessage, reply: Any) -> Any:
+    if reply is None:
+        return None
+    return redact_alyx(reply) if event is ExpMessage.ALYX else redact(reply)
+
+
+@functools.cache
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rigdeck")
+    except Exception:
+        return "dev"
+
+
+__all__ = [
+    "ACTIONS", "ALWAYS", "AlyxResult", "FINAL", "Outcome", "Phase", "Policy", "Progress", "REDACTED",
+    "Session", "SessionError", "StepResult", "reply_status", "status_name",
+]
