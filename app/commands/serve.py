@@ -1,0 +1,117 @@
+"""``rigdeck serve RIG.yaml``: run one rig service (an acquisition PC) on every URI of its rig file.
+
+Machine-readable output on stdout, one line each, flushed (the demo launcher and the integration
+tests read them)::
+
+    READY <rig> <scheme>://<host>:<port>[/path]     once per bound URI (the real port when 0 was asked)
+    SERVING <rig> <n>                               all n URIs are bound; the rig takes messages
+    STOPPED <rig>                                   after a clean shutdown (recorders closed)
+
+SIGINT / SIGTERM stop it cleanly: servers close, recorders write their footers and close their files.
+A bad rig file, an unknown transport or a port in use is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from core.config import ConfigError
+from core.rig_config import RigConfig, load_rig_config
+from core.service import RigService
+from transports.registry import server_factory
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="run a rig service from a rig file (rig.yaml)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rig_file", metavar="RIG.yaml", help="the rig file (see resources/rig_example.yaml)")
+    parser.add_argument("--data-dir", help="where sessions are filed (overrides data_dir in the rig file)")
+    parser.set_defaults(func=run)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def make_manipulator(config: RigConfig) -> Any:
+    """The manipulator driver of the rig file: simulated (built by core) or an ephys-link proxy."""
+    spec = config.manipulator
+    if spec is None or spec.get("type") != "ephys_link":
+        return None  # RigService.from_config builds the simulated one
+    try:
+        module = importlib.import_module("transports.sio_proxy")
+    except ImportError as ex:
+        raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: proxy not available ({ex})") from None
+    for attr in ("EphysLinkProxy", "SioProxy", "ProxyManipulator", "EphysLinkManipulator"):
+        factory = getattr(module, attr, None)
+        if factory is not None:
+            return factory(spec["ephys_link"])
+    raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: no proxy driver in transports.sio_proxy")
+
+
+async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
+    """Bind every URI, announce them, serve until ``stop`` is set (or a signal), then shut down cleanly."""
+    service = RigService.from_config(config, manipulator=make_manipulator(config))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+            pass
+    handles: list[Any] = []
+    serving = False
+    try:
+        await service.start()
+        for spec in config.listen:
+            try:
+                factory = server_factory(spec.scheme)
+            except ImportError as ex:
+                raise ConfigError(f"{config.source}: {spec.uri}: transport for {spec.scheme}:// "
+                                  f"is not available ({ex})") from None
+            try:
+                handle = await factory(spec.address, service, dict(spec.options))
+            except OSError as ex:
+                raise ConfigError(f"{config.source}: cannot listen on {spec.uri}: {ex.strerror or ex}") from None
+            except ValueError as ex:
+                raise ConfigError(f"{config.source}: {spec.uri}: {ex}") from None
+            handles.append(handle)
+            bound = dataclasses.replace(spec.address, port=int(handle.port))
+            say(f"READY {config.name} {bound}")
+        say(f"SERVING {config.name} {len(handles)}")
+        serving = True
+        await stop.wait()
+        return 0
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        for handle in reversed(handles):
+            try:
+                await handle.close()
+            except Exception:
+                log.exception("closing a server of rig %s failed", config.name)
+        await service.close()
+        if serving:
+            say(f"STOPPED {config.name}")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_rig_config(args.rig_file).with_data_dir(args.data_dir)
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as ex:
+        print(f"rigdeck: {ex}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
