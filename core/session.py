@@ -379,11 +379,17 @@ class Session:
 
             def payload(name: str) -> tuple[Any, ...]:
                 claim = choice is not None and name == choice
-                return (int(ExpStatus.CONNECTED), {
+                info = {
                     "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": None,
                     "experiment_description": {}, "rig_version": f"rigdeck {_version()}",
                     "spec_version": PROTOCOL_VERSION,
-                })
+                }
+                if choice is not None and not claim:
+                    # RigDeck rig services read this to step down (a bare ``false`` is what iblrig sends
+                    # about *itself*, so it cannot mean "not you"); the chosen rig gets ``true`` alone,
+                    # so a rig whose own name differs from its rigs-file name is still promoted.
+                    info["main_sync_rig"] = choice
+                return (int(ExpStatus.CONNECTED), info)
 
             result.outcomes = await self._fan_out("info", ExpMessage.EXPINFO, self.participants, payload, expect=None)
             answered = {n: o for n, o in result.outcomes.items() if o.ok}

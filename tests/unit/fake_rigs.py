@@ -30,6 +30,8 @@ class FakeRig:
         self.delay = 0.0
         self.dead = False
         self.told_main_sync: Any = None
+        #: False: an iblrig-like rig that knows nothing of RigDeck's ``main_sync_rig``
+        self.honours_choice = True
 
     def handle(self, event: ExpMessage, data: list[Any]) -> list[Any]:
         self.received.append((event.name, data))
@@ -39,6 +41,8 @@ class FakeRig:
             self.told_main_sync = info.get("main_sync")
             if info.get("main_sync") is True:
                 self.main_sync = True
+            elif info.get("main_sync_rig") is not None and self.honours_choice:
+                self.main_sync = False
             return [int(self.status), {"main_sync": self.main_sync, "exp_ref": self.exp_ref_offer if self.main_sync
                                        else None, "experiment_description": {"devices": {self.name: {"x": 1}}}}]
         if event is ExpMessage.EXPINIT:

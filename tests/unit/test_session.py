@@ -86,20 +86,24 @@ def test_full_session_four_rigs(tmp_path):
 
 
 def test_user_choice_of_main_sync_is_told_true_others_false(tmp_path):
-    rigs, links = make_rigs("a", "b", "c", main="a", exp_ref="2026-11-22_3_KS001")
+    rigs, links = make_rigs("a", "b", "c", "d", main="a", exp_ref="2026-11-22_3_KS001")
+    rigs["d"].main_sync = True
+    rigs["d"].honours_choice = False  # an iblrig-like rig keeps claiming
 
     async def main():
         s = new_session(links, tmp_path, main_sync="b")
         r = await s.info()
         assert r.ok, r.error
         assert s.main_sync == "b"
-        assert any("a also claim" in w for w in r.warnings)
+        assert r.warnings == ["d also claim main sync; 'b' was chosen"]
         # b offered no exp_ref: the next free number of the data folder
         assert s.exp_ref == "2026-11-22_1_KS001"
         await s.close()
 
     asyncio.run(main())
-    assert [rigs[n].told_main_sync for n in "abc"] == [False, True, False]
+    assert [rigs[n].told_main_sync for n in "abcd"] == [False, True, False, False]
+    assert [rigs[n].received[0][1][1].get("main_sync_rig") for n in "abcd"] == ["b", None, "b", "b"]
+    assert not rigs["a"].main_sync
 
 
 def test_rigs_file_role_counts_as_the_choice(tmp_path):
