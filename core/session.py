@@ -38,7 +38,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,8 @@ class Progress:
 
 
 ProgressListener = Callable[[Progress], None]
+#: ``await decide(result)`` -> the policy to apply to this partial failure (a GUI asks the experimenter)
+Decider = Callable[["StepResult"], Awaitable["Policy | str"]]
 
 
 @dataclass
@@ -231,6 +233,8 @@ class Session:
         state: LiveState | None = None,
         main_sync_first: bool = True,
         today: Callable[[], _dt.date] = _dt.date.today,
+        details: Mapping[str, Any] | None = None,
+        decide: Decider | None = None,
     ) -> None:
         specs = dict(specs or {})
         unknown = sorted(set(specs) - set(links))
@@ -252,6 +256,10 @@ class Session:
         self.main_sync_first = main_sync_first
         self.state = state if state is not None else LiveState()
         self._today = today
+        #: what the experimenter typed besides the subject (projects, procedures, notes): into the description
+        self.details: dict[str, Any] = {k: v for k, v in (details or {}).items() if v not in (None, "", [])}
+        #: asked when some rigs (not all, not the main sync) fail a step; None applies ``policy`` unasked
+        self.decide = decide
         roles = [n for n in self.rigs if n in specs and specs[n].role is Role.MAIN_SYNC]
         if main_sync is not None and main_sync not in self.links:
             raise SessionError(f"main-sync rig {main_sync!r} is not one of the rigs: {sorted(self.links)}")
@@ -613,7 +621,15 @@ class Session:
         failed = result.failed
         if not failed:
             return True
-        if self.policy is Policy.CONTINUE and self.main_sync not in failed and len(failed) < len(self.participants):
+        partial = self.main_sync not in failed and len(failed) < len(self.participants)
+        policy = self.policy
+        if partial and self.decide is not None:
+            try:
+                policy = Policy(str(await self.decide(result)).lower())
+            except ValueError:
+                log.warning("the partial-failure decision was not a policy; applying %s", self.policy.value)
+            self._write("decision", step=result.step, failed=failed, policy=policy.value)
+        if policy is Policy.CONTINUE and partial:
             result.dropped = self._drop(failed, result.step)
             result.warnings.append(f"continuing without {_names(failed)}")
             return True
@@ -923,6 +939,7 @@ class Session:
             "phase": self.phase.value,
             "outcome": self.outcome or ("running" if self.phase is Phase.RUNNING else "pending"),
             "console": {"rigdeck": _version(), "pid": os.getpid()},
+            **self.details,
         }
 
     def _write_description(self) -> None:

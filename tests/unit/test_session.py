@@ -226,6 +226,37 @@ def test_continue_policy_still_rolls_back_without_the_main_sync(tmp_path):
     assert "EXPSTART" not in [e for e, _ in rigs["cam"].received]
 
 
+@pytest.mark.parametrize("answer", ["continue", "rollback"])
+def test_a_decider_chooses_the_policy_for_each_partial_failure(tmp_path, answer):
+    """The GUI asks the experimenter; the engine applies the answer (and journals it)."""
+    rigs, links = make_rigs("sync", "cam", "mic", main="sync")
+    rigs["mic"].faults["EXPSTART"] = "error"
+    asked = []
+
+    async def decide(result):
+        asked.append((result.step, result.failed))
+        return answer
+
+    async def main():
+        s = new_session(links, tmp_path, decide=decide, details={"projects": ["ibl"], "notes": "", "procedures": []})
+        for step in (s.info, s.init):
+            assert (await step()).ok
+        r = await s.start()
+        await s.close()
+        return s, r
+
+    s, r = asyncio.run(main())
+    assert asked == [("start", ["mic"])]
+    if answer == "continue":
+        assert r.ok and s.phase is Phase.RUNNING and s.participants == ["sync", "cam"] and s.degraded
+    else:
+        assert not r.ok and s.phase is Phase.FAILED and rigs["cam"].status == 30
+    decision = [x for x in read_journal(s.journal_path).records if x["kind"] == "decision"]
+    assert decision[0]["policy"] == answer
+    description = read_description(s.folder)
+    assert description["projects"] == ["ibl"] and "notes" not in description
+
+
 def test_a_link_that_ignores_its_timeout_is_cut_by_the_engine(tmp_path, monkeypatch):
     monkeypatch.setattr(session_mod, "TIMEOUT_GUARD", 0.05)
     rigs, links = make_rigs("sync", "cam", main="sync")
