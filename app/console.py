@@ -1,0 +1,397 @@
+"""The console's brain, without Qt: rigs file, links, live state, the current session, manipulators, log.
+
+The window (``app/gui``) only binds widgets to this object: buttons call its coroutines, models read
+its :class:`~core.state.LiveState`, the log panel reads its :class:`LogBook`. Nothing here imports Qt,
+so every rule the window follows (when Start is allowed, what a main-sync choice does, what STOP ALL
+reaches) is tested headless, and a newcomer finds "where does a button's click go" in one file.
+
+One :class:`~core.session.Session` object is always current: an idle one (it only polls EXPSTATUS so
+the rigs table is live before anything starts), then the one Start creates, which stays current after it
+ends (its exp_ref stays on screen) until the next Start. Links live as long as the rigs file is loaded
+and are shared by every session made over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.rigset import RigSet
+from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
+from core.drivers.manipulator import PlatformInfo, Vec4
+from core.journal import SessionSummary, find_unfinished
+from core.link import LinkState, RigLink
+from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
+from core.state import LiveState
+
+log = logging.getLogger(__name__)
+
+LOG_LIMIT = 20_000
+#: a pushing rig's "last reply" is refreshed at most this often (its updates may come at 100 Hz)
+CONTACT_THROTTLE = 0.5
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the log panel."""
+
+    time: float
+    level: str  # "debug" | "info" | "warning" | "error"
+    rig: str  # "" for console-wide lines
+    text: str
+
+
+class LogBook:
+    """A bounded list of :class:`LogEntry` with listeners (the log panel is one)."""
+
+    def __init__(self, limit: int = LOG_LIMIT) -> None:
+        self.entries: collections.deque[LogEntry] = collections.deque(maxlen=limit)
+        self._listeners: list[Callable[[LogEntry], None]] = []
+
+    def add(self, level: str, rig: str, text: str) -> LogEntry:
+        entry = LogEntry(time.time(), level, rig, text)
+        self.entries.append(entry)
+        for listener in list(self._listeners):
+            try:
+                listener(entry)
+            except Exception:
+                log.exception("log listener failed")
+        return entry
+
+    def subscribe(self, listener: Callable[[LogEntry], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+
+PROGRESS_LEVEL = {"sent": "debug", "reply": "info", "error": "error", "timeout": "error",
+                  "phase": "info", "note": "info"}
+
+Decider = Callable[[StepResult], Awaitable[str]]
+
+
+class Console:
+    """Open with ``await console.load(path)``; close with ``await console.close()``."""
+
+    def __init__(self, data_dir: str | Path, *, timeout: float = 5.0, poll_interval: float = 1.0,
+                 link_factory: Callable[[RigSpec], RigLink] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.state = LiveState()
+        self.logbook = LogBook()
+        self.rigs_path: Path | None = None
+        self.specs: dict[str, RigSpec] = {}
+        self.rigset: RigSet | None = None
+        self.session: Session | None = None
+        #: the experimenter's main-sync pick (None: the rigs file's role, else the rigs decide)
+        self.main_sync_choice: str | None = None
+        #: asked on a partial failure; None applies the session's default policy (rollback)
+        self.decide: Decider | None = None
+        self.platforms: dict[str, PlatformInfo] = {}
+        self._link_factory = link_factory
+        self._contact: dict[str, float] = {}
+        self._stop_progress: Callable[[], None] | None = None
+
+    # ================================================================ rigs file
+    @property
+    def links(self) -> dict[str, RigLink]:
+        return self.rigset.links if self.rigset else {}
+
+    async def load(self, path: str | Path) -> None:
+        """Load a rigs file and connect to every rig. A bad file raises ConfigError and changes nothing."""
+        specs = load_rigs(path)  # all or nothing: on error the current rigs stay
+        await self._use(specs, Path(path))
+        self.logbook.add("info", "", f"loaded {len(specs)} rig(s) from {path}")
+
+    async def reload(self) -> None:
+        if self.rigs_path is None:
+            raise ConfigError("no rigs file loaded")
+        await self.load(self.rigs_path)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path else self.rigs_path
+        if target is None:
+            raise ConfigError("no rigs file to save to")
+        header = "# remote_rigs.yaml - saved by the RigDeck console\n"
+        save_rigs(target, self.specs, header=header)
+        self.rigs_path = target
+        self.logbook.add("info", "", f"saved {len(self.specs)} rig(s) to {target}")
+        return target
+
+    async def put_rig(self, name: str, value: Any, replace: str | None = None) -> RigSpec:
+        """Add a rig (or replace the rig called ``replace``) from a rigs-file entry, then reconnect."""
+        self._refuse_during_session("edit the rigs")
+        spec = parse_rig(name, value, str(self.rigs_path or "<console>"))
+        if spec.name in self.specs and spec.name != replace:
+            raise ConfigError(f"rig {spec.name!r}: duplicate name")
+        specs = {}
+        for existing, old in self.specs.items():
+            specs[spec.name if existing == replace else existing] = spec if existing == replace else old
+        specs.setdefault(spec.name, spec)
+        await self._use(specs, self.rigs_path)
+        return spec
+
+    async def remove_rig(self, name: str) -> None:
+        self._refuse_during_session("remove a rig")
+        if name not in self.specs:
+            raise ConfigError(f"no rig called {name!r}")
+        await self._use({n: s for n, s in self.specs.items() if n != name}, self.rigs_path)
+
+    async def _use(self, specs: dict[str, RigSpec], path: Path | None) -> None:
+        self._refuse_during_session("change the rigs")
+        await self._close_links()
+        self.specs = specs
+        self.rigs_path = path
+        if self.main_sync_choice not in specs:
+            self.main_sync_choice = None
+        self.state.reset({"rigs": {}, "session": {}, "console": {}})
+        self.rigset = RigSet(specs, link_factory=self._link_factory, sessions_only=False)
+        for name, spec in specs.items():
+            if spec.enabled:
+                self.state.update(["rigs", name], {"uri": spec.uri, "transport": spec.scheme, "role": spec.role.value,
+                                                   "link": LinkState.CONNECTING.value})
+        await self.rigset.open()
+        for name, link in self.links.items():
+            link.on_update(lambda mod, name=name: self._touch(name))
+            link.on_state(lambda st, err, name=name: self._on_link(name, st, err))
+        await self._new_session(subject=None, details=None)
+        self._publish_console()
+
+    def _on_link(self, name: str, state: LinkState, error: str | None) -> None:
+        level = "warning" if state is LinkState.UNREACHABLE else "info"
+        self.logbook.add(level, name, f"link {state.value}" + (f": {error}" if error else ""))
+        if state is LinkState.ONLINE:
+            self._touch(name)
+
+    def _touch(self, name: str) -> None:
+        """A pushing rig spoke: refresh its last-reply time (throttled) for the table's age column."""
+        now = time.time()
+        if now - self._contact.get(name, 0.0) < CONTACT_THROTTLE:
+            return
+        self._contact[name] = now
+        link = self.links.get(name)
+        if link is None or not link.pushes_status:
+            return
+        values: dict[str, Any] = {"last_reply": round(now, 3)}
+        if link.last_rtt is not None:
+            values["rtt_ms"] = round(link.last_rtt * 1e3, 3)
+        self.state.update(["rigs", name], values)
+
+    # ================================================================ session
+    @property
+    def phase(self) -> Phase:
+        return self.session.phase if self.session else Phase.IDLE
+
+    @property
+    def active(self) -> bool:
+        """A session is under way (the rigs must not be changed, the main sync is locked)."""
+        s = self.session
+        return s is not None and (s.busy is not None or s.phase not in FINAL | {Phase.IDLE})
+
+    def can(self, action: str) -> bool:
+        """What the session panel enables its buttons from."""
+        if self.session is None or self.session.busy is not None:
+            return False
+        if action == "start":
+            return not self.active and any(s.in_sessions for s in self.specs.values())
+        if action == "stop":
+            return self.session.can("stop") and self.phase is Phase.RUNNING
+        if action == "abort":
+            return self.active or self.phase is Phase.INFO
+        if action == "cleanup":
+            return self.session.can("cleanup")
+        return self.session.can(action)
+
+    def set_main_sync(self, name: str | None) -> None:
+        self._refuse_during_session("change the main-sync rig")
+        if name is not None and (name not in self.specs or not self.specs[name].in_sessions):
+            raise SessionError(f"{name!r} cannot be the main-sync rig (not a session rig of this file)")
+        self.main_sync_choice = name
+        self.logbook.add("info", name or "", f"main sync: {name or 'decided by the rigs'}")
+        self._publish_console()
+
+    def shown_main_sync(self) -> str | None:
+        """The radio button that is on: the running session's main sync, else the user's/file's choice."""
+        if self.session is not None and self.session.main_sync and (self.active or self.phase in FINAL):
+            return self.session.main_sync
+        if self.main_sync_choice:
+            return self.main_sync_choice
+        roles = [n for n, s in self.specs.items() if s.role is Role.MAIN_SYNC and s.enabled]
+        return roles[0] if roles else None
+
+    async def start(self, subject: str, details: Mapping[str, Any] | None = None) -> StepResult:
+        """Info -> init -> start on every session rig. Returns the last step's result (failed or not)."""
+        if self.active:
+            raise SessionError("a session is already under way; stop it first")
+        if not subject or not subject.strip():
+            raise SessionError("type a subject first")
+        session = await self._new_session(subject.strip(), details)
+        result: StepResult | None = None
+        for step in (session.info, session.init, session.start):
+            result = await step()
+            if not result.ok:
+                self.logbook.add("error", "", f"{result.step} failed: {result.error}")
+                break
+        assert result is not None
+        self._publish_console()
+        return result
+
+    async def stop(self) -> StepResult:
+        return await self._require_session().stop()
+
+    async def abort(self, reason: str = "aborted by the experimenter") -> StepResult:
+        return await self._require_session().interrupt(reason, error="Aborted")
+
+    async def cleanup(self) -> StepResult:
+        return await self._require_session().cleanup()
+
+    def unfinished(self) -> list[SessionSummary]:
+        """Sessions a dead console left running (journal not final), newest first."""
+        try:
+            found = find_unfinished(self.data_dir)
+        except OSError:
+            return []
+        return sorted(found, key=lambda s: s.started or 0, reverse=True)
+
+    async def attach(self, summary: SessionSummary) -> Session:
+        """Take over an unfinished session: its rigs must be in the loaded rigs file (by name)."""
+        if self.active:
+            raise SessionError("a session is already under way")
+        names = summary.participants or list(summary.rigs)
+        missing = [n for n in names if n not in self.links]
+        if missing:
+            raise SessionError(f"cannot reattach {summary.exp_ref}: rigs {missing} are not in the loaded rigs file")
+        links = {n: self.links[n] for n in self.links if n in names or not self.specs[n].in_sessions}
+        specs = {n: self.specs[n] for n in links}
+        await self._close_session()
+        session = Session.attach(links, summary, specs, timeout=self.timeout, poll_interval=self.poll_interval,
+                                 state=self.state, decide=self._decide)
+        self._watch(session)
+        await session.open()
+        self.logbook.add("info", "", f"reattached to {summary.exp_ref} (journal phase {summary.phase})")
+        self._publish_console()
+        return session
+
+    async def _new_session(self, subject: str | None, details: Mapping[str, Any] | None) -> Session:
+        await self._close_session()
+        session = Session(self.links, self.specs, subject=subject, data_dir=self.data_dir,
+                          main_sync=self.main_sync_choice, timeout=self.timeout, poll_interval=self.poll_interval,
+                          state=self.state, details=details, decide=self._decide)
+        self._watch(session)
+        await session.open()
+        return session
+
+    def _watch(self, session: Session) -> None:
+        self.session = session
+        self._stop_progress = session.on_progress(self._on_progress)
+
+    async def _decide(self, result: StepResult) -> str:
+        if self.decide is None:
+            return self.session.policy.value if self.session else "rollback"
+        return await self.decide(result)
+
+    def _on_progress(self, p: Progress) -> None:
+        level = PROGRESS_LEVEL.get(p.kind, "info")
+        if p.kind == "phase":
+            self._publish_console()
+        if p.rig is not None:
+            self.state.set(["rigs", p.rig, "progress"], f"{p.step}: {p.kind}" + (f" {p.detail}" if p.detail else ""))
+            if p.kind == "sent" and p.outcome is None:
+                text = f"→ {p.step} {p.detail}".rstrip()
+            else:
+                text = f"{p.step} {p.kind}: {p.detail}"
+            self.logbook.add(level, p.rig, text)
+        else:
+            self.logbook.add(level, "", f"{p.step}: {p.detail}")
+
+    def _require_session(self) -> Session:
+        if self.session is None:
+            raise SessionError("no rigs loaded")
+        return self.session
+
+    def _refuse_during_session(self, what: str) -> None:
+        if self.active:
+            raise SessionError(f"cannot {what} during a session (phase {self.phase.value})")
+
+    def _publish_console(self) -> None:
+        self.state.update(["console"], {"main_sync": self.shown_main_sync(), "active": self.active,
+                                        "rigs_file": str(self.rigs_path) if self.rigs_path else None})
+
+    # ================================================================ manipulators
+    def manipulator_links(self) -> dict[str, Any]:
+        """name -> link for the rigs that carry manipulators (``link.manipulators`` is their client)."""
+        return {n: link for n, link in self.links.items() if hasattr(link, "manipulators")}
+
+    def client(self, rig: str) -> Any:
+        links = self.manipulator_links()
+        if rig not in links:
+            raise SessionError(f"{rig!r} is not a manipulator rig")
+        return links[rig].manipulators
+
+    async def platform(self, rig: str) -> PlatformInfo:
+        if rig not in self.platforms:
+            self.platforms[rig] = await self.client(rig).platform_info()
+        return self.platforms[rig]
+
+    async def check_target(self, rig: str, pos: Vec4) -> None:
+        """Refuse a target outside the platform's travel (0..dimension on every axis) before sending it."""
+        dims = (await self.platform(rig)).dimensions
+        for axis, value, limit in zip("xyzw", pos.as_tuple(), dims.as_tuple(), strict=True):
+            if not math.isfinite(value) or value < 0 or value > limit:
+                raise SessionError(f"{axis} = {value:g} mm is outside the travel of {rig} (0 to {limit:g} mm)")
+
+    async def move(self, rig: str, manipulator: str, pos: Vec4, speed: float) -> Vec4:
+        await self.check_target(rig, pos)
+        self.logbook.add("info", rig, f"move {manipulator} to {pos.as_tuple()} at {speed:g} mm/s")
+        return await self.client(rig).set_position(manipulator, pos, speed)
+
+    async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float:
+        self.logbook.add("info", rig, f"depth {manipulator} to {depth:g} mm at {speed:g} mm/s")
+        return await self.client(rig).set_depth(manipulator, depth, speed)
+
+    async def stop_manipulator(self, rig: str, manipulator: str) -> None:
+        self.logbook.add("info", rig, f"stop {manipulator}")
+        await self.client(rig).stop(manipulator)
+
+    async def set_inside_brain(self, rig: str, manipulator: str, inside: bool) -> bool:
+        self.logbook.add("info", rig, f"{manipulator} inside brain: {'on' if inside else 'off'}")
+        return await self.client(rig).set_inside_brain(manipulator, inside)
+
+    async def stop_all(self) -> dict[str, str | None]:
+        """STOP ALL to every manipulator rig at once. Goes straight out: it never waits on another request."""
+        links = self.manipulator_links()
+        results = await asyncio.gather(*(link.manipulators.stop_all(1.0) for link in links.values()),
+                                       return_exceptions=True)
+        out = {name: (None if r is None else str(r) or type(r).__name__)
+               for name, r in zip(links, results, strict=True)}
+        for name, error in out.items():
+            self.logbook.add("error" if error else "warning", name, f"STOP ALL: {error or 'sent'}")
+        return out
+
+    # ================================================================ shutdown
+    async def _close_session(self) -> None:
+        if self._stop_progress is not None:
+            self._stop_progress()
+            self._stop_progress = None
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def _close_links(self) -> None:
+        await self._close_session()
+        if self.rigset is not None:
+            await self.rigset.close()
+            self.rigset = None
+        self.platforms.clear()
+        self._contact.clear()
+
+    async def close(self) -> None:
+        """Close links and the journal. Never stops the rigs: a console closing must not end an experiment."""
+        await self._close_links()
