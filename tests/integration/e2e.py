@@ -1,0 +1,151 @@
+"""Helpers for the end-to-end tests: a console engine over real links, the CLI as a subprocess, polling.
+
+Everything here waits by polling a condition against a deadline (never a bare sleep), because these
+tests share two cores with other test runs and must not depend on how fast a process gets scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.rigset import RigSet
+from core.config import RigSpec
+from core.journal import read_journal
+from core.link import RigError
+from core.protocol import ExpMessage, ExpStatus
+from core.session import Session
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+#: generous per-test ceiling for one asyncio.run: a hung engine fails the test instead of the suite
+RUN_TIMEOUT = 45.0
+
+
+def run(coro: Awaitable[T], timeout: float = RUN_TIMEOUT) -> T:
+    """Run one coroutine to completion with a ceiling (a hang becomes a clear failure)."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+class _Condition:
+    """A condition with a deadline: ``value()`` is the check's result, or raises once the time is up."""
+
+    def __init__(self, check: Callable[[], Any], timeout: float, what: str) -> None:
+        self.check, self.timeout, self.what = check, timeout, what
+        self.deadline = time.monotonic() + timeout
+
+    def value(self) -> Any:
+        result = self.check()
+        if not result and time.monotonic() >= self.deadline:
+            raise AssertionError(f"timed out after {self.timeout:g} s waiting for {self.what}")
+        return result
+
+
+async def poll_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Await until ``check()`` is truthy (returns it) or fail naming ``what`` after ``timeout`` seconds."""
+    condition = _Condition(check, timeout, what)
+    while not (result := condition.value()):
+        await asyncio.sleep(interval)
+    return result
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Blocking twin of :func:`poll_until`, for tests outside an event loop."""
+    condition = _Condition(check, timeout, what)
+    while not (result := condition.value()):
+        time.sleep(interval)
+    return result
+
+
+@contextlib.asynccontextmanager
+async def console(specs: Mapping[str, RigSpec], data_dir: Path, **kwargs: Any) -> AsyncIterator[Session]:
+    """A session engine over real links to ``specs`` (what ``rigdeck run`` builds), closed on exit."""
+    rigset = RigSet(specs)
+    links = await rigset.open()
+    kwargs.setdefault("poll_interval", None)
+    session = Session(links, rigset.specs, data_dir=data_dir, **kwargs)
+    await session.open()
+    try:
+        yield session
+    finally:
+        await session.close()
+        await rigset.close()
+
+
+async def rig_status(spec: RigSpec, timeout: float = 2.0) -> int | None:
+    """Ask one rig for its ExpStatus over a fresh link (None when it does not answer)."""
+    rigset = RigSet({spec.name: spec})
+    links = await rigset.open()
+    try:
+        reply = await links[spec.name].request(ExpMessage.EXPSTATUS, int(ExpStatus.CONNECTED), timeout=timeout)
+        return int(reply[0])
+    except RigError:
+        return None
+    finally:
+        await rigset.close()
+
+
+async def reset_rigs(specs: Mapping[str, RigSpec]) -> None:
+    """Put rigs back to CONNECTED whatever a test left them in: EXPINTERRUPT, then EXPCLEANUP.
+
+    The shared rigs serve several tests; this makes each test start from the state a fresh rig has.
+    """
+    rigset = RigSet(dict(specs))
+    links = await rigset.open()
+    record = {"error": "TestReset", "message": "reset between tests", "traceback": None}
+
+    async def reset(name: str) -> None:
+        with contextlib.suppress(RigError):
+            await links[name].request(ExpMessage.EXPINTERRUPT, record, timeout=5)
+        await links[name].request(ExpMessage.EXPCLEANUP, None, timeout=5)
+
+    try:
+        await asyncio.gather(*(reset(name) for name in links))
+    finally:
+        await rigset.close()
+
+
+def journal(path: Path | str) -> list[dict[str, Any]]:
+    """The records of a session journal; fails the test if a line is torn or garbled."""
+    read = read_journal(path)
+    assert not read.problems, read.problems
+    return read.records
+
+
+def kinds(records: list[dict[str, Any]], kind: str, **match: Any) -> list[dict[str, Any]]:
+    """Records of ``kind`` whose fields equal ``match``."""
+    return [r for r in records if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())]
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "run", *args]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(*args: str, timeout: float = 40.0) -> tuple[int, dict[str, Any], str]:
+    """``rigdeck run ... --json`` as a subprocess: (exit code, the JSON summary, stderr)."""
+    proc = subprocess.run(cli_command(*args, "--json"), capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=cli_env(), stdin=subprocess.DEVNULL)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr[-2000:]!r}"
+    return proc.returncode, json.loads(lines[0]), proc.stderr

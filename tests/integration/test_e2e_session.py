@@ -1,0 +1,198 @@
+"""End to end with real ``rigdeck serve`` processes on loopback: whole sessions, policies, main sync, numbering.
+
+The unit tests (tests/unit/test_session.py) check every engine rule against in-memory rigs; these check
+that the pieces agree across process boundaries: console engine + UDP links + rig services + drivers
++ files on disk (journal, experiment description, recorder files).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from e2e import console, journal, kinds, poll_until, rig_status, run, run_cli
+from rigprocs import RigCluster
+
+from core.drivers.recorder import read_recording
+from core.journal import read_description
+from core.protocol import ExpStatus
+from core.session import Phase
+
+SESSION_EVENTS = ("EXPINFO", "EXPINIT", "EXPSTART", "EXPEND")
+#: recorder files each shared rig writes per session
+RECORDERS = {"sync": {"nidq"}, "cams": {"left", "right"}, "ephys": {"probe00"}, "mic": {"mic"},
+             "bad": {"cam"}, "sync2": {"bpod"}}
+
+
+def today_ref(number: int, subject: str) -> str:
+    return f"{_dt.date.today():%Y-%m-%d}_{number}_{subject}"
+
+
+def check_recordings(lab: RigCluster, name: str, exp_ref: str, allow_empty: bool = False) -> dict[str, dict]:
+    """Every recorder file of ``name`` for ``exp_ref`` is complete, self-consistent and matches its span.
+
+    ``allow_empty``: a rig interrupted right after it started may have closed its file before a frame.
+    """
+    files = lab.recordings(name, exp_ref)
+    headers: dict[str, dict] = {}
+    for path, (frames, info) in files.items():
+        header, footer = info["header"], info["footer"]
+        assert info["complete"] and info["warning"] is None, (path, info["warning"])
+        assert header["exp_ref"] == exp_ref
+        assert frames or allow_empty, path
+        assert [f.index for f in frames] == list(range(len(frames))), path
+        assert footer["frames"] == len(frames) and footer["error"] is None
+        span = footer["stopped_at"] - header["t0"]
+        assert abs(len(frames) - span * header["rate"]) <= header["rate"] * 0.1 + 2, (path, len(frames), span)
+        headers[header["name"]] = {**header, "stopped_at": footer["stopped_at"], "frames": len(frames)}
+    assert set(headers) == RECORDERS[name], (name, sorted(files))
+    return headers
+
+
+def recording_started(lab: RigCluster, names: list[str], exp_ref: str) -> bool:
+    """Every recorder of these rigs has reached its file (at least one chunk): a poll condition."""
+    for name in names:
+        try:
+            files = lab.recordings(name, exp_ref)
+        except ValueError:  # a file so new its header is not written yet
+            return False
+        if len(files) < len(RECORDERS[name]) or not all(info["chunks"] for _, info in files.values()):
+            return False
+    return True
+
+
+def test_full_session_four_rigs_through_the_cli(lab: RigCluster, tmp_path: Path) -> None:
+    names = ["sync", "cams", "ephys", "mic"]
+    rigs = lab.rigs_file_for(names, tmp_path / "remote_rigs.yaml")
+    code, summary, stderr = run_cli("--rigs", str(rigs), "--subject", "FULL", "--duration", "1",
+                                    "--poll", "0.2", "--data-dir", str(tmp_path / "console"))
+    assert code == 0, (summary, stderr[-2000:])
+    ref = today_ref(1, "FULL")
+    assert summary["exp_ref"] == ref and summary["ok"] and summary["outcome"] == "completed"
+    assert summary["main_sync"] == "sync"
+    assert {n: (r["outcome"], r["status_name"], r["link"]) for n, r in summary["rigs"].items()} == \
+        {n: ("ok", "STOPPED", "online") for n in names}
+    for name in names:  # live progress went to stderr, one line per rig and step
+        assert f"start     {name}" in stderr and f"stop      {name}" in stderr
+
+    # the journal: every command and every reply, in order, nothing torn
+    records = journal(summary["journal"])
+    assert [r["phase"] for r in kinds(records, "phase")] == ["info", "initialised", "running", "stopped"]
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for name in names:
+        for event in SESSION_EVENTS:
+            sent = kinds(records, "send", rig=name, event=event)
+            replied = kinds(records, "reply", rig=name, event=event)
+            assert len(sent) == 1 and len(replied) == 1, (name, event)
+            assert sent[0]["seq"] < replied[0]["seq"]
+        assert kinds(records, "reply", rig=name, event="EXPEND")[0]["status"] == ExpStatus.STOPPED
+    # the main-sync rig starts before any other rig is asked, and stops after every other has stopped
+    sync_started = kinds(records, "reply", rig="sync", event="EXPSTART")[0]["seq"]
+    sync_stop_sent = kinds(records, "send", rig="sync", event="EXPEND")[0]["seq"]
+    for name in names[1:]:
+        assert kinds(records, "send", rig=name, event="EXPSTART")[0]["seq"] > sync_started
+        assert kinds(records, "reply", rig=name, event="EXPEND")[0]["seq"] < sync_stop_sent
+
+    # the experiment description, completed at stop
+    desc = read_description(summary["description"])
+    assert (desc["exp_ref"], desc["subject"], desc["main_sync"], desc["outcome"]) == (ref, "FULL", "sync", "completed")
+    assert desc["start_time"] and desc["end_time"] and desc["start_time"] < desc["end_time"]
+    assert {n: (r["role"], r["status"], r["participating"]) for n, r in desc["rigs"].items()} == {
+        "sync": ("main_sync", "STOPPED", True), **{n: ("aux", "STOPPED", True) for n in names[1:]}}
+    assert set(desc["rigs"]["cams"]["experiment_description"]["devices"]["cameras"]) == {"left", "right"}
+    assert desc["sync"]["rigdeck"]["rig"] == "sync"
+
+    # every recorder's file, filed by each rig under the same exp_ref, spans inside the main-sync clock's span
+    clock = check_recordings(lab, "sync", ref)["nidq"]
+    for name in names[1:]:
+        for header in check_recordings(lab, name, ref).values():
+            assert clock["t0"] <= header["t0"] and header["stopped_at"] <= clock["stopped_at"], (name, header)
+
+
+def test_rollback_policy_interrupts_the_rigs_that_started(lab: RigCluster, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with console(lab.specs_for(["sync", "cams", "bad"]), tmp_path, subject="RB") as session:
+            assert (await session.info()).ok and (await session.init()).ok
+            result = await session.start()
+            assert not result.ok and result.failed == ["bad"] and session.phase is Phase.FAILED
+            assert "bad" in result.error and "InjectedFailure" in result.outcomes["bad"].error
+            assert {n: o.status for n, o in result.rollback.items()} == {n: 30 for n in ("sync", "cams", "bad")}
+            specs = lab.specs_for(["sync", "cams", "bad"])
+            return session.exp_ref, session.journal_path, session.description_path, \
+                {n: await rig_status(spec) for n, spec in specs.items()}
+
+    ref, journal_path, description, statuses = run(main())
+    assert statuses == {"sync": 30, "cams": 30, "bad": 30}  # asked afresh: nothing is left recording
+    records = journal(journal_path)
+    assert kinds(records, "rollback")[0]["failed"] == ["bad"]
+    assert kinds(records, "error", rig="bad", event="EXPSTART")
+    assert kinds(records, "phase")[-1]["phase"] == "failed"
+    assert read_description(description)["outcome"] == "failed"
+    check_recordings(lab, "sync", ref, allow_empty=True)  # started, then closed cleanly by the interrupt
+    check_recordings(lab, "cams", ref, allow_empty=True)
+    assert lab.recordings("bad", ref) == {}
+
+
+def test_continue_policy_goes_on_without_the_failed_rig(lab: RigCluster, tmp_path: Path) -> None:
+    async def main() -> tuple:
+        async with console(lab.specs_for(["sync", "cams", "bad"]), tmp_path, subject="CONT",
+                           policy="continue") as session:
+            assert (await session.info()).ok and (await session.init()).ok
+            started = await session.start()
+            assert started.ok and started.dropped == ["bad"] and session.degraded
+            assert session.phase is Phase.RUNNING and session.participants == ["sync", "cams"]
+            await poll_until(lambda: recording_started(lab, ["sync", "cams"], session.exp_ref), 10, "recordings")
+            stopped = await session.stop()
+            assert stopped.ok and set(stopped.outcomes) == {"sync", "cams"}
+            return session.exp_ref, session.journal_path, session.description_path
+
+    ref, journal_path, description = run(main())
+    records = journal(journal_path)
+    assert kinds(records, "degraded")[0]["dropped"] == ["bad"]
+    assert not kinds(records, "send", rig="bad", event="EXPEND")  # a dropped rig is left alone
+    desc = read_description(description)
+    assert desc["degraded"] and desc["outcome"] == "completed_with_errors"
+    assert not desc["rigs"]["bad"]["participating"] and desc["rigs"]["cams"]["status"] == "STOPPED"
+    check_recordings(lab, "sync", ref)
+    check_recordings(lab, "cams", ref)
+    assert lab.recordings("bad", ref) == {}
+
+
+def test_main_sync_conflict_names_the_claimants_and_main_sync_chooses(lab: RigCluster, tmp_path: Path) -> None:
+    # neither the rigs file nor the user chooses: both rig files say main_sync: true
+    rigs = lab.rigs_file_for(["sync", "sync2", "cams"], tmp_path / "remote_rigs.yaml", roles=False)
+    data = str(tmp_path / "console")
+    code, summary, _ = run_cli("--rigs", str(rigs), "--subject", "MS", "--data-dir", data)
+    assert code == 1 and summary["exp_ref"] is None and summary["phase"] == "idle"
+    assert "several rigs claim main sync: sync, sync2" in summary["error"]
+    assert "--main-sync" in summary["error"]
+
+    code, summary, stderr = run_cli("--rigs", str(rigs), "--subject", "MS", "--main-sync", "sync2",
+                                    "--duration", "0.3", "--data-dir", data)
+    assert code == 0, (summary, stderr[-2000:])
+    ref = today_ref(1, "MS")
+    assert summary["main_sync"] == "sync2" and summary["exp_ref"] == ref
+    desc = read_description(summary["description"])
+    assert desc["main_sync"] == "sync2" and desc["rigs"]["sync"]["role"] == "aux"
+    # the chosen rig handed out the exp_ref from its own data folder; the other stepped down
+    assert lab.session_dir("sync2", ref).is_dir()
+    info = {r["rig"]: r["data"][1] for r in kinds(journal(summary["journal"]), "reply", event="EXPINFO")}
+    assert info["sync2"]["main_sync"] is True and info["sync"]["main_sync"] is False
+    assert info["sync2"]["exp_ref"] == ref and info["sync"]["exp_ref"] is None
+    check_recordings(lab, "sync2", ref)
+
+
+def test_exp_ref_numbering_across_two_sessions_of_one_day(lab: RigCluster, tmp_path: Path) -> None:
+    async def one_session() -> tuple[str, Path]:
+        async with console(lab.specs_for(["sync", "cams"]), tmp_path, subject="NUM") as session:
+            for step in (session.info, session.init, session.start, session.stop):
+                assert (await step()).ok, step.__name__
+            return session.exp_ref, session.folder
+
+    first, second = run(one_session()), run(one_session())
+    assert (first[0], second[0]) == (today_ref(1, "NUM"), today_ref(2, "NUM"))
+    assert (first[1].name, second[1].name) == ("001", "002") and first[1].parent == second[1].parent
+    for ref, _ in (first, second):  # every rig filed each session under its own number
+        assert lab.session_dir("sync", ref).is_dir() and lab.session_dir("cams", ref).is_dir()
+        assert {read_recording(p)[1]["header"]["exp_ref"] for p in lab.recordings("cams", ref)} == {ref}
