@@ -14,11 +14,12 @@ Session messages: ``request(event, *data)`` is sent as a call of the target's ``
 method when the target has one (a RigDeck rig served with :func:`serve_rpc` has); other controllers
 take no session messages and ``request`` raises a clear :class:`core.link.RigError`.
 
-Rig side, :func:`serve_rpc`: exposes a rig service as pc_rpc targets (``rig`` — or the URI's path —
-and ``manipulator`` when the rig has one) and its live state as a sync_struct notifier, so ARTIQ
-tools can use RigDeck rigs. Options: ``notify_port`` (default port+1; ``false`` turns it off),
-``notifier`` (name, default ``"state"``), ``allow_parallel`` (default false), ``queue_limit`` (mods
-per subscriber, default 1000), ``description``.
+Rig side, :func:`serve_rpc`: exposes a rig service as pc_rpc targets (``rig`` — or the URI's path —,
+``manipulator`` when the rig has one, ``recorders`` (read-only) when it has recorders) and its live
+state as a sync_struct notifier, so ARTIQ tools can use RigDeck rigs. Options: ``notify_port``
+(default port+1, also for port 0 when that is free; ``false`` turns it off), ``notifier`` (name,
+default ``"state"``), ``allow_parallel`` (default false), ``queue_limit`` (mods per subscriber,
+default 1000), ``description``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
 from transports.rpc_client import AUTO_TARGET, IncompatibleServer, RpcClient, RpcUnavailable
 from transports.rpc_server import RpcServer
-from transports.rpc_targets import ManipulatorTarget, RigTarget
+from transports.rpc_targets import ManipulatorTarget, RecordersTarget, RigTarget
 from transports.rpc_wire import RemoteException
 from transports.sync_struct import Notifier, Publisher, Subscriber
 
@@ -194,6 +195,22 @@ class RpcService:
         await self.server.close()
 
 
+async def _start_publisher(publisher: Publisher, address: RigAddress, rpc_port: int, notify_port: Any) -> None:
+    """Bind the notifier: on ``notify_port``, or by default on ``rpc_port + 1`` (the port an RpcLink with
+    ``notifier: name`` looks at). A rig asked for port 0 takes port+1 when it is free, any free port
+    otherwise (``rigdeck serve`` announces it on its NOTIFIER line)."""
+    if notify_port is not True:
+        await publisher.start(address.host, int(notify_port))
+        return
+    if address.port or rpc_port >= 65535:
+        await publisher.start(address.host, rpc_port + 1 if rpc_port < 65535 else 0)
+        return
+    try:
+        await publisher.start(address.host, rpc_port + 1)
+    except OSError:  # port+1 is taken: any free port will do, it is announced
+        await publisher.start(address.host, 0)
+
+
 async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] | None = None) -> RpcService:
     """Expose ``service`` over pc_rpc on ``address`` (and its live state over sync_struct)."""
     options = dict(options or {})
@@ -201,6 +218,9 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
     manipulator = getattr(service, "manipulator", None)
     if manipulator is not None:
         targets["manipulator"] = ManipulatorTarget(manipulator)
+    recorders = getattr(service, "recorders", None)
+    if recorders:
+        targets["recorders"] = RecordersTarget(recorders)
     name = getattr(service, "name", "rig")
     server = RpcServer(
         targets,
@@ -213,12 +233,10 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
     state = getattr(service, "state", None)
     notify_port = options.get("notify_port", True)
     if state is not None and notify_port is not False and notify_port is not None:
-        if notify_port is True:
-            notify_port = server.port + 1 if address.port else 0
         notifier = str(options.get("notifier", DEFAULT_NOTIFIER))
         publisher = Publisher({notifier: state}, queue_limit=int(options.get("queue_limit", 1000)))
         try:
-            await publisher.start(address.host, int(notify_port))
+            await _start_publisher(publisher, address, server.port, notify_port)
         except BaseException:
             await server.close()
             raise

@@ -121,3 +121,33 @@ class ManipulatorTarget:
 
     def is_inside_brain(self, manipulator_id: str) -> bool:
         return bool(self._driver.is_inside_brain(manipulator_id))
+
+
+class RecordersTarget:
+    """The rig's recorders, read-only: recording starts and stops with the session (EXPSTART / EXPEND on
+    the rig target), never from here, so an ARTIQ tool can watch acquisition but not break a session."""
+
+    def __init__(self, recorders: dict[str, Any]) -> None:
+        self._recorders = recorders
+
+    def _get(self, name: str) -> Any:
+        try:
+            return self._recorders[name]
+        except KeyError:
+            raise KeyError(f"no recorder {name!r}; this rig has {sorted(self._recorders)}") from None
+
+    def list_recorders(self) -> list[str]:
+        """The recorders' names."""
+        return list(self._recorders)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Kind, rate, frame size and state of one recorder."""
+        return plain(self._get(name).describe())
+
+    def frames(self, name: str) -> int:
+        """Frames written by one recorder in the current (or last) recording."""
+        return int(self._get(name).frames)
+
+    def running(self, name: str) -> bool:
+        """Whether the recorder is writing now."""
+        return bool(self._get(name).running)

@@ -4,6 +4,8 @@ Machine-readable output on stdout, one line each, flushed (the demo launcher and
 tests read them)::
 
     READY <rig> <scheme>://<host>:<port>[/path]     once per bound URI (the real port when 0 was asked)
+    NOTIFIER <rig> <name> <host>:<port>             after an rpc:// READY: its sync_struct notifier
+                                                    (rigdeck watch HOST PORT NAME; port+1 when free)
     SERVING <rig> <n>                               all n URIs are bound; the rig takes messages
     STOPPED <rig>                                   after a clean shutdown (recorders closed)
 
@@ -91,6 +93,10 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
             handles.append(handle)
             bound = dataclasses.replace(spec.address, port=int(handle.port))
             say(f"READY {config.name} {bound}")
+            notify_port = getattr(handle, "notify_port", None)  # rpc://: its live state over sync_struct
+            if notify_port:
+                where = dataclasses.replace(spec.address, port=int(notify_port)).netloc
+                say(f"NOTIFIER {config.name} {handle.notifier_name} {where}")
         say(f"SERVING {config.name} {len(handles)}")
         serving = True
         await stop.wait()
