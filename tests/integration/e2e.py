@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rigprocs import RigCluster
+
 from app.rigset import RigSet
 from core.config import RigSpec
 from core.journal import read_journal
@@ -149,3 +151,36 @@ def run_cli(*args: str, timeout: float = 40.0) -> tuple[int, dict[str, Any], str
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert len(lines) == 1, f"expected one JSON line, got stdout={proc.stdout!r} stderr={proc.stderr[-2000:]!r}"
     return proc.returncode, json.loads(lines[0]), proc.stderr
+
+
+def check_recordings(cluster: RigCluster, name: str, exp_ref: str, allow_empty: bool = False) -> dict[str, dict]:
+    """Every recorder file of ``name`` for ``exp_ref`` is complete, self-consistent and matches its span.
+
+    ``allow_empty``: a rig interrupted right after it started may have closed its file before a frame.
+    """
+    files = cluster.recordings(name, exp_ref)
+    headers: dict[str, dict] = {}
+    for path, (frames, info) in files.items():
+        header, footer = info["header"], info["footer"]
+        assert info["complete"] and info["warning"] is None, (path, info["warning"])
+        assert header["exp_ref"] == exp_ref
+        assert frames or allow_empty, path
+        assert [f.index for f in frames] == list(range(len(frames))), path
+        assert footer["frames"] == len(frames) and footer["error"] is None
+        span = footer["stopped_at"] - header["t0"]
+        assert abs(len(frames) - span * header["rate"]) <= header["rate"] * 0.1 + 2, (path, len(frames), span)
+        headers[header["name"]] = {**header, "stopped_at": footer["stopped_at"], "frames": len(frames)}
+    assert set(headers) == cluster.recorder_names(name), (name, sorted(files))
+    return headers
+
+
+def recording_started(cluster: RigCluster, names: list[str], exp_ref: str) -> bool:
+    """Every recorder of these rigs has reached its file (at least one chunk): a poll condition."""
+    for name in names:
+        try:
+            files = cluster.recordings(name, exp_ref)
+        except ValueError:  # a file so new its header is not written yet
+            return False
+        if len(files) < len(cluster.recorder_names(name)) or not all(info["chunks"] for _, info in files.values()):
+            return False
+    return True

@@ -50,8 +50,10 @@ from core.paths import session_folder
 class RigCluster:
     """The running rigs of one :func:`rig_processes` block (see the module docstring)."""
 
-    def __init__(self, procs: dict[str, RigProcess], rigs_file: Path, data_dirs: dict[str, Path]) -> None:
+    def __init__(self, procs: dict[str, RigProcess], rigs_file: Path, data_dirs: dict[str, Path],
+                 bodies: dict[str, dict[str, Any]] | None = None) -> None:
         self.procs = procs
+        self.bodies = dict(bodies or {})
         self.rigs_file = rigs_file
         self._data_dirs = data_dirs
         self.uris = {name: list(proc.uris) for name, proc in procs.items()}
@@ -95,6 +97,10 @@ class RigCluster:
     def specs_for(self, names: list[str], **kwargs: Any) -> dict[str, RigSpec]:
         """RigSpecs for :meth:`entries` (for an in-process :class:`core.session.Session`)."""
         return {name: parse_rig(name, entry) for name, entry in self.entries(names, **kwargs).items()}
+
+    def recorder_names(self, name: str) -> set[str]:
+        """The recorders the rig file of ``name`` configures (one .rdrec file each per session)."""
+        return set((self.bodies.get(name, {}).get("drivers") or {}).get("recorders") or {})
 
     def kill(self, name: str) -> int | None:
         return self.procs[name].kill()
@@ -142,7 +148,7 @@ def rig_processes(
             entries[name] = entry
         rigs_file = base / "remote_rigs.yaml"
         rigs_file.write_text(yaml.safe_dump(entries, sort_keys=False), encoding="utf-8")
-        yield RigCluster(procs, rigs_file, data_dirs)
+        yield RigCluster(procs, rigs_file, data_dirs, rigs)
     finally:
         for proc in procs.values():
             proc.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from e2e import console, journal, kinds, poll_until, rig_status, run, run_cli
+from e2e import check_recordings, console, journal, kinds, poll_until, recording_started, rig_status, run, run_cli
 from rigprocs import RigCluster
 
 from core.drivers.recorder import read_recording
@@ -19,46 +19,10 @@ from core.protocol import ExpStatus
 from core.session import Phase
 
 SESSION_EVENTS = ("EXPINFO", "EXPINIT", "EXPSTART", "EXPEND")
-#: recorder files each shared rig writes per session
-RECORDERS = {"sync": {"nidq"}, "cams": {"left", "right"}, "ephys": {"probe00"}, "mic": {"mic"},
-             "bad": {"cam"}, "sync2": {"bpod"}}
 
 
 def today_ref(number: int, subject: str) -> str:
     return f"{_dt.date.today():%Y-%m-%d}_{number}_{subject}"
-
-
-def check_recordings(lab: RigCluster, name: str, exp_ref: str, allow_empty: bool = False) -> dict[str, dict]:
-    """Every recorder file of ``name`` for ``exp_ref`` is complete, self-consistent and matches its span.
-
-    ``allow_empty``: a rig interrupted right after it started may have closed its file before a frame.
-    """
-    files = lab.recordings(name, exp_ref)
-    headers: dict[str, dict] = {}
-    for path, (frames, info) in files.items():
-        header, footer = info["header"], info["footer"]
-        assert info["complete"] and info["warning"] is None, (path, info["warning"])
-        assert header["exp_ref"] == exp_ref
-        assert frames or allow_empty, path
-        assert [f.index for f in frames] == list(range(len(frames))), path
-        assert footer["frames"] == len(frames) and footer["error"] is None
-        span = footer["stopped_at"] - header["t0"]
-        assert abs(len(frames) - span * header["rate"]) <= header["rate"] * 0.1 + 2, (path, len(frames), span)
-        headers[header["name"]] = {**header, "stopped_at": footer["stopped_at"], "frames": len(frames)}
-    assert set(headers) == RECORDERS[name], (name, sorted(files))
-    return headers
-
-
-def recording_started(lab: RigCluster, names: list[str], exp_ref: str) -> bool:
-    """Every recorder of these rigs has reached its file (at least one chunk): a poll condition."""
-    for name in names:
-        try:
-            files = lab.recordings(name, exp_ref)
-        except ValueError:  # a file so new its header is not written yet
-            return False
-        if len(files) < len(RECORDERS[name]) or not all(info["chunks"] for _, info in files.values()):
-            return False
-    return True
 
 
 def test_full_session_four_rigs_through_the_cli(lab: RigCluster, tmp_path: Path) -> None:
