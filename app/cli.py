@@ -16,7 +16,7 @@ from core.config import ConfigError
 
 #: sub-command modules, in the order ``rigdeck --help`` lists them
 COMMANDS: tuple[str, ...] = (
-    "rpc", "watch", "serve", "demo", "run",
+    "rpc", "watch", "serve", "demo", "run", "manipulators",
 )
 
 

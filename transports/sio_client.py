@@ -180,7 +180,9 @@ class SioManipulatorClient:
         await self._drop_client()
         self._lost.clear()
         self._refusal = None
-        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        # handle_sigint=False: python-socketio's own SIGINT handler would disconnect every client and cancel
+        # every task, so the application could not send a last ``stop`` (the CLI does on Ctrl-C)
+        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False, handle_sigint=False)
         sio.on("disconnect", self._on_disconnect)
         sio.on("connect_error", self._on_connect_error)
         sio.on(wire.POSITION_EVENT, self._on_push)
@@ -248,7 +250,9 @@ class SioManipulatorClient:
         self.connected = False
 
     async def _on_connect_error(self, data: Any = None) -> None:
-        message = data.get("message") if isinstance(data, dict) else data
+        if not isinstance(data, dict):  # a string: the transport failed (nothing listens); no refusal
+            return
+        message = data.get("message")
         self._refusal = f"refused by server: {message}" if message else "refused by server"
 
     async def _on_push(self, payload: Any = None) -> None:
@@ -405,16 +409,22 @@ class SioManipulatorClient:
         return state
 
     async def stop(self, manipulator_id: str, timeout: float | None = None) -> None:
-        await self._raw_call("stop", manipulator_id, timeout)
+        _stop_reply("stop", await self._raw_call("stop", manipulator_id, timeout))
 
     async def stop_all(self, timeout: float | None = None) -> None:
-        await self._raw_call("stop_all", "", timeout)
+        _stop_reply("stop_all", await self._raw_call("stop_all", "", timeout))
 
     async def take_control(self, timeout: float | None = None) -> bool:
         """RigDeck servers only: become the controller (ephys-link has one client only, always in control)."""
         data = await self._raw_call("take_control", "", timeout)
         self.controller = bool(data.get("Controller"))
         return self.controller
+
+
+def _stop_reply(event: str, reply: Any) -> None:
+    """stop/stop_all answer a bare string: empty on success, ephys-link's ``"ExcType: message"`` otherwise."""
+    if reply not in ("", None):
+        raise SioRemoteError(str(reply), event, reply)
 
 
 async def stop_everything(clients: Iterable[SioManipulatorClient], timeout: float = 1.0) -> dict[str, str | None]:
