@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,80 @@ EXTENDED_KEYS: dict[str, str] = {
     "echo_timeout": "udp/tcp: seconds to wait for the echo of a non-idempotent message (default 1)",
     "retry_after": "udp/tcp: first resend interval of EXPSTATUS/EXPINFO in seconds (default 0.2, doubles)",
     "late_window": "udp/tcp: seconds a late reply is expected after a timeout (default 3)",
+    "client_key": "zmq: path of the console's CURVE secret key file",
+    "heartbeat": "zmq: heartbeat interval in seconds",
+    "liveness": "zmq: heartbeats missed before the rig counts as unreachable",
+    "retry_initial": "zmq: first resend interval in seconds",
+    "retry_max": "zmq: longest resend interval in seconds",
+    "hwm": "zmq: socket high-water mark (messages)",
+    "stream": "zmq: false takes commands only, no state stream",
 }
+
+#: options that only mean something for some schemes (a udp:// rig with a notifier is a mistake)
+OPTION_SCHEMES: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("echo_timeout", "retry_after", "late_window"), frozenset({"udp", "tcp"})),
+    **dict.fromkeys(("server_key", "client_key", "heartbeat", "liveness", "retry_initial", "retry_max", "hwm",
+                     "stream"), frozenset({"zmq"})),
+    "token": frozenset({"sio"}),
+    "notifier": frozenset({"rpc"}),
+}
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
+        return f"must be a positive number, not {value!r}"
+    return None
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return f"must be a positive whole number, not {value!r}"
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, not {value!r}"
+
+
+def _notifier(value: Any) -> str | None:
+    try:
+        parse_notifier(value, 1)
+    except ValueError as ex:
+        return str(ex).removeprefix(f"notifier {value!r}: ")
+    return None
+
+
+#: how each option's value is checked when the file is loaded, so a bad value never reaches a transport
+OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    **dict.fromkeys(("timeout", "poll_interval", "echo_timeout", "retry_after", "late_window", "heartbeat",
+                     "liveness", "retry_initial", "retry_max"), _positive_number),
+    "hwm": _positive_int,
+    **dict.fromkeys(("enabled", "stream"), _boolean),
+    **dict.fromkeys(("token", "server_key", "client_key"), _text),
+    "description": lambda v: None if isinstance(v, str) else f"must be a string, not {v!r}",
+    "notifier": _notifier,
+}
+
+
+def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
+    """An rpc:// rig's ``notifier`` option: ``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
+    text = str(value).strip()
+    port_text, sep, name = text.partition("/")
+    if not sep:
+        port_text, name = "", text
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
+    if not port_text:
+        return rpc_port + 1, name
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"notifier {value!r}: {port_text!r} is not a TCP port")
+    return int(port_text), name
 
 
 class ConfigError(ValueError):
@@ -120,13 +193,10 @@ def parse_rig(
             except ValueError:
                 raise fail(f"unknown role {value['role']!r}; expected one of {[r.value for r in Role]}") from None
         options = {k: v for k, v in value.items() if k not in ("uri", "role")}
-        for key in ("timeout", "poll_interval"):
-            if key in options and (
-                isinstance(options[key], bool) or not isinstance(options[key], int | float) or options[key] <= 0
-            ):
-                raise fail(f"{key} must be a positive number of seconds, not {options[key]!r}")
-        if "enabled" in options and not isinstance(options["enabled"], bool):
-            raise fail(f"enabled must be true or false, not {options['enabled']!r}")
+        for key, option in options.items():
+            problem = OPTION_CHECKS[key](option) if key in OPTION_CHECKS else None
+            if problem:
+                raise fail(f"{key} {problem}")
     elif isinstance(value, str):
         uri = value
     elif value is None:
@@ -150,6 +220,11 @@ def parse_rig(
     address = dataclasses.replace(address, scheme=scheme)
     if scheme in PATH_SCHEMES and not address.path:
         raise fail(f"{scheme}:// URIs name a target: {scheme}://host:port/target")
+    misplaced = sorted(k for k in options if k in OPTION_SCHEMES and scheme not in OPTION_SCHEMES[k])
+    if misplaced:
+        where = "; ".join(f"{k} is for {' and '.join(f'{s}://' for s in sorted(OPTION_SCHEMES[k]))} rigs"
+                          for k in misplaced)
+        raise fail(f"option(s) {misplaced} do not apply to {scheme}:// rigs ({where})")
     return RigSpec(name=name.strip(), address=address, role=role, options=options, raw=value)
 
 

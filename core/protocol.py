@@ -134,14 +134,15 @@ def parse_uri(
 
     Forms: ``host``, ``host:port``, ``scheme://host[:port]``, an ``ipaddress`` object, ``[v6]:port``,
     bare ``::1``. With ``allow_path`` a trailing ``/path`` is kept (``rpc://host:port/target``).
-    Every error message names the offending part.
+    As in iblutil, ``host:`` takes the default port and, when resolving, an empty host (``''``,
+    ``:port``) is this machine. Every error message names the offending part.
     """
     if isinstance(uri, ipaddress.IPv4Address | ipaddress.IPv6Address):
         uri = str(uri)
     if not isinstance(uri, str):
         raise TypeError(f"URI must be a str or an IP address, not {type(uri).__name__}")
     text = uri.strip()
-    if not text:
+    if not text and not resolve_host:
         raise ValueError("Empty URI")
     scheme = default_scheme
     match = _SCHEME_RE.match(text)
@@ -181,27 +182,53 @@ def parse_uri(
     else:
         host, sep, port_text_ = text.partition(":")
         port_text = port_text_ if sep else None
+    port = _port(port_text, default_port, uri)
     if not host:
-        raise ValueError(f"No host in URI {uri!r}")
-    port = default_port
-    if port_text is not None:
-        if not port_text.isdigit():
-            raise ValueError(f"Invalid port {port_text!r} in URI {uri!r}: not a number")
-        port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"Invalid port number {port} in URI {uri!r}: must be 1-65535")
+        if not resolve_host:
+            raise ValueError(f"No host in URI {uri!r}")
+        host = socket.gethostname()  # iblutil: an empty host is this machine (hostname2ip(None))
     try:
         host = str(ipaddress.ip_address(host))
     except ValueError:
-        _check_hostname(host)
-        if resolve_host:
-            try:
-                host = socket.gethostbyname(host)
-            except OSError as ex:
-                raise ValueError(f"Cannot resolve host {host!r} in URI {uri!r}: {ex}") from None
+        if host.rstrip(".").rpartition(".")[2].isdigit():  # dotted digits: meant as an IPv4 address
+            host = _numeric_host(host, resolve_host, uri)
         else:
-            host = host.lower()
+            _check_hostname(host)
+            host = _resolve(host, uri) if resolve_host else host.lower()
     return RigAddress(scheme, host, port, path)
+
+
+def _port(port_text: str | None, default_port: int, uri: Any) -> int:
+    """The port of a URI: iblutil's ``int(port or default_port)``, with errors that name the port."""
+    if port_text is None or not port_text.strip():  # 'host' and 'host:' both take the default
+        if not 1 <= int(default_port) <= 65535:
+            raise ValueError(f"Invalid default port number {default_port} for URI {uri!r}: must be 1-65535")
+        return int(default_port)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"Invalid port {port_text!r} in URI {uri!r}: not a number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"Invalid port number {port} in URI {uri!r}: must be 1-65535")
+    return port
+
+
+def _resolve(host: str, uri: Any) -> str:
+    try:
+        return socket.gethostbyname(host)
+    except OSError as ex:
+        raise ValueError(f"Cannot resolve host {host!r} in URI {uri!r}: {ex}") from None
+
+
+def _numeric_host(host: str, resolve_host: bool, uri: Any) -> str:
+    """``300.1.1.1`` or ``1.2.3``: not a hostname (no top-level domain is all digits). With resolution,
+    the C library's short forms are accepted as iblutil accepts them (``1.2.3`` is 1.2.0.3)."""
+    if resolve_host:
+        try:
+            return socket.gethostbyname(host)
+        except OSError:
+            pass
+    raise ValueError(f"Invalid IPv4 address {host!r} in URI {uri!r}: expected four numbers 0-255 (a.b.c.d)")
 
 
 def validate_uri(

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import RigSpec
+from core.config import RigSpec, parse_notifier
 from core.link import LinkState, RemoteError, RigError, RigLink, error_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
@@ -48,21 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_NOTIFIER = "state"
-
-
-def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
-    """``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
-    text = str(value).strip()
-    port_text, sep, name = text.partition("/")
-    if not sep:
-        port_text, name = "", text
-    if not name or any(c.isspace() for c in name):
-        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
-    if not port_text:
-        return rpc_port + 1, name
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"notifier {value!r}: {port_text!r} is not a TCP port")
-    return int(port_text), name
 
 
 class RpcLink(RigLink):

@@ -23,24 +23,65 @@ def test_validate_uri_forms(uri, expected):
     assert validate_uri(uri) == expected
 
 
-def test_validate_uri_matches_real_iblutil():
-    base = pytest.importorskip("iblutil.io.net.base")
-    for uri in ["192.168.0.1", "localhost:1234", "tcp://192.168.0.1", "udp://10.1.2.3:5000", "ws://1.2.3.4"]:
-        assert validate_uri(uri) == base.validate_uri(uri)
-    for uri in ["rig-a", "rig-a:99"]:
-        assert validate_uri(uri, resolve_host=False) == base.validate_uri(uri, resolve_host=False)
+#: every form iblutil's validate_uri accepts (with host resolution), odd ones included
+IBLUTIL_FORMS = [
+    "192.168.0.1", "localhost:1234", "tcp://192.168.0.1", "udp://10.1.2.3:5000", "ws://1.2.3.4", "UDP://1.2.3.4",
+    "localhost", "udp://localhost", "1.2.3.4:", "localhost:", ":5", "udp://:5", "", "1.2.3", "1.2.3.4:+5",
+    "1.2.3.4: 5", "1.2.3.4:65535", "tcp://localhost:99", ipaddress.IPv4Address("10.0.0.1"),
+]
 
 
-def test_dotted_hostnames_without_resolution():
-    assert validate_uri("cams.lab.example.org:9", resolve_host=False) == "udp://cams.lab.example.org:9"
+@pytest.mark.parametrize("uri", IBLUTIL_FORMS, ids=repr)
+def test_validate_uri_gives_iblutils_result_for_every_form_iblutil_accepts(uri):
+    from iblutil.io.net import base  # the real iblutil (test extra); never skipped
+
+    assert validate_uri(uri) == base.validate_uri(uri)
+
+
+@pytest.mark.parametrize("uri", ["rig-a", "rig-a:99", "localhost:", "10.1.2.3:7", "tcp://rig-b"])
+def test_validate_uri_without_resolution_matches_iblutil(uri):
+    from iblutil.io.net import base
+
+    assert validate_uri(uri, resolve_host=False) == base.validate_uri(uri, resolve_host=False)
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("cams.lab.example.org:9", "udp://cams.lab.example.org:9"),  # iblutil refuses dots here
+        ("Cams.Lab.Example.org", "udp://cams.lab.example.org:11001"),
+        ("tcp://rig-a.local.:7", "tcp://rig-a.local.:7"),
+        ("[fe80::1]", "udp://[fe80::1]:11001"),
+        ("[::1]:", "udp://[::1]:11001"),
+        ("udp://[2001:db8::5]:11002", "udp://[2001:db8::5]:11002"),
+        (ipaddress.IPv6Address("::1"), "udp://[::1]:11001"),  # iblutil: 'udp://::1:11001', ambiguous
+    ],
+)
+def test_dotted_hostnames_and_ipv6_literals(uri, expected):
+    assert validate_uri(uri, resolve_host=False) == expected
+
+
+def test_dotted_hostnames_go_to_the_resolver():
+    with pytest.raises(ValueError, match="Cannot resolve host 'no-such-rig.invalid'"):
+        validate_uri("no-such-rig.invalid:5")
 
 
 @pytest.mark.parametrize(
     "uri, words",
     [
-        ("1.2.3.4:0", "port number 0"),
+        ("1.2.3.4:0", "port number 0"),  # iblutil says "Invalid port number: 11001"
+        ("udp://rig-a:0", "Invalid port number 0 in URI 'udp://rig-a:0'"),
+        ("[::1]:0", "port number 0"),
         ("1.2.3.4:70000", "port number 70000"),
+        ("1.2.3.4:-5", "port number -5"),
         ("1.2.3.4:abc", "'abc'"),
+        ("300.1.1.1", "Invalid IPv4 address '300.1.1.1'"),
+        ("1.2.3", "Invalid IPv4 address '1.2.3'"),
+        ("::1:9000:x", r"IPv6 with a port needs \[brackets\]"),
+        ("[::1]9000", "Unexpected '9000' after IPv6 address"),
+        ("[::g]:9000", "Invalid IPv6 address '::g'"),
+        (":5", "No host"),
+        ("foo.-bar", "Invalid hostname 'foo.-bar'"),
         ("udp://1.2.3.4:1/path", "path"),
         ("[::1:9", "Unclosed"),
         ("bad_host!", "hostname"),
@@ -50,6 +91,11 @@ def test_dotted_hostnames_without_resolution():
 def test_validate_uri_errors_say_what_is_wrong(uri, words):
     with pytest.raises(ValueError, match=words):
         validate_uri(uri, resolve_host=False)
+
+
+def test_port_0_by_default_port_says_so():
+    with pytest.raises(ValueError, match="Invalid default port number 0"):
+        validate_uri("1.2.3.4", default_port=0)
 
 
 def test_validate_uri_type_error():
