@@ -16,7 +16,7 @@ from core.config import ConfigError
 
 #: sub-command modules, in the order ``rigdeck --help`` lists them
 COMMANDS: tuple[str, ...] = (
-    "rpc", "watch", "serve", "demo", "run", "manipulators",
+    "gui", "rpc", "watch", "serve", "demo", "run", "keys", "manipulators",
 )
 
 
@@ -29,21 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_default_command(argv: list[str]) -> list[str]:
+    """Plain ``rigdeck [--rigs FILE]`` opens the console window: put ``gui`` in front of its options."""
+    if "gui" not in COMMANDS or any(a in COMMANDS for a in argv) or {"-h", "--help"} & set(argv):
+        return argv
+    flags = [a for a in argv if a in ("-v", "-vv", "-vvv", "--verbose")]
+    return [*flags, "gui", *(a for a in argv if a not in flags)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     func = getattr(args, "func", None)
     if func is None:
-        if "gui" in COMMANDS:  # plain `rigdeck` opens the console window
-            args = parser.parse_args([*(argv or sys.argv[1:]), "gui"])
-            func = args.func
-        else:
-            parser.print_help()
-            return 0
+        parser.print_help()
+        return 0
     try:
         return int(func(args) or 0)
     except ConfigError as ex:

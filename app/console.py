@@ -302,7 +302,8 @@ class Console:
         if p.kind == "phase":
             self._publish_console()
         if p.rig is not None:
-            self.state.set(["rigs", p.rig, "progress"], f"{p.step}: {p.kind}" + (f" {p.detail}" if p.detail else ""))
+            shown = p.detail if p.kind == "note" else f"{p.step}: {p.detail or p.kind}"
+            self.state.set(["rigs", p.rig, "progress"], shown)
             if p.kind == "sent" and p.outcome is None:
                 text = f"→ {p.step} {p.detail}".rstrip()
             else:

@@ -1,0 +1,381 @@
+"""The manipulators panel: every probe of every manipulator rig, live; move, depth, stop, and STOP ALL.
+
+Positions arrive as live-state mods under ``rigs/<rig>/service/manipulators/<id>`` (pushed by RigDeck
+servers, polled from ephys-link) and repaint at most once per frame. The plots (depth over time, a top
+view of x-y) use pyqtgraph, imported only when the plot area is first shown (it costs ~0.5 s).
+STOP ALL goes straight to :meth:`app.console.Console.stop_all`: nothing queues in front of it.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.console import Console
+from app.gui.icons import icon
+from app.gui.qtasync import FrameCoalescer, spawn
+from core.drivers.manipulator import Vec4
+
+Index = QModelIndex | QPersistentModelIndex
+AXES = ("x", "y", "z", "w")
+HEADERS = ["Rig", "ID", "x (mm)", "y (mm)", "z (mm)", "w (mm)", "Moving", "Inside brain"]
+HISTORY_SECONDS = 60.0
+DEFAULT_SPEED = 1.0
+
+
+class ManipulatorModel(QAbstractTableModel):
+    """Rows: (rig, id) pairs found in the live state; cells read it at paint time."""
+
+    def __init__(self, console: Console, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.console = console
+        self.rows: list[tuple[str, str]] = []
+        self.repaints = 0
+        self.listeners: list[Any] = []  # called after each repaint (the plots)
+        self._coalescer = FrameCoalescer(self._flush, self)
+        self._unsubscribe = console.state.subscribe(self._on_mod)
+        self._flush({"*"})
+
+    def detach(self) -> None:
+        self._unsubscribe()
+
+    def entry(self, rig: str, mid: str) -> dict[str, Any]:
+        value = self.console.state.get(["rigs", rig, "service", "manipulators", mid])
+        return value if isinstance(value, dict) else {}
+
+    def current_rows(self) -> list[tuple[str, str]]:
+        out = []
+        for rig in self.console.manipulator_links():
+            found = self.console.state.get(["rigs", rig, "service", "manipulators"])
+            if isinstance(found, dict):
+                out.extend((rig, str(mid)) for mid in found)
+        return out
+
+    def _on_mod(self, mod: dict[str, Any]) -> None:
+        path = mod.get("path") or []
+        if mod.get("action") == "init" or not path:
+            self._coalescer.mark("*")
+        elif path[0] == "rigs" and (len(path) <= 2 or path[2] == "service"):
+            self._coalescer.mark("*" if len(path) < 4 else path[1])
+
+    def _flush(self, dirty: set[Hashable]) -> None:
+        self.repaints += 1
+        rows = self.current_rows()
+        if rows != self.rows:
+            self.beginResetModel()
+            self.rows = rows
+            self.endResetModel()
+        elif self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(HEADERS) - 1))
+        for listener in list(self.listeners):
+            listener()
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return HEADERS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.rows):
+            return None
+        rig, mid = self.rows[index.row()]
+        entry = self.entry(rig, mid)
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return rig
+            if col == 1:
+                return mid
+            if 2 <= col <= 5:
+                value = entry.get(AXES[col - 2])
+                return f"{value:.3f}" if isinstance(value, int | float) else "—"
+            if col == 6:
+                return "moving" if entry.get("moving") else "still"
+            if col == 7:
+                return "LOCKED (inside)" if entry.get("inside_brain") else "outside"
+        if role == Qt.ItemDataRole.TextAlignmentRole and 2 <= col <= 5:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == 6 and entry.get("moving"):
+                return QBrush(QColor("#b58900"))
+            if col == 7 and entry.get("inside_brain"):
+                return QBrush(QColor("#d0342c"))
+        if role == Qt.ItemDataRole.FontRole and 2 <= col <= 5:
+            font = QFont("monospace")
+            font.setStyleHint(QFont.StyleHint.Monospace)
+            return font
+        return None
+
+
+class MoveDialog(QDialog):
+    """Target position (x, y, z, w) and speed; spin boxes limited to the platform's travel."""
+
+    def __init__(self, parent: QWidget | None, rig: str, mid: str, current: dict[str, Any], dims: Vec4 | None) -> None:
+        super().__init__(parent)
+        self.setObjectName("moveDialog")
+        self.setWindowTitle(f"Move {rig} / {mid}")
+        form = QFormLayout(self)
+        self.axes: dict[str, QDoubleSpinBox] = {}
+        limits = dims.as_tuple() if dims else (20.0,) * 4
+        for axis, limit in zip(AXES, limits, strict=True):
+            box = QDoubleSpinBox(objectName=f"move_{axis}")
+            box.setDecimals(3)
+            box.setRange(0.0, float(limit))
+            box.setSuffix(" mm")
+            box.setValue(float(current.get(axis) or 0.0))
+            box.setToolTip(f"0 to {limit:g} mm")
+            form.addRow(axis, box)
+            self.axes[axis] = box
+        self.speed = QDoubleSpinBox(objectName="move_speed")
+        self.speed.setDecimals(3)
+        self.speed.setRange(0.001, 50.0)
+        self.speed.setValue(DEFAULT_SPEED)
+        self.speed.setSuffix(" mm/s")
+        form.addRow("speed", self.speed)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def target(self) -> Vec4:
+        return Vec4(*(self.axes[a].value() for a in AXES))
+
+
+class DepthDialog(QDialog):
+    def __init__(self, parent: QWidget | None, rig: str, mid: str, current: float, limit: float) -> None:
+        super().__init__(parent)
+        self.setObjectName("depthDialog")
+        self.setWindowTitle(f"Set depth of {rig} / {mid}")
+        form = QFormLayout(self)
+        self.depth = QDoubleSpinBox(objectName="depth_value", decimals=3, suffix=" mm")
+        self.depth.setRange(0.0, limit)
+        self.depth.setValue(current)
+        self.speed = QDoubleSpinBox(objectName="depth_speed", decimals=3, suffix=" mm/s")
+        self.speed.setRange(0.001, 50.0)
+        self.speed.setValue(DEFAULT_SPEED / 2)
+        form.addRow("depth (w)", self.depth)
+        form.addRow("speed", self.speed)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class ManipulatorPlots(QWidget):
+    """Depth over time and a top (x-y) view; pyqtgraph is imported when this is first shown."""
+
+    def __init__(self, model: ManipulatorModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.layout_ = QHBoxLayout(self)
+        self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.placeholder = QLabel("plots appear when shown")
+        self.layout_.addWidget(self.placeholder)
+        self.ready = False
+        self.history: dict[tuple[str, str], collections.deque[tuple[float, float]]] = {}
+        self.curves: dict[tuple[str, str], Any] = {}
+        self._t0 = time.monotonic()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802
+        if not self.ready:
+            self._build()
+        super().showEvent(event)
+
+    def _build(self) -> None:
+        import pyqtgraph as pg  # lazily: ~0.5 s of import
+
+        self.pg = pg
+        self.placeholder.deleteLater()
+        self.depth_plot = pg.PlotWidget(title="depth (w) over time")
+        self.depth_plot.setLabel("bottom", "time", "s")
+        self.depth_plot.setLabel("left", "w", "mm")
+        self.depth_plot.addLegend(offset=(5, 5))
+        self.top_plot = pg.PlotWidget(title="top view (x-y)")
+        self.top_plot.setLabel("bottom", "x", "mm")
+        self.top_plot.setLabel("left", "y", "mm")
+        self.top_plot.setAspectLocked(True)
+        self.top_plot.setXRange(0, 20)
+        self.top_plot.setYRange(0, 20)
+        self.scatter = pg.ScatterPlotItem(size=12)
+        self.top_plot.addItem(self.scatter)
+        self.layout_.addWidget(self.depth_plot, 2)
+        self.layout_.addWidget(self.top_plot, 1)
+        self.ready = True
+        self.model.listeners.append(self.update_plots)
+        self.update_plots()
+
+    def update_plots(self) -> None:
+        if not self.ready:
+            return
+        now = time.monotonic() - self._t0
+        spots = []
+        for i, (rig, mid) in enumerate(self.model.rows):
+            entry = self.model.entry(rig, mid)
+            if not isinstance(entry.get("w"), int | float):
+                continue
+            key = (rig, mid)
+            history = self.history.setdefault(key, collections.deque(maxlen=6000))
+            history.append((now, float(entry["w"])))
+            while history and now - history[0][0] > HISTORY_SECONDS:
+                history.popleft()
+            if key not in self.curves:
+                self.curves[key] = self.depth_plot.plot(pen=self.pg.intColor(i, hues=8), name=f"{rig}/{mid}")
+            xs, ys = zip(*history, strict=True)
+            self.curves[key].setData(xs, ys)
+            spots.append({"pos": (float(entry.get("x") or 0), float(entry.get("y") or 0)),
+                          "brush": self.pg.intColor(i, hues=8), "data": f"{rig}/{mid}"})
+        self.scatter.setData(spots)
+
+
+class ManipulatorsPanel(QWidget):
+    def __init__(self, console: Console, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.console = console
+        self.model = ManipulatorModel(console, self)
+        self.view = QTableView(objectName="manipulatorsTable")
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+        self.view.verticalHeader().setVisible(False)
+        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self.update_actions())
+        self.model.modelReset.connect(self.update_actions)
+        self.model.dataChanged.connect(lambda *_: self._sync_inside())
+
+        self.stop_all_button = QPushButton("STOP ALL", objectName="stopAll")
+        self.stop_all_button.setIcon(icon("stop"))
+        self.stop_all_button.setToolTip("Stop every manipulator of every manipulator rig now (F12)")
+        self.stop_all_button.setMinimumHeight(56)
+        font = QFont(self.stop_all_button.font())
+        font.setPointSizeF(font.pointSizeF() * 1.5)
+        font.setBold(True)
+        self.stop_all_button.setFont(font)
+        self.stop_all_button.setStyleSheet("QPushButton#stopAll { background: #c62828; color: white; "
+                                           "border-radius: 6px; padding: 6px 18px; }")
+        self.stop_all_button.clicked.connect(self.stop_all)
+
+        self.buttons: dict[str, QPushButton] = {}
+        bar = QHBoxLayout()
+        for key, text, tip, slot in (
+            ("move", "Move…", "Move the selected manipulator to a position at a speed", self.move),
+            ("depth", "Set depth…", "Drive the selected probe along its depth axis (w)", self.set_depth),
+            ("stop", "Stop", "Stop the selected manipulator where it is", self.stop_one),
+        ):
+            button = QPushButton(text, objectName=f"manip_{key}")
+            button.setToolTip(tip)
+            button.clicked.connect(slot)
+            bar.addWidget(button)
+            self.buttons[key] = button
+        self.inside = QCheckBox("Inside brain (lock x-y-z)", objectName="insideBrain")
+        self.inside.setToolTip("While inside the brain only depth moves are allowed")
+        self.inside.clicked.connect(self.toggle_inside)
+        bar.addWidget(self.inside)
+        bar.addStretch(1)
+        bar.addWidget(self.stop_all_button)
+
+        self.plots = ManipulatorPlots(self.model)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.view)
+        splitter.addWidget(self.plots)
+        splitter.setSizes([160, 220])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(splitter)
+        self.dialog: QDialog | None = None
+        self.update_actions()
+
+    def selected(self) -> tuple[str, str] | None:
+        rows = self.view.selectionModel().selectedRows()
+        if not rows or rows[0].row() >= len(self.model.rows):
+            return None
+        return self.model.rows[rows[0].row()]
+
+    def select(self, rig: str, mid: str) -> None:
+        if (rig, mid) in self.model.rows:
+            self.view.selectRow(self.model.rows.index((rig, mid)))
+
+    def update_actions(self) -> None:
+        have = self.selected() is not None
+        for button in self.buttons.values():
+            button.setEnabled(have)
+        self.inside.setEnabled(have)
+        self._sync_inside()
+
+    def _sync_inside(self) -> None:
+        sel = self.selected()
+        self.inside.setChecked(bool(sel and self.model.entry(*sel).get("inside_brain")))
+
+    # ------------------------------------------------------------------ actions
+    def stop_all(self) -> None:
+        spawn(self.console.stop_all(), self, "STOP ALL")
+
+    def stop_one(self) -> None:
+        sel = self.selected()
+        if sel:
+            spawn(self.console.stop_manipulator(*sel), self, "Stop")
+
+    def toggle_inside(self, checked: bool) -> None:
+        sel = self.selected()
+        if sel:
+            spawn(self.console.set_inside_brain(*sel, checked), self, "Inside brain",
+                  on_done=lambda _r: self._sync_inside())
+
+    def move(self) -> None:
+        sel = self.selected()
+        if sel is None:
+            return
+        rig, mid = sel
+
+        async def open_dialog() -> None:
+            dims = (await self.console.platform(rig)).dimensions
+            dialog = MoveDialog(self, rig, mid, self.model.entry(rig, mid), dims)
+            self.dialog = dialog
+            dialog.accepted.connect(lambda: spawn(
+                self.console.move(rig, mid, dialog.target(), dialog.speed.value()), self, "Move"))
+            dialog.open()
+
+        spawn(open_dialog(), self, "Move")
+
+    def set_depth(self) -> None:
+        sel = self.selected()
+        if sel is None:
+            return
+        rig, mid = sel
+
+        async def open_dialog() -> None:
+            dims = (await self.console.platform(rig)).dimensions
+            current = float(self.model.entry(rig, mid).get("w") or 0.0)
+            dialog = DepthDialog(self, rig, mid, current, dims.w)
+            self.dialog = dialog
+            dialog.accepted.connect(lambda: spawn(
+                self.console.set_depth(rig, mid, dialog.depth.value(), dialog.speed.value()), self, "Set depth"))
+            dialog.open()
+
+        spawn(open_dialog(), self, "Set depth")
+

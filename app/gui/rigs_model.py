@@ -1,0 +1,214 @@
+"""The rigs table's model: one row per rig of the rigs file, bound to ``rigs/<name>`` of the live state.
+
+Live-state mods mark rows dirty; a :class:`~app.gui.qtasync.FrameCoalescer` turns them into at most one
+``dataChanged`` per frame. The main-sync column is a radio (exactly one on), drawn by
+:class:`MainSyncDelegate`; clicking it asks the console, which refuses during a session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QRect, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionButton, QStyleOptionViewItem
+
+from app.console import Console
+from app.gui.icons import link_icon
+from app.gui.qtasync import FrameCoalescer
+from core.session import SessionError, status_name
+
+Index = QModelIndex | QPersistentModelIndex
+
+#: (key, header, tooltip)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("name", "Rig", "Name in the rigs file"),
+    ("transport", "Transport", "udp/tcp: iblutil · zmq: RigDeck · sio: ephys-link Socket.IO · rpc: sipyco"),
+    ("link", "Link", "connecting / online / unreachable"),
+    ("status", "ExpStatus", "The rig's experiment status (CONNECTED, INITIALIZED, RUNNING, STOPPED)"),
+    ("main_sync", "Main sync", "The rig that owns the session clock and the exp_ref (locked during a session)"),
+    ("age", "Last reply", "Time since the rig last answered"),
+    ("rtt_ms", "RTT", "Round-trip time of the last request"),
+    ("progress", "Step", "The last thing this session did with the rig"),
+    ("last_error", "Last error", "Hover for the full text"),
+]
+COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
+
+LINK_COLOURS = {"online": "#2e9d4c", "connecting": "#b58900", "unreachable": "#d0342c", "closed": "#8a8a8a"}
+
+
+def age_text(last: float | None, now: float | None = None) -> str:
+    if not last:
+        return "—"
+    age = max(0.0, (now or time.time()) - last)
+    return f"{age:.1f} s ago" if age < 60 else f"{age / 60:.0f} min ago"
+
+
+class RigTableModel(QAbstractTableModel):
+    """Rows follow ``console.specs``; cells read the live state at paint time (never a copy)."""
+
+    refused = Signal(str)
+
+    def __init__(self, console: Console, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.console = console
+        self.names: list[str] = list(console.specs)
+        self.repaints = 0
+        self._coalescer = FrameCoalescer(self._flush, self)
+        self._unsubscribe = console.state.subscribe(self._on_mod)
+
+    def detach(self) -> None:
+        self._unsubscribe()
+
+    # ------------------------------------------------------------------ live state -> rows
+    def _on_mod(self, mod: dict[str, Any]) -> None:
+        path = mod.get("path") or []
+        if mod.get("action") == "init" or not path:
+            self._coalescer.mark("*")
+        elif path[0] == "rigs":
+            self._coalescer.mark(path[1] if len(path) > 1 else "*")
+        elif path[0] == "console":
+            self._coalescer.mark("*")
+
+    def _flush(self, dirty: set[Hashable]) -> None:
+        self.repaints += 1
+        names = list(self.console.specs)
+        if names != self.names:
+            self.beginResetModel()
+            self.names = names
+            self.endResetModel()
+            return
+        if "*" in dirty:
+            self.refresh()
+            return
+        for name in dirty:
+            if name in self.names:
+                row = self.names.index(name)
+                self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def refresh(self, column: int | None = None) -> None:
+        """Repaint every row (or one column: the age column, once a second by the window's clock)."""
+        if not self.names:
+            return
+        first, last = (0, len(COLUMNS) - 1) if column is None else (column, column)
+        self.dataChanged.emit(self.index(0, first), self.index(len(self.names) - 1, last))
+
+    # ------------------------------------------------------------------ Qt model
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.names)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return COLUMNS[section][1]
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return COLUMNS[section][2]
+        return None
+
+    def rig(self, row: int) -> dict[str, Any]:
+        value = self.console.state.get(["rigs", self.names[row]])
+        return value if isinstance(value, dict) else {}
+
+    def selectable_main_sync(self, name: str) -> bool:
+        spec = self.console.specs.get(name)
+        return bool(spec and spec.in_sessions) and not self.console.active
+
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        if index.column() == COL["main_sync"] and self.selectable_main_sync(self.names[index.row()]):
+            flags |= Qt.ItemFlag.ItemIsUserCheckable
+        return flags
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self.names):
+            return None
+        name = self.names[index.row()]
+        key = COLUMNS[index.column()][0]
+        rig = self.rig(index.row())
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(name, key, rig)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if key == "last_error":
+                return rig.get("last_error") or "no error"
+            if key in ("name", "transport"):
+                return f"{name}: {rig.get('uri', '')} ({rig.get('role', 'aux')})"
+            return self._text(name, key, rig)
+        if role == Qt.ItemDataRole.DecorationRole and key == "link":
+            return link_icon(str(rig.get("link", "connecting")))
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if key == "link":
+                return QBrush(QColor(LINK_COLOURS.get(str(rig.get("link")), "#8a8a8a")))
+            if key == "last_error" and rig.get("last_error"):
+                return QBrush(QColor(LINK_COLOURS["unreachable"]))
+        if role == Qt.ItemDataRole.CheckStateRole and key == "main_sync":
+            spec = self.console.specs.get(name)
+            if spec is None or not spec.in_sessions:
+                return None
+            on = self.console.shown_main_sync() == name
+            return Qt.CheckState.Checked if on else Qt.CheckState.Unchecked
+        return None
+
+    def _text(self, name: str, key: str, rig: dict[str, Any]) -> str:
+        if key == "name":
+            return name
+        if key == "transport":
+            return f"{rig.get('transport', '?')}  {rig.get('uri', '')}"
+        if key == "status":
+            if rig.get("role") == "manipulator":
+                return "manipulators"
+            return status_name(rig.get("status")) if rig.get("status") is not None else "—"
+        if key == "main_sync":
+            return ""
+        if key == "age":
+            return age_text(rig.get("last_reply"))
+        if key == "rtt_ms":
+            rtt = rig.get("rtt_ms")
+            return f"{rtt:.2f} ms" if isinstance(rtt, int | float) else "—"
+        if key == "last_error":
+            return str(rig.get("last_error") or "").splitlines()[0] if rig.get("last_error") else ""
+        return str(rig.get(key) or "")
+
+    def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
+        if role != Qt.ItemDataRole.CheckStateRole or COLUMNS[index.column()][0] != "main_sync":
+            return False
+        name = self.names[index.row()]
+        try:
+            self.console.set_main_sync(name)
+        except SessionError as ex:
+            self.refused.emit(str(ex))
+            return False
+        self.refresh(COL["main_sync"])
+        return True
+
+
+class MainSyncDelegate(QStyledItemDelegate):
+    """Draw the main-sync cell as a radio button and turn a click on it into ``setData(Checked)``."""
+
+    def _rect(self, option: QStyleOptionViewItem) -> QRect:
+        style = QApplication.style()
+        size = style.pixelMetric(QStyle.PixelMetric.PM_ExclusiveIndicatorWidth)
+        r = option.rect
+        return QRect(r.x() + (r.width() - size) // 2, r.y() + (r.height() - size) // 2, size, size)
+
+    def paint(self, painter: Any, option: QStyleOptionViewItem, index: Index) -> None:
+        state = index.data(Qt.ItemDataRole.CheckStateRole)
+        if state is None:
+            super().paint(painter, option, QModelIndex())
+            return
+        button = QStyleOptionButton()
+        button.rect = self._rect(option)
+        button.state = QStyle.StateFlag.State_Enabled if index.flags() & Qt.ItemFlag.ItemIsUserCheckable \
+            else QStyle.StateFlag.State_None
+        button.state |= QStyle.StateFlag.State_On if state == Qt.CheckState.Checked else QStyle.StateFlag.State_Off
+        QApplication.style().drawPrimitive(QStyle.PrimitiveElement.PE_IndicatorRadioButton, button, painter)
+
+    def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem, index: Index) -> bool:
+        if event.type() == QEvent.Type.MouseButtonRelease and index.data(Qt.ItemDataRole.CheckStateRole) is not None:
+            model.setData(index, Qt.CheckState.Checked, Qt.ItemDataRole.CheckStateRole)  # the model says why not
+            return True
+        return False

@@ -1,0 +1,85 @@
+"""GUI tests: synchronous pytest-qt tests over one qasync loop, real rig services as subprocesses.
+
+The qasync loop is installed once per session (``already_running=True``: pytest-qt drives Qt's loop) and
+never stopped (stopping it quits the QApplication). Each test gets its own QSettings file and data dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import qasync  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from app.console import Console  # noqa: E402
+from app.demo_rigs import start_demo_rigs  # noqa: E402
+from app.gui import qtasync  # noqa: E402
+from app.gui.window import MainWindow  # noqa: E402
+
+DEFAULT_WAIT = 15_000
+
+
+@pytest.fixture(scope="session")
+def loop(qapp):
+    loop = qasync.QEventLoop(qapp, already_running=True)
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The bundled demo rigs (main sync, cameras, ephys, a manipulator rig), started once."""
+    base = tmp_path_factory.mktemp("demo")
+    rigs = start_demo_rigs(base)
+    yield rigs
+    rigs.stop()
+
+
+def run(qtbot, loop, coro, timeout=DEFAULT_WAIT):
+    """Run a coroutine on the qasync loop from a synchronous test and return its result."""
+    task = loop.create_task(coro)
+    qtbot.waitUntil(task.done, timeout=timeout)
+    return task.result()
+
+
+def wait_for(qtbot, condition, timeout=DEFAULT_WAIT):
+    """waitUntil for a plain boolean condition."""
+    qtbot.waitUntil(lambda: bool(condition()), timeout=timeout)
+
+
+@pytest.fixture
+def make_window(qtbot, loop, tmp_path):
+    """``make_window(rigs_file)`` -> an open MainWindow over a fresh Console (closed after the test)."""
+    made = []
+
+    def make(rigs_file: Path | None = None, timeout: float = 2.0, poll: float = 0.25) -> MainWindow:
+        settings = QSettings(str(tmp_path / f"settings{len(made)}.ini"), QSettings.Format.IniFormat)
+        console = Console(tmp_path / "data", timeout=timeout, poll_interval=poll)
+        window = MainWindow(console, settings)
+
+        def before_close() -> None:
+            for task in qtasync.pending_tasks():
+                task.cancel()
+
+        qtbot.addWidget(window, before_close_func=before_close)
+        window.show()
+        qtbot.waitExposed(window)
+        if rigs_file is not None:
+            window.open_rigs(rigs_file)
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        task = loop.create_task(window.console.close())
+        deadline = time.monotonic() + 10
+        while not task.done() and time.monotonic() < deadline:
+            qtbot.wait(20)

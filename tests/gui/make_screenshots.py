@@ -1,0 +1,84 @@
+"""``make screenshots``: PNGs of the console idle, running, and after a rig failure, on the demo rigs.
+
+Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
+offscreen and under Xvfb alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import qasync  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from app.console import Console  # noqa: E402
+from app.demo_rigs import start_demo_rigs  # noqa: E402
+from app.gui.window import MainWindow  # noqa: E402
+from core.drivers.manipulator import Vec4  # noqa: E402
+
+OUT = ROOT / "docs" / "screenshots"
+
+
+async def until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the demo did not get there in time")
+        await asyncio.sleep(0.05)
+
+
+async def shoot(window: MainWindow, demo, console: Console) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    rigs = lambda: console.state.get(["rigs"]) or {}  # noqa: E731
+    await until(lambda: rigs() and all(r.get("link") == "online" for r in rigs().values()))
+    await asyncio.sleep(1.2)
+    window.grab().save(str(OUT / "idle.png"))
+    window.session.subject.setCurrentText("KS001")
+    window.session.project.setText("ibl_neuropixel_brainwide_01")
+    await console.start("KS001", window.session.details())
+    window.manipulators.view.selectRow(0)
+    await console.move("probes", "1", Vec4(14.0, 12.0, 9.0, 6.0), 2.0)
+    asyncio.ensure_future(console.move("probes", "2", Vec4(4.0, 15.0, 11.0, 12.0), 1.5))
+    await asyncio.sleep(2.5)
+    window.grab().save(str(OUT / "running.png"))
+    demo.procs["ephys"].kill()
+    await until(lambda: rigs()["ephys"].get("link") == "unreachable")
+    await asyncio.sleep(0.5)
+    window.grab().save(str(OUT / "rig-failure.png"))
+    await console.stop()
+    await asyncio.sleep(0.3)
+
+
+def main() -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = start_demo_rigs(Path(tmp))
+        try:
+            console = Console(Path(tmp) / "console", timeout=1.0, poll_interval=0.5)
+            window = MainWindow(console, QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat))
+            window.resize(1400, 860)
+            window.show()
+            window.open_rigs(demo.rigs_file)
+            with loop:
+                loop.run_until_complete(shoot(window, demo, console))
+                loop.run_until_complete(console.close())
+        finally:
+            demo.stop()
+    print(f"screenshots in {OUT}: {sorted(p.name for p in OUT.glob('*.png'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
