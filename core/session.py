@@ -56,7 +56,7 @@ from core.journal import (
     write_yaml_atomic,
 )
 from core.link import LinkState, RemoteError, RigError, RigLink, error_text
-from core.paths import check_subject, reserve_session, session_folder
+from core.paths import check_subject, next_exp_ref, reserve_session, session_folder
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
 from core.state import LiveState
 
@@ -385,10 +385,10 @@ class Session:
             if choice is not None and choice not in self.rigs:
                 return self._refuse(result, f"main-sync rig {choice!r} does not take session messages")
 
-            def payload(name: str) -> tuple[Any, ...]:
+            def payload(name: str, proposal: str | None = None) -> tuple[Any, ...]:
                 claim = choice is not None and name == choice
                 info = {
-                    "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": None,
+                    "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": proposal,
                     "experiment_description": {}, "rig_version": f"rigdeck {_version()}",
                     "spec_version": PROTOCOL_VERSION,
                 }
@@ -422,8 +422,19 @@ class Session:
             else:
                 return self._refuse(result, f"several rigs claim main sync: {_names(claimants)}; "
                                             "choose one (--main-sync NAME)")
+            offered = infos.get(main, {}).get("exp_ref")
+            proposal = self._proposal_if_taken(offered)
+            if proposal is not None:
+                # The main-sync rig numbered without the sessions this console already filed (another
+                # main-sync rig before, another data folder): propose the next free number, once. A RigDeck
+                # rig takes it; a rig that insists on its own gets the clear error below.
+                result.warnings.append(f"{main} offered exp_ref {offered}, already used here; proposed {proposal}")
+                again = await self._fan_out("info", ExpMessage.EXPINFO, [main],
+                                            lambda n: payload(n, proposal), expect=None)
+                if again[main].ok:
+                    offered = _first_dict(again[main].reply).get("exp_ref") or offered
             try:
-                exp_ref, folder = self._resolve_exp_ref(infos.get(main, {}).get("exp_ref"))
+                exp_ref, folder = self._resolve_exp_ref(offered)
             except ValueError as ex:
                 return self._refuse(result, str(ex))
             if failed:
@@ -874,6 +885,19 @@ class Session:
             return format_exp_ref(ref), folder
         ref, folder = reserve_session(self.data_dir, self.subject, self._today())
         return format_exp_ref(ref), folder
+
+    def _proposal_if_taken(self, offered: Any) -> str | None:
+        """The next free exp_ref here when the main-sync rig offered one this console already has a journal for."""
+        assert self.data_dir is not None and self.subject is not None
+        try:
+            ref = parse_exp_ref(offered) if offered else None
+        except ValueError:
+            return None  # _resolve_exp_ref says what is wrong with it
+        if ref is None or ref.subject != self.subject:
+            return None
+        if not (session_folder(self.data_dir, ref) / JOURNAL_NAME).exists():
+            return None
+        return format_exp_ref(next_exp_ref(self.data_dir, self.subject, ref.date))
 
     def _open_journal(self, kind: str, **extra: Any) -> None:
         assert self.folder is not None

@@ -160,3 +160,22 @@ def test_exp_ref_numbering_across_two_sessions_of_one_day(lab: RigCluster, tmp_p
     for ref, _ in (first, second):  # every rig filed each session under its own number
         assert lab.session_dir("sync", ref).is_dir() and lab.session_dir("cams", ref).is_dir()
         assert {read_recording(p)[1]["header"]["exp_ref"] for p in lab.recordings("cams", ref)} == {ref}
+
+
+def test_a_new_main_sync_rig_continues_the_consoles_numbering(lab: RigCluster, tmp_path: Path) -> None:
+    """Session 1 clocked by sync2, session 2 by sync (whose own folder has no session of that subject):
+    sync first offers _1_, which this console has already used, so the console proposes _2_ and sync takes it."""
+
+    async def one_session(names: list[str], main_sync: str) -> tuple[str, list[str]]:
+        async with console(lab.specs_for(names), tmp_path, subject="SW", main_sync=main_sync) as session:
+            info = await session.info()
+            assert info.ok, info.error
+            for step in (session.init, session.start, session.stop):
+                assert (await step()).ok, step.__name__
+            return session.exp_ref, info.warnings
+
+    first, _ = run(one_session(["sync2", "cams"], "sync2"))
+    second, warnings = run(one_session(["sync", "cams"], "sync"))
+    assert (first, second) == (today_ref(1, "SW"), today_ref(2, "SW"))
+    assert warnings == [f"sync offered exp_ref {first}, already used here; proposed {second}"]
+    assert lab.session_dir("sync", second).is_dir() and lab.session_dir("cams", second).is_dir()
