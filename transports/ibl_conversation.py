@@ -99,7 +99,8 @@ class Stats:
 
 class Conversation:
     """The echo protocol with one peer. ``send`` writes bytes to that peer; ``on_message`` gets new
-    messages (already echoed); ``on_malformed`` gets what could not be used (after any echo)."""
+    messages (already echoed); ``on_malformed`` gets what could not be used (after any echo);
+    ``on_report`` gets the peer's error reports that answer none of our requests."""
 
     def __init__(
         self,
@@ -109,11 +110,13 @@ class Conversation:
         on_malformed: Callable[[Malformed, bytes], None] | None = None,
         tuning: Tuning | None = None,
         limit: int | None = ibl_wire.MAX_DATAGRAM,
+        on_report: Callable[[ErrorReport], None] | None = None,
     ) -> None:
         self.peer = peer
         self._send_raw = send
         self.on_message = on_message
         self.on_malformed = on_malformed
+        self.on_report = on_report  # error reports no request of ours was waiting for
         self.tuning = tuning or Tuning()
         self.limit = limit
         self.stats = Stats()
@@ -301,6 +304,8 @@ class Conversation:
             log.info("%s: dropped a late error report (%s)", self.peer, report.text)
         else:
             log.warning("%s reports an error: %s (event %s)", self.peer, report.text, report.event)
+            if self.on_report is not None:
+                self.on_report(report)
 
     def _message(self, msg: Message) -> None:
         pending = self.pending

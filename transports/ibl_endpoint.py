@@ -22,7 +22,7 @@ from core.link import MessageHandler, error_text
 from core.protocol import ExpMessage, ExpStatus, format_exp_ref
 from transports import ibl_wire
 from transports.ibl_conversation import Conversation, Tuning
-from transports.ibl_wire import Malformed, Message
+from transports.ibl_wire import ErrorReport, Malformed, Message
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class IblEndpoint:
         self.tuning = tuning or Tuning()
         self.limit = limit
         self.conversations: dict[Address, Conversation] = {}
-        self._callbacks: dict[int, list[Callback]] = {}
+        # per single event code (0: error reports), as iblutil keeps them: (callback, return_event)
+        self._callbacks: dict[int, list[tuple[Callback, bool]]] = {}
         self._serve_locks: dict[Address, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rlog = RateLimitedLog(log)
@@ -112,6 +113,7 @@ class IblEndpoint:
                 send=lambda raw, a=addr: self._send_to(a, raw),
                 on_message=lambda msg, a=addr: self._on_message(a, msg),
                 on_malformed=lambda bad, raw, a=addr: self._on_malformed(a, bad, raw),
+                on_report=lambda report, a=addr: self._on_report(a, report),
                 tuning=self.tuning,
                 limit=self.limit,
             )
@@ -176,29 +178,48 @@ class IblEndpoint:
                 self.conversation(addr).send_confirmed(raw)
 
     def _dispatch_callbacks(self, addr: Address, msg: Message) -> None:
-        matched = False
-        for flag, callbacks in list(self._callbacks.items()):
-            if not flag & int(msg.event):
+        self._run_callbacks(int(msg.event), msg.data, addr, msg.event)
+
+    def _on_report(self, addr: Address, report: ErrorReport) -> None:
+        """An error report nothing of ours was waiting for: iblutil hands it to event-0 callbacks."""
+        self._run_callbacks(0, [report.text, report.event], addr, ExpMessage(0))
+
+    def _run_callbacks(self, code: int, data: list[Any], addr: Address, event: ExpMessage) -> None:
+        """iblutil's dispatch: futures resolve once (and leave every event they waited on, so none go
+        stale); a failing callback is answered ``[0, "Type: message", event]`` and ends the round."""
+        entries = self._callbacks.get(code)
+        if not entries:
+            log.debug("%s: no callback for %s from %s", self.name, event.name or "error report",
+                      self._describe(addr))
+            return
+        for cb, return_event in list(entries):
+            args = (data, addr, event) if return_event else (data, addr)
+            if isinstance(cb, asyncio.Future):
+                if not cb.done():
+                    cb.set_result(args)
+                self._forget(cb)
                 continue
-            compound = int(flag).bit_count() > 1
-            for cb in list(callbacks):
-                matched = True
-                args = (msg.data, addr, msg.event) if compound else (msg.data, addr)
-                if isinstance(cb, asyncio.Future):
-                    callbacks.remove(cb)
-                    if not cb.done():
-                        cb.set_result(args)
-                    continue
-                try:
-                    cb(*args)
-                except Exception as ex:  # like iblutil: report back, skip the remaining callbacks
-                    log.exception("%s: callback for %s failed", self.name, msg.event.name)
-                    self._send_to(addr, ibl_wire.error_report(error_text(ex), int(msg.event)))
-                    return
-            if not callbacks:
-                self._callbacks.pop(flag, None)
-        if not matched:
-            log.debug("%s: no callback for %s from %s", self.name, msg.event.name, self._describe(addr))
+            try:
+                cb(*args)
+            except Exception as ex:
+                log.exception("%s: callback for %s failed", self.name, event.name or "error report")
+                if code:  # never answer an error report with another
+                    self._send_to(addr, ibl_wire.error_report(error_text(ex), code))
+                return
+
+    def _forget(self, callback: Callback) -> None:
+        for code in list(self._callbacks):
+            self._callbacks[code] = [e for e in self._callbacks[code] if e[0] is not callback]
+            if not self._callbacks[code]:
+                del self._callbacks[code]
+
+    @staticmethod
+    def _codes(event: Any) -> tuple[list[int], bool]:
+        """The single event codes of ``event`` and whether it is compound; 0 / False mean error reports."""
+        if event is False or (isinstance(event, int) and not isinstance(event, bool) and int(event) == 0):
+            return [0], False
+        flag = int(ExpMessage.validate(event))
+        return [bit for bit in (1 << i for i in range(8)) if flag & bit], flag.bit_count() > 1
 
     # ------------------------------------------------------------------------ RigDeck requests
     async def request(self, event: ExpMessage, *data: Any, addr: Address | None = None,
@@ -208,22 +229,31 @@ class IblEndpoint:
 
     # ------------------------------------------------------------------------ iblutil Communicator API
     def assign_callback(self, event: Any, callback: Callback) -> None:
-        """Call ``callback(data, addr)`` (or resolve a future with it) for every message of ``event``."""
-        flag = int(ExpMessage.validate(event))
-        self._callbacks.setdefault(flag, []).append(callback)
+        """Call ``callback(data, addr)`` (or resolve a future with it) for every message of ``event``;
+        ``(data, addr, event)`` for a compound event (on every Python, unlike iblutil on 3.12+). Event 0
+        gets the peer's error reports (``data = [text, event]``) that no request of ours was waiting for."""
+        if not (callable(callback) or isinstance(callback, asyncio.Future)):
+            raise TypeError("Callback must be callable or a Future")
+        codes, compound = self._codes(event)
+        for code in codes:
+            self._callbacks.setdefault(code, []).append((callback, compound))
 
     def clear_callbacks(self, event: Any, callback: Callback | None = None, cancel_futures: bool = True) -> int:
-        """Remove the callbacks of ``event`` (or just ``callback``); returns how many were removed."""
-        flag = int(ExpMessage.validate(event))
-        callbacks = self._callbacks.get(flag, [])
-        removed = [cb for cb in callbacks if callback is None or cb is callback]
-        for cb in removed:
-            callbacks.remove(cb)
-            if cancel_futures and isinstance(cb, asyncio.Future) and not cb.done():
-                cb.cancel()
-        if not callbacks:
-            self._callbacks.pop(flag, None)
-        return len(removed)
+        """Remove the callbacks of each event in ``event`` (or just ``callback``); returns how many
+        registrations were removed, counted per event as iblutil does."""
+        codes, _ = self._codes(event)
+        removed = 0
+        for code in codes:
+            entries = self._callbacks.get(code, [])
+            gone = [e for e in entries if callback is None or e[0] is callback]
+            for cb, _ in gone:
+                entries.remove((cb, _))
+                if cancel_futures and isinstance(cb, asyncio.Future) and not cb.done():
+                    cb.cancel()
+            removed += len(gone)
+            if not entries:
+                self._callbacks.pop(code, None)
+        return removed
 
     async def on_event(self, event: Any) -> tuple[Any, ...]:
         """Wait for the next message of ``event``: ``(data, addr)``, or ``(data, addr, event)`` for a
@@ -233,8 +263,7 @@ class IblEndpoint:
         try:
             return await fut
         finally:
-            if not fut.done():
-                self.clear_callbacks(event, fut)
+            self._forget(fut)
 
     def send(self, data: Any, addr: Address | None = None) -> None:
         """Unconfirmed send of a message (list/tuple, str or bytes)."""
@@ -266,7 +295,7 @@ class IblEndpoint:
         await self.confirmed_send((ExpMessage.EXPINIT, data), addr)
 
     async def start(self, exp_ref: Any, data: Any = None, addr: Address | None = None) -> None:
-        ref = format_exp_ref(exp_ref) if isinstance(exp_ref, dict) else exp_ref
+        ref = format_exp_ref(exp_ref) if isinstance(exp_ref, dict) else (exp_ref or None)  # iblutil: '' -> null
         await self.confirmed_send((ExpMessage.EXPSTART, ref, data), addr)
 
     async def stop(self, data: Any = None, immediately: bool = False, addr: Address | None = None) -> None:
@@ -282,16 +311,28 @@ class IblEndpoint:
     async def info(self, status: Any, data: Any = None, addr: Address | None = None) -> None:
         await self.confirmed_send((ExpMessage.EXPINFO, int(ExpStatus.coerce(status)), data), addr)
 
-    async def alyx(self, alyx: Any = None, addr: Address | None = None) -> None:
-        """Send ``[128, base_url, {user: token}]`` (or ``[128, null, {}]`` to ask for a token).
-        ``alyx`` is an object with ``base_url``/``user``/``_token`` (ONE's AlyxClient) or None."""
-        if alyx is None:
-            message = (ExpMessage.ALYX, None, {})
-        else:
-            token = getattr(alyx, "_token", None) if getattr(alyx, "is_logged_in", True) else None
-            message = (ExpMessage.ALYX, getattr(alyx, "base_url", None),
-                       {getattr(alyx, "user", None): token} if token else {})
-        await self.confirmed_send(message, addr)
+    async def alyx(self, alyx: Any = None, addr: Address | None = None, timeout: float | None = 30.0) -> Any:
+        """iblutil's ``alyx``: with a logged-in ``alyx`` (ONE's AlyxClient: ``base_url``, ``user``,
+        ``_token``, ``is_logged_in``) send ``[128, base_url, {user: token}]``; otherwise ask for one with
+        ``[128, base_url|null, {}]`` and return the peer's reply data ``[base_url, {user: token}]``.
+        Unlike iblutil, the wait for that reply ends after ``timeout`` seconds (TimeoutError)."""
+        base_url = alyx.base_url if alyx else None
+        token = {alyx.user: alyx._token} if alyx and getattr(alyx, "is_logged_in", True) else {}
+        message = (ExpMessage.ALYX, base_url, token)
+        if base_url and token:
+            await self.confirmed_send(message, addr)
+            return None
+        reply: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.assign_callback(ExpMessage.ALYX, reply)  # before sending: the reply may come at once
+        try:
+            await self.confirmed_send(message, addr)
+            try:
+                data, _ = await asyncio.wait_for(reply, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"{self.name}: no Alyx token from the peer within {timeout:g} s") from None
+            return data
+        finally:
+            self._forget(reply)
 
     # ------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -300,8 +341,8 @@ class IblEndpoint:
             conv.close()
         for task in list(self._tasks):
             task.cancel()
-        for callbacks in self._callbacks.values():
-            for cb in callbacks:
+        for entries in self._callbacks.values():
+            for cb, _ in entries:
                 if isinstance(cb, asyncio.Future) and not cb.done():
                     cb.cancel()
         self._callbacks.clear()

@@ -1,25 +1,26 @@
 """Interoperability with the real iblutil (PyPI) over UDP on loopback, in both directions.
 
 (a) iblutil's ``EchoProtocol.client`` + ``Services`` drive a RigDeck UDP server through a session and get
-the replies iblutil expects; (b) RigDeck's ``UdpLink`` drives an iblutil ``EchoProtocol.server``.
+the replies iblutil expects; (b) RigDeck's ``UdpLink`` drives an iblutil ``EchoProtocol.server`` through the
+same exchange (EXPINFO, EXPINIT, EXPSTART, EXPSTATUS, ALYX both ways, EXPEND).
 """
 
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+# Imported, not importorskip'd: iblutil is in the test extra, and a missing iblutil must fail the suite
+# rather than quietly skip the interop tests.
+from iblutil.io.net import app as net_app  # noqa: E402
+from iblutil.io.net import base as net_base  # noqa: E402
 from udp_helpers import EchoRig, RawPeer, run, udp_spec  # noqa: E402
 
 from core.link import LinkState  # noqa: E402
 from core.protocol import ExpMessage, RigAddress  # noqa: E402
 from transports.udp import UdpLink, serve_udp  # noqa: E402
-
-net_app = pytest.importorskip("iblutil.io.net.app")
-net_base = pytest.importorskip("iblutil.io.net.base")
 
 QUIET = logging.getLogger("iblutil-interop")  # iblutil's default logger prints every payload at DEBUG
 
@@ -31,6 +32,19 @@ class Alyx:
     user = "experimenter"
     _token = {"token": "t0ken-not-logged"}
     is_logged_in = True
+
+
+def test_the_iblutil_under_test_is_the_pypi_distribution():
+    """Not a stub or a copy in this repository: the installed ``iblutil`` wheel, a version that speaks
+    protocol 1.0.0 (event codes 1..128, since iblutil 1.11)."""
+    dist = importlib.metadata.distribution("iblutil")
+    version = tuple(int(part) for part in dist.version.split(".")[:2])
+    assert version >= (1, 13), dist.version
+    module_file = Path(net_app.__file__).resolve()
+    assert module_file.is_relative_to(Path(dist.locate_file("")).resolve())
+    assert not module_file.is_relative_to(Path(__file__).resolve().parents[2] / "tests")
+    assert any(str(f).endswith("iblutil/io/net/app.py") for f in dist.files or [])
+    assert net_base.ExpMessage.ALYX == 128 and net_base.PROTOCOL_VERSION == "1.0.0"
 
 
 def free_udp_port() -> int:
@@ -106,8 +120,15 @@ def test_rigdeck_link_drives_an_iblutil_server():
             status["s"] = net_base.ExpStatus.STOPPED
             await server.stop({"status": 30}, addr=addr)
 
+        async def on_alyx(data, addr):
+            if data[1] == {}:  # a token request: iblrig's main sync answers with its own token
+                await server.alyx(Alyx(), addr=addr)
+            else:
+                alyx_received.append(data)
+
+        alyx_received = []
         for event, handler in [("EXPINFO", on_info), ("EXPINIT", on_init), ("EXPSTART", on_start),
-                               ("EXPSTATUS", on_status), ("EXPEND", on_stop)]:
+                               ("EXPSTATUS", on_status), ("ALYX", on_alyx), ("EXPEND", on_stop)]:
             server.assign_callback(event, reply(handler))
 
         link = UdpLink(udp_spec(port, name="iblutil_aux"))
@@ -121,6 +142,13 @@ def test_rigdeck_link_drives_an_iblutil_server():
             assert await link.request(S.EXPSTART, "2026-11-22_2_KS001", None) == \
                 ["2026-11-22_2_KS001", {"status": 20}]
             assert await link.request(S.EXPSTATUS, 20) == [20]
+            # ALYX both ways: ask the iblutil rig for its token, then hand it ours (no reply expected)
+            assert await link.request(S.ALYX, None, {}) == \
+                ["https://alyx.example.org", {"experimenter": {"token": "t0ken-not-logged"}}]
+            endpoint = link.endpoint
+            await endpoint.alyx(Alyx())
+            await asyncio.sleep(0.1)
+            assert alyx_received == [["https://alyx.example.org", {"experimenter": {"token": "t0ken-not-logged"}}]]
             assert await link.request(S.EXPEND, []) == [{"status": 30}]
             assert link.state is LinkState.ONLINE
             # we echoed every reply: the iblutil server never timed out and closed its socket

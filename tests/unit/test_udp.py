@@ -6,7 +6,7 @@ import logging
 import time
 
 import pytest
-from udp_helpers import EchoRig, RawPeer, dumps, run, udp_spec
+from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec
 
 from core.link import LinkState, RemoteError, RequestTimeout
 from core.protocol import ExpMessage, RigAddress
@@ -243,11 +243,7 @@ def test_malformed_datagrams_never_stop_the_server(caplog):
         assert any("unknown event code 256" in r[1] for r in reports)
         # nothing was executed, and the server still answers
         assert rig.calls == []
-        link = UdpLink(udp_spec(server.port))
-        await link.connect()
-        assert await link.request(S.EXPSTATUS, 0) == [0]
-        await link.close()
-        await server.close()
+        await assert_still_serves_then_close(server)
 
     with caplog.at_level(logging.WARNING):
         run(main())

@@ -90,3 +90,14 @@ def udp_spec(port: int, name: str = "rig", scheme: str = "udp", **options: Any):
 
 def run(coro: Any, timeout: float = 20) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
+    """A fresh link still gets an EXPSTATUS answer from ``server`` (an idle EchoRig); then close it."""
+    from transports.udp import UdpLink
+
+    link = UdpLink(spec or udp_spec(server.port))
+    await link.connect()
+    assert await link.request(ExpMessage.EXPSTATUS, 0) == [0]
+    await link.close()
+    await server.close()

@@ -1,0 +1,131 @@
+"""The robustness bullets of the iblutil UDP transport that test_udp.py does not cover on its own:
+a server whose reply is never echoed, a client fed garbage mid-request, datagrams over the IPv4 limit
+(possible over IPv6), and the bounds of the resend backoff."""
+
+import asyncio
+import json
+import logging
+import socket
+
+import pytest
+from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec
+
+from core.config import parse_rig
+from core.link import LinkState, RequestTimeout
+from core.protocol import ExpMessage, RigAddress
+from transports import ibl_wire
+from transports.ibl_conversation import Tuning
+from transports.udp import UdpEndpoint, UdpLink, serve_udp
+
+S = ExpMessage
+LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
+
+
+def test_a_reply_whose_echo_is_lost_never_stops_the_server(caplog):
+    """iblutil's server closes its only socket when a client does not echo a reply; ours keeps serving."""
+
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig, {"echo_timeout": 0.1})
+        mute = await RawPeer.bind()  # takes replies, never echoes them
+        for _ in range(3):  # (a request byte-identical to the reply would read as its echo: iblutil's rule)
+            mute.send(b"[32, 20]", ("127.0.0.1", server.port))
+        await asyncio.sleep(0.5)  # well past the server's echo timeout
+        # each request echoed and answered once; the unechoed replies are not resent, nothing closes
+        assert mute.received.count(b"[32, 20]") == 3 and mute.received.count(b"[32, 0]") == 3
+        assert server.endpoint.is_connected
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        assert await link.request(S.EXPINIT, {"exp_ref": "r"}) == [{"status": 10, "exp_ref": "r"}]
+        mute.send(b"[32, 20]", ("127.0.0.1", server.port))  # and the mute peer is still served too
+        await asyncio.sleep(0.2)
+        assert mute.received[-1] == b"[32, 10]"
+        await link.close()
+        await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+
+
+def test_garbage_arriving_during_a_request_does_not_fail_it(caplog):
+    garbage = [b"", b"x", b"\xff\xfe", b"hello", b"[3, null]", b"[256, 1]", b"true", b"[true, 1]", b"{}", b"[32]",
+               b'[0, "ValueError: unrelated report", 8]', b"[" * 3000]
+
+    def rig(peer, raw, addr):
+        if raw.startswith(b"[2,"):
+            for bad in garbage:
+                peer.send(bad, addr)
+            peer.send_later(0.05, raw, addr)  # the echo ...
+            peer.send_later(0.1, dumps(2, "ref", {"status": 20}), addr)  # ... and the reply
+
+    async def main():
+        peer = await RawPeer.bind(rig)
+        link = UdpLink(udp_spec(peer.port))
+        await link.connect()
+        assert await link.request(S.EXPSTART, "ref", None, timeout=3) == ["ref", {"status": 20}]
+        assert link.state is LinkState.ONLINE
+        await asyncio.sleep(0.1)
+        # a client echoes what iblutil would echo, but never answers garbage with error reports of its own
+        assert not [r for r in peer.received if r.startswith(b"[0,")]
+        assert b"hello" in peer.received and b"" not in peer.received and b"\xff\xfe" not in peer.received
+        conv = link.endpoint.conversation(link.endpoint.remote)
+        assert conv.stats.malformed >= 8
+        await link.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert "malformed message" in caplog.text and "unrelated report" in caplog.text
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_a_datagram_over_the_ipv4_limit_is_dropped_and_logged(caplog):
+    """Over IPv6 a peer can send 65,527 bytes: more than any iblutil peer can, so the server drops it."""
+
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(RigAddress("udp", "::1", 0), rig)
+        big = json.dumps([32, "x" * (ibl_wire.MAX_DATAGRAM + 10)]).encode()
+        assert len(big) > ibl_wire.MAX_DATAGRAM
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as raw:
+            raw.sendto(big, ("::1", server.port))
+        await asyncio.sleep(0.2)
+        assert rig.calls == []
+        await assert_still_serves_then_close(server, parse_rig("rig6", f"udp://[::1]:{server.port}"))
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert "over 65507 bytes" in caplog.text
+
+
+def test_resends_back_off_and_the_backoff_is_bounded():
+    """EXPSTATUS to a rig that never answers: resent with doubling intervals, never more often than the
+    first interval, never less often than the cap; the request fails alone at its deadline."""
+    arrivals = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        peer = await RawPeer.bind(lambda p, raw, addr: arrivals.append(loop.time()))
+        tuning = Tuning(retry_after=0.05, max_retry_interval=0.2)
+        endpoint = await UdpEndpoint.client(f"udp://127.0.0.1:{peer.port}", tuning=tuning)
+        start = loop.time()
+        with pytest.raises(RequestTimeout, match=r"no reply to EXPSTATUS within 1.5 s \(no echo; \d+ attempts\)"):
+            await endpoint.request(S.EXPSTATUS, 0, timeout=1.5)
+        assert 1.4 < loop.time() - start < 2.5
+        assert endpoint.is_connected  # iblutil closes itself here
+        endpoint.close()
+
+    run(main())
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    # 0.05, 0.1, 0.2, 0.2, ... : about 9 sends in 1.5 s (a fixed 0.05 s would be 30, no backoff 1)
+    assert 5 <= len(arrivals) <= 12, gaps
+    assert gaps[0] < gaps[2]  # it backs off ...
+    assert max(gaps) < 0.2 + 0.15  # ... up to the cap, no further (slack for a busy machine)
