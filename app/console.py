@@ -27,7 +27,7 @@ from app.rigset import RigSet
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished
-from core.link import LinkState, RigLink
+from core.link import LinkState, RigError, RigLink
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
 from core.state import LiveState
 
@@ -97,6 +97,8 @@ class Console:
         self.platforms: dict[str, PlatformInfo] = {}
         self._link_factory = link_factory
         self._contact: dict[str, float] = {}
+        #: (rig, manipulator id or "*") -> when the experimenter last stopped it (monotonic)
+        self._stopped: dict[tuple[str, str], float] = {}
         self._stop_progress: Callable[[], None] | None = None
 
     # ================================================================ rigs file
@@ -348,17 +350,31 @@ class Console:
             if not math.isfinite(value) or value < 0 or value > limit:
                 raise SessionError(f"{axis} = {value:g} mm is outside the travel of {rig} (0 to {limit:g} mm)")
 
-    async def move(self, rig: str, manipulator: str, pos: Vec4, speed: float) -> Vec4:
+    async def move(self, rig: str, manipulator: str, pos: Vec4, speed: float) -> Vec4 | None:
+        """Move and wait for arrival; None when a stop (STOP ALL included) halted it on the way."""
         await self.check_target(rig, pos)
         self.logbook.add("info", rig, f"move {manipulator} to {pos.as_tuple()} at {speed:g} mm/s")
-        return await self.client(rig).set_position(manipulator, pos, speed)
+        return await self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
 
-    async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float:
+    async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float | None:
         self.logbook.add("info", rig, f"depth {manipulator} to {depth:g} mm at {speed:g} mm/s")
-        return await self.client(rig).set_depth(manipulator, depth, speed)
+        return await self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
+
+    async def _unless_stopped(self, rig: str, manipulator: str, move: Awaitable[Any]) -> Any:
+        """A move that a stop cut short is what the experimenter asked for: log it, don't raise it."""
+        t0 = time.monotonic()
+        try:
+            return await move
+        except RigError as ex:
+            stopped = max(self._stopped.get((rig, manipulator), 0.0), self._stopped.get((rig, "*"), 0.0))
+            if stopped < t0:
+                raise
+            self.logbook.add("info", rig, f"move of {manipulator} halted by a stop: {ex}")
+            return None
 
     async def stop_manipulator(self, rig: str, manipulator: str) -> None:
         self.logbook.add("info", rig, f"stop {manipulator}")
+        self._stopped[(rig, manipulator)] = time.monotonic()
         await self.client(rig).stop(manipulator)
 
     async def set_inside_brain(self, rig: str, manipulator: str, inside: bool) -> bool:
@@ -368,6 +384,8 @@ class Console:
     async def stop_all(self) -> dict[str, str | None]:
         """STOP ALL to every manipulator rig at once. Goes straight out: it never waits on another request."""
         links = self.manipulator_links()
+        now = time.monotonic()
+        self._stopped.update({(name, "*"): now for name in links})
         results = await asyncio.gather(*(link.manipulators.stop_all(1.0) for link in links.values()),
                                        return_exceptions=True)
         out = {name: (None if r is None else str(r) or type(r).__name__)

@@ -101,8 +101,13 @@ class LogFilter(QSortFilterProxyModel):
         self.min_level = "info"
 
     def set_filter(self, rig: str, min_level: str) -> None:
-        self.rig, self.min_level = rig, min_level
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter() is deprecated there
+            self.beginFilterChange()
+            self.rig, self.min_level = rig, min_level
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.rig, self.min_level = rig, min_level
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent: Index) -> bool:  # noqa: N802
         e: LogEntry = self.sourceModel().entries[row]

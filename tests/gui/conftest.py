@@ -65,7 +65,7 @@ def make_window(qtbot, loop, tmp_path):
         console = Console(tmp_path / "data", timeout=timeout, poll_interval=poll)
         window = MainWindow(console, settings)
 
-        def before_close() -> None:
+        def before_close(_widget) -> None:
             for task in qtasync.pending_tasks():
                 task.cancel()
 

@@ -1,0 +1,236 @@
+"""The console window, clicked like an experimenter would, against real rig services (subprocesses).
+
+Each test checks what the rigs did (their recordings, their replies, the journal), not only the widgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from conftest import run, wait_for
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.demo_rigs import start_demo_rigs
+from app.gui.rigs_model import COL
+from core.drivers.recorder import read_recording
+from core.journal import load_session, read_description, read_journal
+from core.paths import session_folder
+from core.session import Phase
+
+LEFT = Qt.MouseButton.LeftButton
+
+
+def rows_text(window, column):
+    model = window.rigs.model
+    return {model.names[r]: model.index(r, COL[column]).data() for r in range(model.rowCount())}
+
+
+def all_online(window):
+    links = rows_text(window, "link")
+    return links and all(v == "online" for v in links.values())
+
+
+def click(qtbot, widget):
+    """Like a person: wait (a little) for the button to light up, then click it."""
+    wait_for(qtbot, widget.isEnabled, timeout=5000)
+    qtbot.mouseClick(widget, LEFT)
+
+
+def click_cell(qtbot, view, row, column):
+    rect = view.visualRect(view.model().index(row, column))
+    qtbot.mouseClick(view.viewport(), LEFT, pos=rect.center())
+
+
+def boxes(name, window=None):
+    """Visible message boxes called ``name`` (of ``window``, when given)."""
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.objectName() == name
+            and w.isVisible() and (window is None or (w.parentWidget() and w.parentWidget().window() is window))]
+
+
+def close_boxes():
+    for w in QApplication.topLevelWidgets():
+        if isinstance(w, QMessageBox) and w.isVisible():
+            w.close()
+
+
+def start_by_clicks(qtbot, window, subject="KS001"):
+    wait_for(qtbot, lambda: all_online(window))
+    window.session.subject.setCurrentText("")
+    qtbot.keyClicks(window.session.subject.lineEdit(), subject)
+    click(qtbot, window.session.buttons["start"])
+
+
+def stop_and_cleanup(qtbot, window):
+    click(qtbot, window.session.buttons["stop"])
+    wait_for(qtbot, lambda: window.console.phase is Phase.STOPPED and window.console.session.busy is None)
+    click(qtbot, window.session.buttons["cleanup"])
+    wait_for(qtbot, lambda: set(rows_text(window, "status").values()) <= {"CONNECTED", "manipulators"})
+    wait_for(qtbot, lambda: window.console.session.busy is None)
+
+
+def test_opens_on_the_demo_rigs_and_shows_them_live(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    assert window.windowTitle() == "RigDeck — remote_rigs.yaml"
+    wait_for(qtbot, lambda: all_online(window))
+    assert window.rigs.model.names == ["sync", "cameras", "ephys", "probes"]
+    assert rows_text(window, "transport")["probes"].startswith("sio")
+    wait_for(qtbot, lambda: rows_text(window, "status")["cameras"] == "CONNECTED")
+    wait_for(qtbot, lambda: len(window.manipulators.model.rows) == 2)
+    assert "4 online" in window.summary.text()
+    # only what is valid is enabled
+    assert not window.session.buttons["stop"].isEnabled() and window.session.buttons["start"].isEnabled()
+
+
+def test_full_session_by_clicks(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    start_by_clicks(qtbot, window)
+    wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
+    wait_for(qtbot, lambda: [rows_text(window, "status")[n] for n in ("sync", "cameras", "ephys")] == ["RUNNING"] * 3)
+    exp_ref = window.session.exp_ref.text()
+    assert exp_ref == window.console.session.exp_ref and exp_ref.endswith("_KS001")
+    assert not window.session.buttons["start"].isEnabled() and not window.rigs.buttons["remove"].isEnabled()
+    qtbot.wait(600)  # let the recorders write something
+    stop_and_cleanup(qtbot, window)
+
+    folder = window.console.session.folder
+    summary = load_session(folder)
+    assert summary.phase == "stopped" and summary.participants == ["sync", "cameras", "ephys"]
+    assert read_description(folder)["outcome"] == "completed"
+    # what the rigs did: each recorder wrote a readable file in its own rig's session folder
+    rigs_dir = Path(demo.rigs_file).parents[1] / "rigs"
+    for rig in ("sync", "cameras", "ephys"):
+        files = [p for p in session_folder(rigs_dir / rig, exp_ref).rglob("*") if p.is_file() and p.suffix == ".rdrec"]
+        assert files, f"{rig} recorded nothing for {exp_ref}"
+        for path in files:
+            frames, info = read_recording(path, with_data=False)
+            assert frames, f"{path} has no frames"
+
+
+def test_main_sync_choice_is_sent_to_the_rigs_and_locked_during_the_session(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    wait_for(qtbot, lambda: all_online(window))
+    view = window.rigs.view
+    assert rows_text(window, "name") and window.console.shown_main_sync() == "sync"
+    click_cell(qtbot, view, window.rigs.model.names.index("cameras"), COL["main_sync"])
+    assert window.console.main_sync_choice == "cameras"
+    start_by_clicks(qtbot, window, "KS002")
+    wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
+    assert window.console.session.main_sync == "cameras"
+    # the rigs agreed: cameras handed out the exp_ref and reports itself main sync
+    infos = [r for r in read_journal(window.console.session.journal_path).records
+             if r.get("kind") == "reply" and r.get("event") == "EXPINFO"]
+    claims = {r["rig"]: r["data"][1].get("main_sync") for r in infos}
+    assert claims == {"sync": False, "cameras": True, "ephys": False}
+    # locked: a click on another rig's radio is refused with a message, and nothing changes
+    click_cell(qtbot, view, window.rigs.model.names.index("ephys"), COL["main_sync"])
+    wait_for(qtbot, lambda: boxes("errorBox", window))
+    assert "during a session" in boxes("errorBox", window)[0].text()
+    close_boxes()
+    assert window.console.main_sync_choice == "cameras"
+    stop_and_cleanup(qtbot, window)
+    assert read_description(window.console.session.folder)["main_sync"] == "cameras"
+
+
+def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    panel = window.manipulators
+    wait_for(qtbot, lambda: len(panel.model.rows) == 2)
+    panel.select("probes", "1")
+    start = dict(panel.model.entry("probes", "1"))
+    click(qtbot, panel.buttons["move"])
+    wait_for(qtbot, lambda: panel.dialog is not None and panel.dialog.isVisible())
+    dialog = panel.dialog
+    target = {"x": min(start["x"] + 8, 19.0), "y": start["y"], "z": start["z"], "w": start["w"]}
+    for axis, value in target.items():
+        dialog.axes[axis].setValue(value)
+    dialog.speed.setValue(1.0)
+    assert dialog.axes["x"].maximum() == 20.0  # limited to the platform's travel
+    dialog.accept()
+    wait_for(qtbot, lambda: panel.model.entry("probes", "1").get("moving"))
+    wait_for(qtbot, lambda: abs(panel.model.entry("probes", "1")["x"] - start["x"]) > 0.3)
+    assert panel.model.index(0, 6).data() == "moving"
+    click(qtbot, panel.stop_all_button)
+    wait_for(qtbot, lambda: not panel.model.entry("probes", "1").get("moving"), timeout=3000)
+    # the server halted it mid-way: ask the rig itself, twice, a moment apart
+    client = window.console.client("probes")
+    loop = asyncio.get_event_loop()
+    first = run(qtbot, loop, client.position("1"))
+    qtbot.wait(300)
+    second = run(qtbot, loop, client.position("1"))
+    assert first == second, "still moving after STOP ALL"
+    assert start["x"] + 0.3 < first.x < target["x"] - 0.3
+    assert any("STOP ALL" in e.text for e in window.console.logbook.entries)
+    assert not boxes("errorBox", window), "a move halted by STOP ALL is not an error to report"
+
+
+def test_a_bad_rigs_file_gives_a_dialog_not_a_traceback(make_window, qtbot, tmp_path):
+    bad = tmp_path / "remote_rigs.yaml"
+    bad.write_text("sync: udp://127.0.0.1:9001\nsync: udp://127.0.0.1:9002\n")
+    window = make_window(bad)
+    wait_for(qtbot, lambda: boxes("errorBox", window))
+    text = boxes("errorBox", window)[0].text()
+    assert str(bad) in text and "sync" in text and "duplicate" in text.lower()
+    close_boxes()
+    assert window.isVisible() and window.console.specs == {}
+
+
+RIGS_WITH_A_FLAKY_ONE = """
+main:
+  role: main_sync
+  rig: {uris: [udp://127.0.0.1:0], main_sync: true, drivers: {recorders: {cam: {kind: camera, rate: 30}}}}
+good:
+  rig: {uris: [udp://127.0.0.1:0], drivers: {recorders: {mic: {kind: microphone, rate: 1000}}}}
+flaky:
+  rig: {uris: [udp://127.0.0.1:0], fail_on: [EXPSTART]}
+"""
+
+
+@pytest.fixture
+def own_rigs(tmp_path):
+    spec = tmp_path / "rigs.yaml"
+    spec.write_text(RIGS_WITH_A_FLAKY_ONE)
+    rigs = start_demo_rigs(tmp_path / "rigdata", spec)
+    yield rigs
+    rigs.stop()
+
+
+def test_partial_failure_asks_then_continues_and_a_killed_rig_turns_unreachable(make_window, own_rigs, qtbot):
+    window = make_window(own_rigs.rigs_file)
+    start_by_clicks(qtbot, window, "KS003")
+    wait_for(qtbot, lambda: boxes("partialFailure"))
+    box = boxes("partialFailure")[0]
+    assert "flaky" in box.text() and "start" in box.text()
+    click(qtbot, [b for b in box.buttons() if b.objectName() == "continue"][0])
+    wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
+    assert window.console.session.degraded and "degraded" in window.session.phase.text()
+    # kill a rig during the session: its row turns unreachable
+    own_rigs.procs["good"].kill()
+    wait_for(qtbot, lambda: rows_text(window, "link")["good"] == "unreachable", timeout=8000)
+    assert rows_text(window, "last_error")["good"]
+    click(qtbot, window.session.buttons["stop"])
+    wait_for(qtbot, lambda: window.console.phase is Phase.STOPPED)
+    summary = load_session(window.console.session.folder)
+    assert summary.degraded and "flaky" not in summary.participants
+    assert summary.links.get("good") == "unreachable"
+    close_boxes()
+
+
+def test_abort_asks_first(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    start_by_clicks(qtbot, window, "KS004")
+    wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
+    click(qtbot, window.session.buttons["abort"])
+    wait_for(qtbot, lambda: boxes("confirmAbort"))
+    boxes("confirmAbort")[0].button(QMessageBox.StandardButton.No).click()
+    qtbot.wait(200)
+    assert window.console.phase is Phase.RUNNING
+    click(qtbot, window.session.buttons["abort"])
+    wait_for(qtbot, lambda: boxes("confirmAbort"))
+    boxes("confirmAbort")[0].button(QMessageBox.StandardButton.Yes).click()
+    wait_for(qtbot, lambda: window.console.phase is Phase.ABORTED)
+    assert read_description(window.console.session.folder)["outcome"] == "aborted"
+    click(qtbot, window.session.buttons["cleanup"])
+    wait_for(qtbot, lambda: set(rows_text(window, "status").values()) <= {"CONNECTED", "manipulators"})
