@@ -50,6 +50,7 @@ EXTENDED_KEYS: dict[str, str] = {
     "echo_timeout": "udp/tcp: seconds to wait for the echo of a non-idempotent message (default 1)",
     "retry_after": "udp/tcp: first resend interval of EXPSTATUS/EXPINFO in seconds (default 0.2, doubles)",
     "late_window": "udp/tcp: seconds a late reply is expected after a timeout (default 3)",
+    "write_gap": "tcp: seconds between two writes on the connection, so iblutil reads them apart (0.005)",
     "client_key": "zmq: path of the console's CURVE secret key file",
     "heartbeat": "zmq: heartbeat interval in seconds",
     "liveness": "zmq: heartbeats missed before the rig counts as unreachable",
@@ -64,6 +65,7 @@ OPTION_SCHEMES: dict[str, frozenset[str]] = {
     **dict.fromkeys(("echo_timeout", "retry_after", "late_window"), frozenset({"udp", "tcp"})),
     **dict.fromkeys(("server_key", "client_key", "heartbeat", "liveness", "retry_initial", "retry_max", "hwm",
                      "stream"), frozenset({"zmq"})),
+    "write_gap": frozenset({"tcp"}),
     "token": frozenset({"sio"}),
     "notifier": frozenset({"rpc"}),
 }
@@ -72,6 +74,12 @@ OPTION_SCHEMES: dict[str, frozenset[str]] = {
 def _positive_number(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
         return f"must be a positive number, not {value!r}"
+    return None
+
+
+def _non_negative_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return f"must be a number of seconds >= 0, not {value!r}"
     return None
 
 
@@ -102,6 +110,7 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     **dict.fromkeys(("timeout", "poll_interval", "echo_timeout", "retry_after", "late_window", "heartbeat",
                      "liveness", "retry_initial", "retry_max"), _positive_number),
     "hwm": _positive_int,
+    "write_gap": _non_negative_number,
     **dict.fromkeys(("enabled", "stream"), _boolean),
     **dict.fromkeys(("token", "server_key", "client_key"), _text),
     "description": lambda v: None if isinstance(v, str) else f"must be a string, not {v!r}",

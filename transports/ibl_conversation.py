@@ -212,6 +212,18 @@ class Conversation:
                 elif pending.attempts > 1:  # the other attempts may be answered too
                     self._expect_late(event, pending.attempts - 1, min(self.tuning.late_window, 0.5))
 
+    async def deliver(self, event: ExpMessage, data: list[Any], timeout: float) -> None:
+        """Send a one-way message (:func:`ibl_wire.is_one_way`) once; done when its echo comes back."""
+        raw = ibl_wire.encode(event, *data, limit=self.limit)
+        wait = min(timeout, self.tuning.echo_timeout)
+        async with self._lock:  # like iblutil: one confirmed message per peer at a time
+            echoed = self.send_confirmed(raw)
+            await _wait_done(echoed, wait)
+            if not echoed.done():
+                self.stats.timeouts += 1
+                raise RequestTimeout(f"{self.peer}: no echo of {event.name} within {wait:g} s; "
+                                     "the rig may not have received it (not resent)")
+
     def _timeout(self, pending: _Pending, timeout: float) -> RequestTimeout:
         self.stats.timeouts += 1
         seen = "echo received, no reply" if pending.echo_seen else "no echo"

@@ -174,6 +174,8 @@ class IblEndpoint:
                          error_text(ex))
                 self._send_to(addr, ibl_wire.error_report(error_text(ex), int(msg.event)))
                 return
+            if ibl_wire.is_one_way(msg.event, msg.data):
+                return  # a token delivery: iblutil senders wait for no reply, and choke on one
             if not self.closed:
                 self.conversation(addr).send_confirmed(raw)
 
@@ -224,8 +226,13 @@ class IblEndpoint:
     # ------------------------------------------------------------------------ RigDeck requests
     async def request(self, event: ExpMessage, *data: Any, addr: Address | None = None,
                       timeout: float = 5.0) -> list[Any]:
-        """Request/reply with the exact wire shapes of iblutil (see :class:`Conversation`)."""
-        return await self.conversation(self._resolve_addr(addr)).request(ExpMessage(event), list(data), timeout)
+        """Request/reply with the exact wire shapes of iblutil (see :class:`Conversation`). An Alyx token
+        delivery is one-way, as in iblutil: confirmed by its echo, answered here with ``[base_url, {}]``."""
+        conversation = self.conversation(self._resolve_addr(addr))
+        if ibl_wire.is_one_way(event, list(data)):
+            await conversation.deliver(ExpMessage(event), list(data), timeout)
+            return [data[0], {}]
+        return await conversation.request(ExpMessage(event), list(data), timeout)
 
     # ------------------------------------------------------------------------ iblutil Communicator API
     def assign_callback(self, event: Any, callback: Callback) -> None:

@@ -2,7 +2,7 @@
 
 iblutil writes each message's bytes and reads whatever arrives, so two messages sent back to back reach
 it as one undecodable chunk, and its server shares one protocol object between all connections. Here
-a :class:`StreamSplitter` cuts the stream into messages with a JSON scanner (whitespace between
+a :class:`StreamSplitter` cuts the stream into messages by their brackets (whitespace between
 messages is skipped; the exact bytes of each message are kept so echoes stay byte-identical), and every
 connection has its own :class:`~transports.ibl_conversation.Conversation`.
 """
@@ -10,11 +10,11 @@ connection has its own :class:`~transports.ibl_conversation.Conversation`.
 from __future__ import annotations
 
 import asyncio
-import codecs
+import collections
 import contextlib
 import itertools
-import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -29,63 +29,145 @@ log = logging.getLogger(__name__)
 #: a single message larger than this on a stream is refused and the connection dropped
 MAX_STREAM_MESSAGE = 1 << 20
 DEFAULT_TIMEOUT = 5.0
-
-_decoder = json.JSONDecoder()
-
+#: seconds between two writes on one connection, so an iblutil peer reads them apart (see TcpEndpoint)
+DEFAULT_WRITE_GAP = 0.005
 
 class StreamError(ValueError):
-    """The stream cannot be cut into JSON messages (garbage, or a message over the size limit)."""
+    """The stream cannot be cut into messages any more (a message over the size limit)."""
+
+
+_OUTSIDE = re.compile(rb'[\[\]{}"]')  # what matters inside a message but outside its strings
+_IN_STRING = re.compile(rb'["\\]')  # what ends a string, or escapes the next byte
+_OPENERS = re.compile(rb"[\[{]")
+_SPACE = b" \t\r\n"
 
 
 class StreamSplitter:
-    """Cuts a byte stream into the exact bytes of each JSON message it carries."""
+    """Cuts a byte stream into the exact bytes of each message it carries.
+
+    iblutil messages are JSON arrays, so a message is a balanced run of brackets, strings skipped (with
+    their escapes). Scanning bytes, not decoding JSON, never has to guess whether a chunk that fails to
+    parse is incomplete or wrong: a message split anywhere (inside ``Infinity``, a string, a multi-byte
+    character) waits for the rest, a complete but malformed one (``[32, x]``) is cut and handed on like
+    any datagram (the conversation answers it with an error report), and text between messages (a
+    stray ``]``, an HTTP request) comes out as a piece of its own, so the stream always resynchronises
+    on the next ``[``. Only a message over ``limit`` bytes is an error (the connection is dropped).
+    """
 
     def __init__(self, limit: int = MAX_STREAM_MESSAGE) -> None:
         self.limit = limit
-        self._utf8 = codecs.getincrementaldecoder("utf-8")()
-        self._text = ""
+        self._buf = bytearray()
+        self._pos = 0  # scanned up to here
+        self._depth = 0  # open brackets of the current message (0: between messages)
+        self._in_string = False
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Return the complete messages now available; raises :class:`StreamError` on garbage."""
-        try:
-            self._text += self._utf8.decode(data)
-        except UnicodeDecodeError as ex:
-            raise StreamError(f"stream is not UTF-8: {ex.reason}") from None
+        """Return the complete messages (and pieces of junk) now available, in stream order."""
+        self._buf += data
         out: list[bytes] = []
-        while True:
-            stripped = self._text.lstrip()
-            self._text = stripped
-            if not stripped:
-                return out
-            try:
-                _, end = _decoder.raw_decode(stripped)
-            except json.JSONDecodeError as ex:
-                if ex.pos >= len(stripped) - 5 or "Unterminated" in ex.msg:  # may complete with more data
-                    if len(stripped.encode()) > self.limit:
-                        raise StreamError(f"message over {self.limit} bytes without an end") from None
-                    return out  # incomplete: wait for more
-                raise StreamError(f"not JSON at {stripped[:40]!r}: {ex.msg}") from None
-            if end == len(stripped) and stripped[-1].isdigit():
-                return out  # a bare number may continue in the next chunk
-            out.append(stripped[:end].encode())
-            self._text = stripped[end:]
+        start = 0  # first byte of the current message, or of what is left to cut
+        buf, pos = self._buf, self._pos
+        while pos < len(buf):
+            if self._depth == 0:
+                while pos < len(buf) and buf[pos] in _SPACE:
+                    pos += 1
+                start = pos
+                if pos == len(buf):
+                    break
+                if buf[pos] not in b"[{":  # junk up to the next message
+                    found = _OPENERS.search(buf, pos)
+                    pos = found.start() if found else len(buf)
+                    out.append(bytes(buf[start:pos]).rstrip(_SPACE))
+                    start = pos
+                    continue
+            if self._in_string:
+                found = _IN_STRING.search(buf, pos)
+                if found is None:
+                    pos = len(buf)
+                elif buf[found.start()] == ord("\\"):
+                    if found.start() + 1 >= len(buf):
+                        pos = found.start()  # the escaped byte is still to come
+                        break
+                    pos = found.start() + 2
+                else:
+                    self._in_string = False
+                    pos = found.start() + 1
+                continue
+            found = _OUTSIDE.search(buf, pos)
+            if found is None:
+                pos = len(buf)
+                continue
+            byte, pos = buf[found.start()], found.start() + 1
+            if byte == ord('"'):
+                self._in_string = True
+            elif byte in b"[{":
+                self._depth += 1
+            else:
+                self._depth -= 1
+                if self._depth == 0:
+                    out.append(bytes(buf[start:pos]))
+                    start = pos
+        if self._depth and pos - start > self.limit:
+            raise StreamError(f"message over {self.limit} bytes without an end")
+        del buf[:start]
+        self._pos = pos - start
+        return [piece for piece in out if piece]
 
 
 class TcpEndpoint(IblEndpoint):
-    """Connections speaking iblutil over TCP; each connection is one peer."""
+    """Connections speaking iblutil over TCP; each connection is one peer.
+
+    ``write_gap``: iblutil reads whatever the stream holds and cannot split it, so an echo and the reply
+    right behind it (or our echo of a reply and the next request) reach an iblutil peer as one chunk it
+    rejects, closing itself. Writes on one connection are therefore spaced by at least ``write_gap``
+    seconds (0 turns pacing off: RigDeck peers split streams themselves).
+    """
 
     _ids = itertools.count(1)
 
-    def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None) -> None:
+    def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
+                 write_gap: float = DEFAULT_WRITE_GAP) -> None:
         super().__init__(name, service, tuning, limit=MAX_STREAM_MESSAGE)
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.peers: dict[int, str] = {}
         self.client_conn: int | None = None
+        self.write_gap = write_gap
+        self._next_write: dict[int, float] = {}
+        self._queued: dict[int, collections.deque[bytes]] = {}
 
     def _send_to(self, addr: Any, raw: bytes) -> None:
         writer = self.writers.get(addr)
-        if writer is not None and not writer.is_closing():
+        if writer is None or writer.is_closing():
+            return
+        if self.write_gap <= 0:
             writer.write(raw)
+            return
+        queue = self._queued.get(addr)
+        if queue is not None:  # already pacing this connection: keep the order
+            queue.append(raw)
+            return
+        loop = asyncio.get_running_loop()
+        due = self._next_write.get(addr, 0.0)
+        if loop.time() >= due:
+            writer.write(raw)
+            self._next_write[addr] = loop.time() + self.write_gap
+        else:
+            self._queued[addr] = collections.deque([raw])
+            loop.call_at(due, self._write_queued, addr)
+
+    def _write_queued(self, addr: Any) -> None:
+        queue = self._queued.get(addr)
+        writer = self.writers.get(addr)
+        if not queue or writer is None or writer.is_closing():
+            self._queued.pop(addr, None)
+            return
+        writer.write(queue.popleft())
+        loop = asyncio.get_running_loop()
+        self._next_write[addr] = loop.time() + self.write_gap
+        if queue:
+            loop.call_later(self.write_gap, self._write_queued, addr)
+        else:
+            del self._queued[addr]
 
     def _default_addr(self) -> Any:
         return self.client_conn
@@ -123,6 +205,8 @@ class TcpEndpoint(IblEndpoint):
             log.info("%s: %s: %s", self.name, self._describe(conn), ex)
         finally:
             self.writers.pop(conn, None)
+            self._queued.pop(conn, None)
+            self._next_write.pop(conn, None)
             conv = self.conversations.pop(conn, None)
             if conv is not None:
                 conv.close()
@@ -140,7 +224,8 @@ class TcpLink(RigLink):
         self.timeout = float(spec.options.get("timeout", DEFAULT_TIMEOUT))
         from transports.udp import tuning_from
 
-        self.endpoint = TcpEndpoint(self.name, tuning=tuning_from(spec.options))
+        self.endpoint = TcpEndpoint(self.name, tuning=tuning_from(spec.options),
+                                    write_gap=float(spec.options.get("write_gap", DEFAULT_WRITE_GAP)))
 
     @property
     def connected(self) -> bool:
@@ -212,7 +297,9 @@ async def serve_tcp(address: RigAddress, service: MessageHandler, options: dict[
     from transports.udp import tuning_from
 
     name = getattr(service, "name", None) or "rig"
-    endpoint = TcpEndpoint(f"{name} tcp", service=service, tuning=tuning_from(dict(options or {})))
+    options = dict(options or {})
+    endpoint = TcpEndpoint(f"{name} tcp", service=service, tuning=tuning_from(options),
+                           write_gap=float(options.get("write_gap", DEFAULT_WRITE_GAP)))
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await endpoint.run_connection(reader, writer)

@@ -116,3 +116,10 @@ def decode(raw: bytes) -> Decoded:
 def is_error_report_text(raw: bytes) -> bool:
     """iblutil's own test for "do not echo this": the second character is ``0`` (``[0, ...]``)."""
     return len(raw) >= 2 and raw[1:2] == b"0"
+
+
+def is_one_way(event: int, data: list[Any]) -> bool:
+    """An ALYX message that carries a token (``[128, base_url, {user: token}]``) is a delivery: iblutil
+    confirms it by its echo and never answers it, and an answer it did not wait for arriving while it
+    awaits its next echo makes it close itself. So RigDeck neither sends nor awaits a reply to one."""
+    return int(event) == ExpMessage.ALYX and len(data) > 1 and isinstance(data[1], dict) and bool(data[1])

@@ -51,6 +51,8 @@ def test_shipped_example_loads():
         ("a: {uri: 'rpc://1.2.3.4:5/t', notifier: 'two words'}\n", "rig 'a': notifier expected 'name' or"),
         ("a: {uri: 'rpc://1.2.3.4:5/t', notifier: '99999/x'}\n", "'99999' is not a TCP port"),
         ("a: {uri: 'zmq://1.2.3.4', hwm: 1.5}\n", "rig 'a': hwm must be a positive whole number"),
+        ("a: {uri: 'tcp://1.2.3.4', write_gap: -1}\n", "rig 'a': write_gap must be a number of seconds >= 0"),
+        ("a: {uri: 1.2.3.4, write_gap: 0}\n", "write_gap is for tcp:// rigs"),
         ("a: {uri: 'sio://1.2.3.4', token: ''}\n", "rig 'a': token must be a non-empty string"),
         ("a: {uri: [1, 2]}\n", "rig 'a': uri must be a string"),
         ("a: {role: aux}\n", "rig 'a': missing 'uri'"),
@@ -105,6 +107,7 @@ udp_rig: {uri: 10.0.0.1, timeout: 2, poll_interval: 0.5, echo_timeout: 1.5, retr
 zmq_rig: {uri: 'zmq://10.0.0.2', server_key: k.key, client_key: c.key_secret, heartbeat: 0.5, liveness: 3,
           retry_initial: 0.1, retry_max: 1, hwm: 1000, stream: false}
 sio_rig: {uri: 'sio://10.0.0.3', role: manipulator, token: s3cret}
+tcp_rig: {uri: 'tcp://10.0.0.5', write_gap: 0, echo_timeout: 2}
 rpc_rig: {uri: 'rpc://10.0.0.4:3251/laser', notifier: 3250/laser_state}
 """)
     rigs = load_rigs(path)

@@ -1,8 +1,11 @@
 """iblutil's TCP variant: messages cut from an unframed stream, one conversation per connection."""
 
 import asyncio
+import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from udp_helpers import EchoRig, run, udp_spec
 
 from core.link import LinkState
@@ -23,11 +26,53 @@ def test_concatenated_and_split_messages_are_cut_exactly():
     assert s.feed("[2, \"caf\u00e9\"]".encode()[9:]) == ["[2, \"caf\u00e9\"]".encode()]
 
 
-def test_garbage_in_the_stream_is_an_error():
-    with pytest.raises(StreamError, match="not JSON"):
-        StreamSplitter().feed(b"hello world, this is not json at all")
-    with pytest.raises(StreamError, match="not UTF-8"):
-        StreamSplitter().feed(b"[1, \xff\xfe]")
+def test_splits_that_a_json_parser_would_misjudge():
+    whole = b'[64, -Infinity, {"a]\\"[": "\\\\", "b": NaN}]'
+    for i in range(1, len(whole)):  # cut anywhere: inside Infinity, a string, an escape
+        s = StreamSplitter()
+        assert s.feed(whole[:i]) == [] and s.feed(whole[i:]) == [whole], i
+    assert json.loads(whole)[2]["a]\"["] == "\\"  # the key holds brackets and a quote, the value a backslash
+
+
+def test_malformed_messages_and_junk_are_cut_out_and_the_stream_goes_on():
+    s = StreamSplitter()
+    # a complete but invalid message is handed on whole (it gets an error report), the next one is fine
+    assert s.feed(b"[32, x][32, 0]") == [b"[32, x]", b"[32, 0]"]
+    # a stray bracket, an HTTP request, invalid UTF-8 inside a message: each its own piece
+    assert s.feed(b"] [32, 10]") == [b"]", b"[32, 10]"]
+    assert s.feed(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n[1, {}]") == [b"GET / HTTP/1.1\r\nHost: x", b"[1, {}]"]
+    assert s.feed(b"[1, \"\xff\xfe\"][2, null, null]") == [b'[1, "\xff\xfe"]', b"[2, null, null]"]
+    assert s.feed(b"  \n ") == [] and s.feed(b"[4, []]") == [b"[4, []]"]
+
+
+def test_a_message_over_the_limit_is_an_error():
+    s = StreamSplitter(limit=100)
+    assert s.feed(b'[1, "' + b"x" * 50) == []
+    with pytest.raises(StreamError, match="over 100 bytes"):
+        s.feed(b"x" * 60)
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(alphabet=st.sampled_from('ab[]{}"\\ \u00e9\u4e2d')),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=st.lists(st.lists(_values, min_size=1, max_size=3), min_size=1, max_size=5),
+       gaps=st.lists(st.sampled_from(["", " ", "\n", "\r\n"]), min_size=5, max_size=5),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_any_stream_of_messages_cut_anywhere_comes_out_exactly(messages, gaps, cuts):
+    raws = [json.dumps([32, *m], ensure_ascii=False).encode() for m in messages]
+    stream = b"".join(raw + gaps[i % len(gaps)].encode() for i, raw in enumerate(raws))
+    points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+    s = StreamSplitter()
+    out = []
+    for a, b in zip(points, points[1:], strict=False):
+        out += s.feed(stream[a:b])
+    assert out == raws
 
 
 def test_registry_points_tcp_at_the_tcp_link():
@@ -76,5 +121,23 @@ def test_a_tcp_rig_that_is_down_is_unreachable():
         await link.connect()
         assert link.state is LinkState.UNREACHABLE and "cannot connect" in link.last_error
         await link.close()
+
+    run(main())
+
+
+def test_writes_on_a_connection_are_spaced_so_iblutil_reads_them_apart():
+    """An echo and the reply behind it must not reach an iblutil peer in one read (it cannot split them)."""
+
+    async def main():
+        server = await serve_tcp(LOOPBACK, EchoRig(), {"write_gap": 0.1})
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        loop = asyncio.get_running_loop()
+        writer.write(b"[32, 10]")
+        echo = await asyncio.wait_for(reader.read(1000), 2)
+        at = loop.time()
+        reply = await asyncio.wait_for(reader.read(1000), 2)
+        assert (echo, reply) == (b"[32, 10]", b"[32, 0]") and loop.time() - at > 0.05
+        writer.close()
+        await server.close()
 
     run(main())

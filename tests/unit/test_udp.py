@@ -355,3 +355,27 @@ def test_server_keeps_peers_apart():
         await server.close()
 
     run(main())
+
+
+def test_an_alyx_token_delivery_is_one_way_as_in_iblutil():
+    """iblutil never answers a token delivery and fails when an answer it did not wait for arrives; so a
+    RigDeck rig takes the token without answering, and a RigDeck link is done when the echo is back."""
+    token = {"alice": {"token": "t"}}
+
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig)
+        peer = await RawPeer.bind()
+        peer.send(dumps(128, "https://a", token), ("127.0.0.1", server.port))
+        await asyncio.sleep(0.2)
+        assert peer.received == [dumps(128, "https://a", token)]  # the echo, and nothing else
+        assert rig.calls == [("ALYX", ["https://a", token])]
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        assert await link.request(S.ALYX, "https://a", token) == ["https://a", {}]
+        # asking for a token (an empty dict) is a request like any other
+        assert await link.request(S.ALYX, None, {}) == ["https://alyx.example.org", {"user": {"token": "s3cret"}}]
+        await link.close()
+        await server.close()
+
+    run(main())
