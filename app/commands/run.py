@@ -71,6 +71,10 @@ class Runner:
         self.steps: list[StepResult] = []
         self.error: str | None = None
         self.interrupted_early = False
+        #: the session being run (set as soon as it exists, so a second Ctrl-C can still report on it)
+        self.session: Session | None = None
+        #: the step a second Ctrl-C abandoned ("start-up" before there was a session), or None
+        self.gave_up: str | None = None
         self.progress_out = sys.stderr if args.json else sys.stdout
 
     # ---------------------------------------------------------------- signals
@@ -97,6 +101,8 @@ class Runner:
         if self.signals == 1:
             self.note(f"{name}: stopping the session (again to give up waiting)")
         else:
+            session = self.session
+            self.gave_up = "start-up" if session is None else (session.busy or f"the {session.phase.value} phase")
             self.note(f"{name} again: giving up")
             for task in asyncio.all_tasks():
                 if task.get_name() == "rigdeck-run-main":
@@ -148,7 +154,7 @@ class Runner:
         links = await rigset.open()
         if not links:
             raise ConfigError(f"{self.args.rigs}: no enabled rig takes session messages")
-        session = Session(links, rigset.specs, subject=self.args.subject, data_dir=data_dir,
+        session = self.session = Session(links, rigset.specs, subject=self.args.subject, data_dir=data_dir,
                           main_sync=self.args.main_sync, policy=self.args.policy, timeout=self.args.timeout,
                           poll_interval=self.args.poll)
         session.on_progress(Printer(self.progress_out, self.args.verbose > 0))
@@ -184,7 +190,8 @@ class Runner:
         override = load_rigs(args.rigs) if args.rigs else None
         rigset = RigSet.from_journal(summary, override, link_factory=LINK_FACTORY)
         links = await rigset.open()
-        session = Session.attach(links, summary, rigset.specs, timeout=args.timeout, poll_interval=args.poll)
+        session = self.session = Session.attach(links, summary, rigset.specs, timeout=args.timeout,
+                                                poll_interval=args.poll)
         session.on_progress(Printer(self.progress_out, args.verbose > 0))
         await session.open()
         self.note(f"attached to {summary.exp_ref} (journal phase: {summary.phase}, "
@@ -245,12 +252,18 @@ def summary_dict(session: Session, runner: Runner) -> dict[str, Any]:
     error = runner.error or (failed_steps[-1].error if failed_steps else None)
     if runner.interrupted_early:
         error = "interrupted before the session ran"
+    if runner.gave_up:
+        error = f"gave up waiting (second Ctrl-C) during {runner.gave_up}"
+        if session.exp_ref and session.phase not in FINAL:
+            data_dir = f" --data-dir {runner.args.data_dir}" if runner.args.data_dir else ""
+            error += f"; rigs may still be running: rigdeck run --attach {session.exp_ref} --stop{data_dir}"
     return {
         "exp_ref": session.exp_ref,
         "subject": session.subject,
         "phase": session.phase.value,
         "outcome": session.outcome or ("interrupted" if runner.interrupted_early else session.phase.value),
-        "ok": session.outcome == "completed" and not failed_steps and not runner.interrupted_early,
+        "ok": session.outcome == "completed" and not failed_steps and not runner.interrupted_early
+              and not runner.gave_up,
         "degraded": session.degraded,
         "main_sync": session.main_sync,
         "policy": session.policy.value,
@@ -285,6 +298,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
 
 
 def exit_code(summary: dict[str, Any], runner: Runner) -> int:
+    if runner.gave_up:
+        return EXIT_INTERRUPTED
     if runner.interrupted_early and summary["phase"] not in ("stopped",):
         return EXIT_INTERRUPTED
     return EXIT_OK if summary["ok"] else EXIT_FAILED
@@ -313,6 +328,14 @@ async def _main(args: argparse.Namespace) -> int:
             if args.main_sync is not None and args.main_sync not in specs:
                 raise ConfigError(f"--main-sync {args.main_sync!r}: no such rig in {args.rigs} ({sorted(specs)})")
             session = await runner.run_new(specs, data_dir)
+    except asyncio.CancelledError:
+        if runner.gave_up is None:
+            raise
+        # a second Ctrl-C cancelled this task: no traceback, report what is known and how to finish the job
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        if runner.session is None:
+            return EXIT_INTERRUPTED
+        session = runner.session
     finally:
         remove()
     summary = summary_dict(session, runner)
