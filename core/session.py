@@ -701,8 +701,8 @@ class Session:
                     reply = await link.request(event, *data, timeout=timeout)
             except RemoteError as ex:
                 outcome = Outcome(name, event.name, "error", error=ex.text or error_text(ex))
-            except TimeoutError:
-                outcome = Outcome(name, event.name, "timeout", error=f"no reply within {timeout:g} s")
+            except TimeoutError as ex:  # the link's text says more (e.g. "no echo": the rig may not have it)
+                outcome = Outcome(name, event.name, "timeout", error=str(ex) or f"no reply within {timeout:g} s")
             except RigError as ex:
                 outcome = Outcome(name, event.name, "error", error=str(ex) or error_text(ex))
             except Exception as ex:  # a broken link must not break the session
