@@ -13,7 +13,8 @@ import pytest
 from e2e import reset_rigs, run
 from rigprocs import RigCluster, rig_processes
 
-#: the shared rigs: a main-sync rig, three recorder rigs, one that fails EXPSTART, a second main-sync claimant
+#: the shared rigs: a main-sync rig, three recorder rigs, one that fails EXPSTART, one slow to stop,
+#: a second main-sync claimant
 LAB: dict[str, dict] = {
     "sync": {"main_sync": True, "drivers": {"recorders": {"nidq": {"kind": "ephys", "rate": 500, "frame_size": 8}}}},
     "cams": {"drivers": {"recorders": {"left": {"kind": "camera", "rate": 60},
@@ -21,6 +22,7 @@ LAB: dict[str, dict] = {
     "ephys": {"drivers": {"recorders": {"probe00": {"kind": "ephys", "rate": 1000, "frame_size": 32}}}},
     "mic": {"drivers": {"recorders": {"mic": {"kind": "microphone", "rate": 2000}}}},
     "bad": {"fail_on": ["EXPSTART"], "drivers": {"recorders": {"cam": {"kind": "camera", "rate": 30}}}},
+    "slowstop": {"delay_on": {"EXPEND": 3.0}},
     "sync2": {"role": "aux", "main_sync": True, "drivers": {"recorders": {"bpod": {"kind": "ephys", "rate": 200}}}},
 }
 

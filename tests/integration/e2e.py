@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -142,6 +144,42 @@ def cli_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def start_cli(*args: str, merge_stderr: bool = True) -> subprocess.Popen[str]:
+    """``rigdeck run ...`` as a running subprocess (stdout piped; stderr into it unless ``merge_stderr=False``)."""
+    return subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, cwd=ROOT, env=cli_env())
+
+
+class LineReader:
+    """Read a subprocess's stream on a thread, so a test can wait for a line with a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def seen(self, text: str) -> bool:
+        """Whether a line read so far starts with ``text`` (a poll condition)."""
+        while not self._queue.empty():
+            line = self._queue.get_nowait()
+            if line is not None:
+                self.lines.append(line)
+        return any(line.startswith(text) for line in self.lines)
+
+    def rest(self, timeout: float = 10.0) -> list[str]:
+        """Every line up to the end of the stream (the process has exited)."""
+        self._thread.join(timeout)
+        self.seen("")
+        return self.lines
 
 
 def run_cli(*args: str, timeout: float = 40.0) -> tuple[int, dict[str, Any], str]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import queue
 import signal
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from e2e import (
+    LineReader,
     check_recordings,
-    cli_command,
-    cli_env,
     console,
     journal,
     kinds,
@@ -24,6 +20,7 @@ from e2e import (
     rig_status,
     run,
     run_cli,
+    start_cli,
     wait_until,
 )
 from rigprocs import RigCluster, rig_processes
@@ -31,8 +28,6 @@ from rigprocs import RigCluster, rig_processes
 from core.drivers.recorder import read_recording
 from core.journal import find_unfinished, load_session, read_description
 from core.session import Phase
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_rig_killed_mid_session_turns_unreachable_and_stop_still_stops_the_others(tmp_path: Path) -> None:
@@ -79,38 +74,13 @@ def test_a_rig_killed_mid_session_turns_unreachable_and_stop_still_stops_the_oth
                 assert other["complete"]
 
 
-class LineReader:
-    """Read a subprocess's stdout on a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def seen(self, prefix: str) -> bool:
-        while not self._queue.empty():
-            line = self._queue.get_nowait()
-            if line is not None:
-                self.lines.append(line)
-        return any(line.startswith(prefix) for line in self.lines)
-
-
 def test_reattach_after_the_console_is_killed(lab: RigCluster, tmp_path: Path) -> None:
     names = ["sync", "cams"]
     rigs = lab.rigs_file_for(names, tmp_path / "remote_rigs.yaml")
     data = tmp_path / "console"
-    proc = subprocess.Popen(cli_command("--rigs", str(rigs), "--subject", "ATT", "--data-dir", str(data)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, cwd=ROOT, env=cli_env())
+    proc = start_cli("--rigs", str(rigs), "--subject", "ATT", "--data-dir", str(data))
     try:
-        reader = LineReader(proc)
+        reader = LineReader(proc.stdout)
         wait_until(lambda: reader.seen("== running") or proc.poll() is not None, 20, "the console to run")
         assert proc.poll() is None, reader.lines
         proc.send_signal(signal.SIGKILL)  # the console dies: no stop, no journal footer

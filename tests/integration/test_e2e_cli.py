@@ -1,0 +1,74 @@
+"""``rigdeck run`` as a user drives it: Ctrl-C (SIGINT) stops a running session cleanly, and a second Ctrl-C
+while a rig is slow to stop gives up without a traceback, saying how to finish the job (``--attach``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import e2e
+from rigprocs import RigCluster
+
+
+def start_and_wait_running(args: list[str]) -> tuple[subprocess.Popen[str], e2e.LineReader]:
+    """Start ``rigdeck run ... --json`` and wait for its '== running' progress line (on stderr)."""
+    proc = e2e.start_cli(*args, "--json", merge_stderr=False)
+    progress = e2e.LineReader(proc.stderr)
+    e2e.wait_until(lambda: progress.seen("== running") or proc.poll() is not None, 20, "the session to run")
+    assert proc.poll() is None, progress.lines
+    return proc, progress
+
+
+def finish(proc: subprocess.Popen[str], progress: e2e.LineReader) -> tuple[int, dict, list[str]]:
+    """Wait for the console to exit: (exit code, its JSON summary, its progress lines)."""
+    try:
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, out
+    return proc.returncode, json.loads(lines[0]), progress.rest()
+
+
+def test_ctrl_c_stops_a_running_session_cleanly(lab: RigCluster, tmp_path: Path) -> None:
+    names = ["sync", "cams"]
+    rigs = lab.rigs_file_for(names, tmp_path / "remote_rigs.yaml")
+    proc, progress = start_and_wait_running(["--rigs", str(rigs), "--subject", "CTRLC",
+                                             "--data-dir", str(tmp_path / "console")])
+    ref = f"{_dt.date.today():%Y-%m-%d}_1_CTRLC"
+    e2e.wait_until(lambda: e2e.recording_started(lab, names, ref), 10, "every recorder to write")
+    proc.send_signal(signal.SIGINT)
+    code, summary, lines = finish(proc, progress)
+    assert code == 0 and summary["ok"] and summary["outcome"] == "completed", (summary, lines)
+    assert not any("Traceback" in line for line in lines)
+    assert {n: r["status_name"] for n, r in summary["rigs"].items()} == {"sync": "STOPPED", "cams": "STOPPED"}
+    assert e2e.kinds(e2e.journal(summary["journal"]), "phase")[-1]["phase"] == "stopped"
+    assert summary["exp_ref"] == ref
+    for name in names:
+        e2e.check_recordings(lab, name, ref)
+
+
+def test_second_ctrl_c_gives_up_waiting_and_says_how_to_finish(lab: RigCluster, tmp_path: Path) -> None:
+    names = ["sync", "slowstop"]  # slowstop answers EXPEND after 3 s; the main-sync rig is stopped after it
+    rigs = lab.rigs_file_for(names, tmp_path / "remote_rigs.yaml")
+    data = str(tmp_path / "console")
+    proc, progress = start_and_wait_running(["--rigs", str(rigs), "--subject", "GIVEUP", "--data-dir", data])
+    proc.send_signal(signal.SIGINT)
+    e2e.wait_until(lambda: progress.seen("rigdeck run: SIGINT: stopping"), 10, "the first SIGINT to be taken")
+    proc.send_signal(signal.SIGINT)
+    code, summary, lines = finish(proc, progress)
+    assert code == 130 and not summary["ok"], (summary, lines)
+    assert not any("Traceback" in line for line in lines), lines
+    ref = summary["exp_ref"]
+    assert f"rigdeck run --attach {ref} --stop --data-dir {data}" in summary["error"]
+    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 20  # the main-sync rig was never told to stop
+    assert e2e.kinds(e2e.journal(summary["journal"]), "note", text="stop cancelled")
+
+    code, summary, _ = e2e.run_cli("--attach", ref, "--stop", "--data-dir", data)  # what the message says to do
+    assert code == 0 and summary["phase"] == "stopped", summary
+    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 30
