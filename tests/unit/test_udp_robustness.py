@@ -129,3 +129,20 @@ def test_resends_back_off_and_the_backoff_is_bounded():
     assert 5 <= len(arrivals) <= 12, gaps
     assert gaps[0] < gaps[2]  # it backs off ...
     assert max(gaps) < 0.2 + 0.15  # ... up to the cap, no further (slack for a busy machine)
+
+
+def test_the_echo_is_the_exact_bytes_received_and_comes_before_the_reply():
+    """iblutil compares echoes byte for byte: a compact message comes back compact, the reply is encoded
+    like json.dumps; error reports are never echoed."""
+
+    async def main():
+        server = await serve_udp(LOOPBACK, EchoRig())
+        peer = await RawPeer.bind()
+        peer.send(b'[64,0,{"subject":"KS001"}]', ("127.0.0.1", server.port))
+        peer.send(b'[0, "ValueError: a report", 32]', ("127.0.0.1", server.port))
+        await asyncio.sleep(0.2)
+        assert peer.received == [b'[64,0,{"subject":"KS001"}]',
+                                 b'[64, 0, {"exp_ref": "2026-11-22_1_KS001", "main_sync": true}]']
+        await server.close()
+
+    run(main())
