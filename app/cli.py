@@ -20,11 +20,13 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) just the chosen command's: importing every command module would
+    load Socket.IO, ZeroMQ and aiohttp (~0.2 s) before the window can even start."""
     parser = argparse.ArgumentParser(prog="rigdeck", description="One console for multi-rig experiments.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in ([only] if only in COMMANDS else COMMANDS):
         importlib.import_module(f"app.commands.{name}").register(sub)
     return parser
 
@@ -38,8 +40,11 @@ def with_default_command(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(with_default_command(list(sys.argv[1:] if argv is None else argv)))
+    argv = with_default_command(list(sys.argv[1:] if argv is None else argv))
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if not {"-h", "--help"} & set(argv[:argv.index(chosen)] if chosen else argv)
+                          else None)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -74,15 +74,15 @@ def launch(rigs: str | os.PathLike[str] | None, data_dir: Path, timeout: float =
     settings = QSettings("RigDeck", "RigDeck")
     window = MainWindow(console, settings)
     window.show()
+    if os.environ.get(PROBE_ENV):
+        QTimer.singleShot(0, lambda: _probe(window, console, app))
     path = rigs or settings.value("rigs/last_file")
-    if path and Path(str(path)).exists():
-        window.open_rigs(str(path))
+    if path and Path(str(path)).exists():  # after the first paint: the window is up before any transport loads
+        QTimer.singleShot(0, lambda: window.open_rigs(str(path)))
     elif path:
         window.statusBar().showMessage(f"last rigs file {path} is gone; File → Open rigs file…")
     else:
         window.statusBar().showMessage("no rigs file yet: File → Open rigs file… (Ctrl+O)")
-    if os.environ.get(PROBE_ENV):
-        QTimer.singleShot(0, lambda: _probe(window, console, app))
     closed = asyncio.Event()
     app.aboutToQuit.connect(closed.set)
     with loop:

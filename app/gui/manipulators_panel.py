@@ -13,7 +13,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -39,6 +39,7 @@ Index = QModelIndex | QPersistentModelIndex
 AXES = ("x", "y", "z", "w")
 HEADERS = ["Rig", "ID", "x (mm)", "y (mm)", "z (mm)", "w (mm)", "Moving", "Inside brain"]
 HISTORY_SECONDS = 60.0
+PLOT_HZ = 10.0
 DEFAULT_SPEED = 1.0
 
 
@@ -200,6 +201,10 @@ class ManipulatorPlots(QWidget):
         self.history: dict[tuple[str, str], collections.deque[tuple[float, float]]] = {}
         self.curves: dict[tuple[str, str], Any] = {}
         self._t0 = time.monotonic()
+        self._last_plot = -1.0
+        self._pending = QTimer(self)  # one trailing redraw so the last position is always drawn
+        self._pending.setSingleShot(True)
+        self._pending.timeout.connect(self.update_plots)
 
     def showEvent(self, event: Any) -> None:  # noqa: N802
         if not self.ready:
@@ -230,9 +235,16 @@ class ManipulatorPlots(QWidget):
         self.update_plots()
 
     def update_plots(self) -> None:
+        """Called after each table repaint; redraws at most PLOT_HZ (a plot at 60 Hz costs frames, shows nothing
+        more to an eye, and is what made the event loop late under load)."""
         if not self.ready:
             return
         now = time.monotonic() - self._t0
+        if now - self._last_plot < 1.0 / PLOT_HZ:
+            if not self._pending.isActive():
+                self._pending.start(int(1000 / PLOT_HZ))
+            return
+        self._last_plot = now
         spots = []
         for i, (rig, mid) in enumerate(self.model.rows):
             entry = self.model.entry(rig, mid)

@@ -68,6 +68,8 @@ class RigTableModel(QAbstractTableModel):
         if mod.get("action") == "init" or not path:
             self._coalescer.mark("*")
         elif path[0] == "rigs":
+            if len(path) > 2 and path[2] == "service":
+                return  # a rig's own published tree (positions at 100 Hz): not shown in this table
             self._coalescer.mark(path[1] if len(path) > 1 else "*")
         elif path[0] == "console":
             self._coalescer.mark("*")
