@@ -1,6 +1,7 @@
-"""``rigdeck serve`` with an ``rpc://`` URI, end to end: a real rig process, driven by ``rigdeck rpc``, by a
-console session through an ``rpc://`` rig of a rigs file (its published state lands in the console's live
-state) and watched by ``rigdeck watch --json`` — what an ARTIQ tool sees of a RigDeck rig."""
+"""``rigdeck serve`` with an ``rpc://`` URI, end to end: a real rig process, driven by ``rigdeck rpc`` and by
+the console (``app.console.Console``, what the window uses) through an ``rpc://`` rig of a rigs file — its
+methods listed and called, a whole session run, its published state in the console's live state — and
+watched by ``rigdeck watch --json``: what an ARTIQ tool sees of a RigDeck rig."""
 
 import asyncio
 import json
@@ -10,9 +11,7 @@ import time
 
 from rpc_helpers import run
 
-from app.rigset import RigSet
-from core.config import load_rigs
-from core.session import Session
+from app.console import Console
 
 CLI = [sys.executable, "-m", "app.cli"]
 
@@ -81,27 +80,28 @@ def test_rigdeck_serve_rpc_is_driven_by_rigdeck_rpc_a_console_session_and_watch(
             rc, _, err = await rigdeck("rpc", "127.0.0.1", port, "call", "-t", "laser", "_service")
             assert rc == 1 and "_service" in err  # private names are never reachable
 
-            # the console: an rpc:// rig in a rigs file takes a whole session and mirrors the live state
+            # the console (what the window drives): an rpc:// rig of a rigs file takes a whole session, its
+            # methods are listed and callable, and its published state is mirrored into the live state
             rigs_file = tmp_path / "remote_rigs.yaml"
             rigs_file.write_text(f"laser: {{uri: 'rpc://127.0.0.1:{port}/laser', role: main_sync, "
                                  f"notifier: state, timeout: 5}}\n")
-            specs = load_rigs(rigs_file)
-            rigset = RigSet(specs)
-            links = await rigset.open()
-            session = Session(links, specs, subject="KS001", data_dir=tmp_path / "console", poll_interval=None)
+            console = Console(tmp_path / "console", poll_interval=0.5)
             try:
+                await console.load(rigs_file)
+                link = console.links["laser"]
                 service = ["rigs", "laser", "service"]
-                await wait_until(lambda: session.state.get(service) is not None)
-                assert session.state.get([*service, "name"]) == "laser"
-                assert links["laser"].pushes_status
-                assert (await session.info()).ok
-                assert session.main_sync == "laser" and session.exp_ref.endswith("_KS001")
-                assert (await session.init()).ok
-                result = await session.start()
+                await wait_until(lambda: console.state.get(service) is not None)
+                assert console.state.get([*service, "name"]) == "laser" and link.pushes_status
+                methods = await link.methods()
+                assert {"handle", "status", "info", "state"} <= set(methods) and "_service" not in methods
+                assert await link.call("status") == 0
+                result = await console.start("KS001")
                 assert result.ok, result.error
-                await wait_until(lambda: session.state.get([*service, "status"]) == 20)
-                assert session.state.get(["rigs", "laser", "status"]) == 20
-                await wait_until(lambda: (session.state.get([*service, "recorders", "cam", "frames"]) or 0) > 0)
+                session = console.session
+                assert session.main_sync == "laser" and session.exp_ref.endswith("_KS001")
+                await wait_until(lambda: console.state.get([*service, "status"]) == 20)
+                assert console.state.get(["rigs", "laser", "status"]) == 20
+                await wait_until(lambda: (console.state.get([*service, "recorders", "cam", "frames"]) or 0) > 0)
 
                 # ARTIQ-dashboard-style watcher, as a script would use it
                 rc, out, err = await rigdeck("watch", "127.0.0.1", nport, "state", "--json", "--once")
@@ -111,11 +111,11 @@ def test_rigdeck_serve_rpc_is_driven_by_rigdeck_rpc_a_console_session_and_watch(
                 rc, out, _ = await rigdeck("rpc", "127.0.0.1", port, "call", "-t", "recorders", "running", "cam")
                 assert (rc, out.strip()) == (0, "true")
 
-                assert (await session.stop()).ok
-                await wait_until(lambda: session.state.get([*service, "status"]) == 30)
+                assert (await console.stop()).ok
+                await wait_until(lambda: console.state.get([*service, "status"]) == 30)
+                assert console.state.get([*service, "exp_ref"]) == session.exp_ref
             finally:
-                await session.close()
-                await rigset.close()
+                await console.close()
         finally:
             proc.send_signal(signal.SIGTERM)
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
