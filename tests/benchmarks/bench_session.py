@@ -16,6 +16,8 @@ step:
   round trip) and every rig's journal lines; it is the number the issue's goal is about.
 - **step**: until ``start()`` (``stop()``) returned, i.e. also the journal fsync and the atomic rewrite of the
   experiment description that end every step (disk-bound, and what the next step waits for).
+- **CPU**: the console process's CPU time over the step (``time.process_time``): the engine's own cost,
+  without the time spent waiting for the rigs' process and the wire.
 
 Prints a table with median and p99 per N, then one JSON line.
 
@@ -74,7 +76,8 @@ async def one_size(ports: list[int], n: int, rounds: int, warmup: int, data_dir:
     specs = {f"rig{i:02d}": parse_rig(f"rig{i:02d}", f"udp://127.0.0.1:{port}") for i, port in enumerate(ports[:n])}
     rigset = RigSet(specs)
     links = await rigset.open()
-    times: dict[str, list[float]] = {"start_all": [], "start_step": [], "stop_all": [], "stop_step": []}
+    times: dict[str, list[float]] = {key: [] for key in (
+        "start_all", "start_step", "start_cpu", "stop_all", "stop_step", "stop_cpu")}
     last_reply: dict[str, float] = {}
 
     def on_progress(p: Progress) -> None:
@@ -94,13 +97,14 @@ async def one_size(ports: list[int], n: int, rounds: int, warmup: int, data_dir:
                 sample = {}
                 for name in ("start", "stop"):
                     last_reply.pop(name, None)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     result = await getattr(session, name)()
-                    t1 = time.perf_counter()
+                    t1, c1 = time.perf_counter(), time.process_time()
                     assert result.ok and len(result.outcomes) == n, (name, result.error)
                     assert all(o.status == (20 if name == "start" else 30) for o in result.outcomes.values())
                     sample[f"{name}_all"] = (last_reply[name] - t0) * 1e3
                     sample[f"{name}_step"] = (t1 - t0) * 1e3
+                    sample[f"{name}_cpu"] = (c1 - c0) * 1e3
                 assert (await session.cleanup()).ok
             finally:
                 await session.close()
@@ -136,9 +140,9 @@ def main() -> int:
             print(f"session engine, UDP rigs on loopback (RigService x N in one helper process), "
                   f"{args.rounds} rounds after {args.warmup} warm-up; ms")
             print(f"{'rigs':>5}  {'start->all RUNNING':>22}  {'start step':>18}  {'stop->all STOPPED':>22}  "
-                  f"{'stop step':>18}")
+                  f"{'stop step':>18}  {'CPU start/stop':>15}")
             print(f"{'':>5}  {'median':>10} {'p99':>11}  {'median':>8} {'p99':>9}  {'median':>10} {'p99':>11}  "
-                  f"{'median':>8} {'p99':>9}")
+                  f"{'median':>8} {'p99':>9}  {'median':>15}")
             for n in args.sizes:
                 times = asyncio.run(one_size(ports, n, args.rounds, args.warmup, base / "console"))
                 row = {}
@@ -149,7 +153,8 @@ def main() -> int:
                 print(f"{n:>5}  {row['start_all_median_ms']:>10.2f} {row['start_all_p99_ms']:>11.2f}  "
                       f"{row['start_step_median_ms']:>8.2f} {row['start_step_p99_ms']:>9.2f}  "
                       f"{row['stop_all_median_ms']:>10.2f} {row['stop_all_p99_ms']:>11.2f}  "
-                      f"{row['stop_step_median_ms']:>8.2f} {row['stop_step_p99_ms']:>9.2f}", flush=True)
+                      f"{row['stop_step_median_ms']:>8.2f} {row['stop_step_p99_ms']:>9.2f}  "
+                      f"{row['start_cpu_median_ms']:>7.2f} / {row['stop_cpu_median_ms']:<5.2f}", flush=True)
         finally:
             if server.stdin is not None:
                 server.stdin.close()
