@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     "stream": True,
 }
 
+#: after a refused CURVE handshake, dial again after 0.5 s, doubling up to 8 s
+REDIAL_INITIAL, REDIAL_MAX = 0.5, 8.0
+
 _MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
 
@@ -138,6 +141,9 @@ class ZmqLink(RigLink):
         self._closed = False
         self._auth_error: str | None = None
         self._hello_sent = False
+        self._endpoint = ""
+        self._redial: asyncio.TimerHandle | None = None
+        self._redial_delay = REDIAL_INITIAL
 
     @property
     def rig_epoch(self) -> str | None:
@@ -169,7 +175,8 @@ class ZmqLink(RigLink):
             sock.curve_publickey = public
             sock.curve_secretkey = secret
         self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        sock.connect(tcp_endpoint(host, self.spec.address.port))
+        self._endpoint = tcp_endpoint(host, self.spec.address.port)
+        sock.connect(self._endpoint)
         self._sock = sock
         self._ready = asyncio.Event()
         self._connected_at = time.monotonic()
@@ -183,6 +190,8 @@ class ZmqLink(RigLink):
         if self._closed:
             return
         self._closed = True
+        if self._redial is not None:
+            self._redial.cancel()
         if self._sock is not None:
             self._send_control(BYE)
         for task in self._tasks:
@@ -502,6 +511,7 @@ class ZmqLink(RigLink):
                 return
             event = msg.get("event")
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:  # (re)connected: introduce ourselves at once
+                self._redial_delay = REDIAL_INITIAL
                 if not self._hello_sent:
                     self._stream.sync_asked = time.monotonic()
                     self._send_control(HELLO, {"stream": self.want_stream})
@@ -517,6 +527,22 @@ class ZmqLink(RigLink):
                 self._auth_error = "security handshake failed (wrong server_key, or CURVE on one side only?)"
             else:
                 continue
-            log.warning("%s: %s", self.name, self._auth_error)
+            log.warning("%s: %s; trying again in %.1f s", self.name, self._auth_error, self._redial_delay)
             if self.state is not LinkState.ONLINE:
                 self.set_state(LinkState.UNREACHABLE, self._auth_error)
+            self._schedule_redial()
+
+    def _schedule_redial(self) -> None:
+        """Dial again after a refused handshake: libzmq treats one as final and would never retry, but the
+        rig's operator may be about to run ``rigdeck keys allow`` (re-read by the rig without a restart)."""
+        if self._redial is None and not self._closed:
+            self._redial = asyncio.get_running_loop().call_later(self._redial_delay, self._dial_again)
+            self._redial_delay = min(self._redial_delay * 2, REDIAL_MAX)
+
+    def _dial_again(self) -> None:
+        self._redial = None
+        if self._closed or self._sock is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):  # the failed connection may be gone already
+            self._sock.disconnect(self._endpoint)
+        self._sock.connect(self._endpoint)

@@ -32,6 +32,9 @@ PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 DEFAULT_CONSOLE_KEY = "console"
 DEFAULT_RIG_KEY = "rig"
+#: the ZAP domain a CURVE rig socket announces; the allow-list callback is registered for exactly this
+#: domain (pyzmq's authenticator answers "Unknown domain" for any domain it has no provider for)
+ZAP_DOMAIN = "rigdeck"
 
 
 class KeyFileError(ValueError):
@@ -188,5 +191,5 @@ def start_authenticator(context: zmq.asyncio.Context, allow_list: AllowList) -> 
     quiet.setLevel(logging.WARNING)  # pyzmq logs client keys at debug level; we log fingerprints instead
     auth = AsyncioAuthenticator(context, log=quiet)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=allow_list)
+    auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=allow_list)
     return auth

@@ -213,7 +213,7 @@ class ZmqServer:
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
-            sock.zap_domain = b"rigdeck"
+            sock.zap_domain = zmq_keys.ZAP_DOMAIN.encode("ascii")
         try:
             sock.bind(tcp_endpoint(host.strip("[]"), port))
         except zmq.ZMQError as ex:
