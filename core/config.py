@@ -244,9 +244,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicate name {key!r} (line {key_node.start_mark.line + 1})")
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' merges; explicit keys override it
+            continue
+        key = loader.construct_object(key_node, deep=True)  # (keys are small: build them whole)
+        line = key_node.start_mark.line + 1
+        try:
+            duplicate = key in seen
+        except TypeError:  # a list or mapping used as a key
+            raise ConfigError(f"name {key!r} (line {line}) must be a string, not a {type(key).__name__}") from None
+        if duplicate:
+            raise ConfigError(f"duplicate name {key!r} (line {line})")
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 

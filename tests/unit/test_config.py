@@ -60,6 +60,10 @@ def test_shipped_example_loads():
         ("a: ''\n", "rig 'a': Empty URI"),
         ("a: 'udp://1.2.3.4/x'\n", "rig 'a': URI 'udp://1.2.3.4/x' has a path"),
         ("a: !!python/object:os.system x\n", "not valid YAML"),
+        ("[a, b]: 1.2.3.4\n", "name ['a', 'b'] (line 1) must be a string, not a list"),
+        ("{a: 1}: 1.2.3.4\n", "must be a string, not a dict"),
+        ("1: 1.2.3.4\n", "rig name 1 must be a non-empty string"),
+        ("a: {uri: 1.2.3.4, uri: 1.2.3.5}\n", "duplicate name 'uri' (line 1)"),
     ],
 )
 def test_bad_files_name_file_rig_and_problem(tmp_path, text, words):
@@ -113,3 +117,13 @@ rpc_rig: {uri: 'rpc://10.0.0.4:3251/laser', notifier: 3250/laser_state}
     rigs = load_rigs(path)
     assert rigs["zmq_rig"].options["stream"] is False and rigs["rpc_rig"].options["notifier"] == "3250/laser_state"
     assert rigs["udp_rig"].options["late_window"] == 4 and rigs["sio_rig"].options["token"] == "s3cret"
+
+
+def test_yaml_anchors_and_merge_keys_share_options(tmp_path):
+    path = write(tmp_path, """\
+cams: &udp_rig {uri: 10.0.0.1, timeout: 2, echo_timeout: 0.5}
+ephys: {<<: *udp_rig, uri: 10.0.0.2, timeout: 3}
+""")
+    rigs = load_rigs(path)
+    assert rigs["ephys"].uri == "udp://10.0.0.2:11001"
+    assert dict(rigs["ephys"].options) == {"timeout": 3, "echo_timeout": 0.5}
