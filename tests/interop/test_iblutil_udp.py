@@ -26,7 +26,7 @@ from core.link import LinkState  # noqa: E402
 from core.protocol import ExpMessage, RigAddress  # noqa: E402
 from transports import registry  # noqa: E402
 from transports.ibl_tcp import serve_tcp  # noqa: E402
-from transports.udp import serve_udp  # noqa: E402
+from transports.udp import UdpEndpoint, serve_udp  # noqa: E402
 
 QUIET = logging.getLogger("iblutil-interop")  # iblutil's default logger prints every payload at DEBUG
 
@@ -98,12 +98,23 @@ def test_iblutil_services_drive_a_rigdeck_server(scheme):
     run(main(), timeout=60)
 
 
-@pytest.mark.parametrize("scheme", ["udp", "tcp"])
-def test_rigdeck_link_drives_an_iblutil_server(scheme):
+async def iblutil_server(uri):
+    return await net_app.EchoProtocol.server(uri, name="iblutil_aux", log=QUIET)
+
+
+async def ported_server(uri):
+    """The same iblutil service code, ported: only the endpoint class changes (Communicator API)."""
+    return await UdpEndpoint.server(uri, name="ported_aux")
+
+
+@pytest.mark.parametrize(("scheme", "make_server"), [("udp", iblutil_server), ("tcp", iblutil_server),
+                                                     ("udp", ported_server)],
+                         ids=["udp", "tcp", "udp-ported-to-rigdeck-endpoint"])
+def test_rigdeck_link_drives_an_iblutil_server(scheme, make_server):
     port = free_port(scheme)
 
     async def main():
-        server = await net_app.EchoProtocol.server(f"{scheme}://127.0.0.1:{port}", name="iblutil_aux", log=QUIET)
+        server = await make_server(f"{scheme}://127.0.0.1:{port}")
         status = {"s": net_base.ExpStatus.CONNECTED}
 
         def reply(coro_factory):
