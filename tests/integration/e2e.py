@@ -205,8 +205,10 @@ def check_recordings(cluster: RigCluster, name: str, exp_ref: str, allow_empty: 
         assert frames or allow_empty, path
         assert [f.index for f in frames] == list(range(len(frames))), path
         assert footer["frames"] == len(frames) and footer["error"] is None
+        # frames follow the rig's clock from t0 to the stop (0.25 s of slack: the footer's time is taken after
+        # the last write, which a loaded machine may delay)
         span = footer["stopped_at"] - header["t0"]
-        assert abs(len(frames) - span * header["rate"]) <= header["rate"] * 0.1 + 2, (path, len(frames), span)
+        assert abs(len(frames) - span * header["rate"]) <= header["rate"] * 0.25 + 2, (path, len(frames), span)
         headers[header["name"]] = {**header, "stopped_at": footer["stopped_at"], "frames": len(frames)}
     assert set(headers) == cluster.recorder_names(name), (name, sorted(files))
     return headers
