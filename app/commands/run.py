@@ -134,6 +134,7 @@ class Runner:
             self.note("running; Ctrl-C to stop")
             await self.stop_requested.wait()
         else:
+            self.note(f"running for {duration:g} s; Ctrl-C to stop sooner")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), duration)
 
