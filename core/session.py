@@ -316,11 +316,12 @@ class Session:
         return float(spec.options.get("timeout", self.timeout)) if spec else self.timeout
 
     def role(self, name: str) -> str:
+        """The rig's role in this session; before main sync is settled, the one the rigs file gives it."""
         if name == self.main_sync:
             return Role.MAIN_SYNC.value
         spec = self.specs.get(name)
         role = spec.role if spec else Role.AUX
-        return Role.AUX.value if role is Role.MAIN_SYNC else role.value
+        return Role.AUX.value if role is Role.MAIN_SYNC and self.main_sync is not None else role.value
 
     # ==================================================================== lifecycle
     async def open(self) -> None:
