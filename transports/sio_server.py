@@ -290,6 +290,47 @@ class PositionPusher:
             self._timer = None
 
 
+def sio_app(connect: Callable[..., Awaitable[Any]], disconnect: Callable[..., Awaitable[Any]],
+            event: Callable[..., Awaitable[Any]]) -> tuple[socketio.AsyncServer, web.Application]:
+    """A Socket.IO server on an aiohttp app, with one catch-all event handler (as ephys-link has)."""
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    app = web.Application()
+    sio.attach(app)
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
+    sio.on("*", event)
+    return sio, app
+
+
+async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on host:port from a socket bound here, so that port 0 yields the real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner, sock.getsockname()[1]
+
+
+async def shut_down(sio: socketio.AsyncServer, runner: web.AppRunner | None, sids: list[str]) -> None:
+    """Disconnect these clients (they learn at once instead of by ping timeout), then stop serving."""
+    for sid in sids:
+        try:
+            await sio.disconnect(sid)
+        except Exception:  # already gone
+            log.debug("sio: disconnect %s failed", sid, exc_info=True)
+    await sio.shutdown()
+    if runner is not None:
+        await runner.cleanup()
+
+
 class SioServer:
     """The Socket.IO server: connection policy (token, controller/observers) around :class:`ManipulatorApi`."""
 
@@ -304,12 +345,7 @@ class SioServer:
         self.push_hz = push_hz
         self.rigdeck_version = rigdeck_version
         self.api = ManipulatorApi(driver, tolerance=tolerance, api_version=api_version)
-        self.sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
-        self.app = web.Application()
-        self.sio.attach(self.app)
-        self.sio.on("connect", self._connect)
-        self.sio.on("disconnect", self._disconnect)
-        self.sio.on("*", self._event)
+        self.sio, self.app = sio_app(self._connect, self._disconnect, self._event)
         self.clients: dict[str, str] = {}  # sid -> peer, in connection order
         self.controller: str | None = None
         self.refused = 0
@@ -321,39 +357,30 @@ class SioServer:
     def port(self) -> int:
         return self._port
 
-    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def _start_pusher(self) -> None:
+        """Pushes start with serving (listening here, connecting out in ``sio_relay``)."""
         self.pusher = PositionPusher(self.driver, self._broadcast, self.push_hz)
         self.api.on_inside_brain = self.pusher.touch
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+
+    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self._start_pusher()
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.setblocking(False)
+            self._runner, self._port = await listen(self.app, host, port)
         except OSError:
-            sock.close()
-            self.pusher.close()
+            self.close_pusher()
             raise
-        self._port = sock.getsockname()[1]
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
         log.info("sio: rig %s serves manipulators on %s:%d%s", self.name, host, self._port,
                  " (token required)" if self.token else "")
 
-    async def close(self) -> None:
+    def close_pusher(self) -> None:
         if self.pusher is not None:
             self.pusher.close()
             self.pusher = None
-        for sid in list(self.clients):
-            try:
-                await self.sio.disconnect(sid)
-            except Exception:  # already gone
-                log.debug("sio: disconnect %s failed", sid, exc_info=True)
-        await self.sio.shutdown()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+
+    async def close(self) -> None:
+        self.close_pusher()
+        await shut_down(self.sio, self._runner, list(self.clients))
+        self._runner = None
 
     # ------------------------------------------------------------------------- connections
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
@@ -440,9 +467,14 @@ def resolve_driver(service_or_driver: Any) -> Manipulator:
 
 async def serve_sio(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> SioServer:
     """Serve ``service.manipulator`` (or a bare Manipulator) on ``address`` (a RigAddress; loopback and
-    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
-    Returns the started server (``.port``, ``async close()``)."""
+    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``;
+    ``relay: true`` makes ``address`` a ``rigdeck relay`` to connect out to (see :mod:`transports.sio_relay`,
+    options ``pinpoint_id``, ``token``). Returns the started server (``.port``, ``async close()``)."""
     options = dict(options or {})
+    if options.get("relay"):  # connect out to a `rigdeck relay` instead of listening
+        from transports.sio_relay import serve_through_relay
+
+        return await serve_through_relay(address, service_or_driver, options)
     driver = resolve_driver(service_or_driver)
     host = getattr(address, "host", None) or "127.0.0.1"
     port = getattr(address, "port", None)

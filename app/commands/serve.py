@@ -22,6 +22,7 @@ import importlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from core.config import ConfigError
@@ -62,10 +63,8 @@ def make_manipulator(config: RigConfig) -> Any:
     raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: no proxy driver in transports.sio_proxy")
 
 
-async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
-    """Bind every URI, announce them, serve until ``stop`` is set (or a signal), then shut down cleanly."""
-    service = RigService.from_config(config, manipulator=make_manipulator(config))
-    stop = stop or asyncio.Event()
+def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop`` (a clean shutdown); returns the function that removes the handlers."""
     loop = asyncio.get_running_loop()
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -74,6 +73,19 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
             installed.append(signum)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
             pass
+
+    def remove() -> None:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+    return remove
+
+
+async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
+    """Bind every URI, announce them, serve until ``stop`` is set (or a signal), then shut down cleanly."""
+    service = RigService.from_config(config, manipulator=make_manipulator(config))
+    stop = stop or asyncio.Event()
+    remove_signal_handlers = on_stop_signals(stop)
     handles: list[Any] = []
     serving = False
     try:
@@ -91,7 +103,8 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
             except ValueError as ex:
                 raise ConfigError(f"{config.source}: {spec.uri}: {ex}") from None
             handles.append(handle)
-            bound = dataclasses.replace(spec.address, port=int(handle.port))
+            # a handle may name its own URI (a manipulator server reached through a relay: .../PINPOINT_ID)
+            bound = getattr(handle, "public_uri", None) or dataclasses.replace(spec.address, port=int(handle.port))
             say(f"READY {config.name} {bound}")
             notify_port = getattr(handle, "notify_port", None)  # rpc://: its live state over sync_struct
             if notify_port:
@@ -102,8 +115,7 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
         await stop.wait()
         return 0
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        remove_signal_handlers()
         for handle in reversed(handles):
             try:
                 await handle.close()
