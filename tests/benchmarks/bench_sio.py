@@ -11,6 +11,10 @@ Figures, measured from this process the way the console and Pinpoint see them:
   acknowledgement (sent once the driver has halted every manipulator) and to the moment the observer
   sees all 8 halted; goal p99 < 10 ms.
 
+Controls, each in its own process and measured in blocks alternating with RigDeck's server: a bare
+python-socketio server answering a constant (the stack's floor), and the real ephys-link (fake platform)
+when ``$RIGDECK_EPHYS_LINK_PYTHON`` names an interpreter that has it.
+
 Prints a table, then one JSON line with the figures (``make bench`` gathers it). The server runs in a
 separate process so the client's work does not share its event loop or its core.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,30 +71,34 @@ def move_body(manipulator_id: str, to: float, speed: float) -> str:
                        "Speed": speed})
 
 
-async def get_position_figures(url: str, control_url: str, n: int, block: int = 200) -> dict[str, float]:
-    """Sequential get_position calls, one at a time as a Pinpoint poll does, in blocks alternating with the
-    same calls to a bare python-socketio server (the control): on a shared machine the load changes from
-    second to second, and the control shows what the library stack alone costs at the same moments."""
-    rigdeck, bare = await raw_client(url), await raw_client(control_url)
-    times: dict[str, list[float]] = {"rigdeck": [], "bare": []}
+async def get_position_figures(urls: dict[str, str], n: int, block: int = 200) -> dict[str, float]:
+    """Sequential get_position calls, one at a time as a Pinpoint poll does, to RigDeck's server in blocks
+    alternating with the same calls to the controls: a bare python-socketio server (what the library stack
+    alone costs) and, when available, the real ephys-link. On a shared machine the load changes from second
+    to second; alternating blocks lets every server see the same moments."""
+    clients = {name: await raw_client(address) for name, address in urls.items()}
+    times: dict[str, list[float]] = {name: [] for name in urls}
     try:
-        for client in (rigdeck, bare):
+        for client in clients.values():
             for _ in range(200):
                 await client.call("get_position", "0")
         while len(times["rigdeck"]) < n:
-            for name, client in (("rigdeck", rigdeck), ("bare", bare)):
+            for name, client in clients.items():
                 for _ in range(block):
                     t0 = time.perf_counter()
                     reply = await client.call("get_position", "0")
                     times[name].append((time.perf_counter() - t0) * 1e3)
                 assert json.loads(reply)["Error"] == "", reply
     finally:
-        await rigdeck.disconnect()
-        await bare.disconnect()
-    ours, control = times["rigdeck"], times["bare"]
-    return {"get_position_median_ms": statistics.median(ours), "get_position_p99_ms": pct(ours, 0.99),
-            "get_position_calls_per_s": 1e3 / statistics.mean(ours),
-            "bare_socketio_median_ms": statistics.median(control), "bare_socketio_p99_ms": pct(control, 0.99)}
+        for client in clients.values():
+            await client.disconnect()
+    ours = times.pop("rigdeck")
+    figures = {"get_position_median_ms": statistics.median(ours), "get_position_p99_ms": pct(ours, 0.99),
+               "get_position_calls_per_s": 1e3 / statistics.mean(ours)}
+    for name, control in times.items():
+        figures[f"{name}_get_position_median_ms"] = statistics.median(control)
+        figures[f"{name}_get_position_p99_ms"] = pct(control, 0.99)
+    return figures
 
 
 async def serve_bare() -> None:
@@ -112,15 +122,35 @@ async def serve_bare() -> None:
     await asyncio.Event().wait()  # until SIGTERM
 
 
-def start_bare() -> tuple[subprocess.Popen[str], str]:
-    """The control server in a process of its own (this script with --serve-bare); returns it and its URL."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-bare"], stdout=subprocess.PIPE, text=True)
+def start_control(argv: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """A control server in a process of its own, announcing ``PORT n`` (bare) or ``READY n`` (ephys-link
+    launcher) on its first lines; returns it and its URL."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
-    line = proc.stdout.readline().split()
-    if len(line) != 2 or line[0] != "PORT":
-        proc.kill()
-        raise RuntimeError(f"bare control server did not start: {line}")
-    return proc, f"http://127.0.0.1:{line[1]}"
+    for line in proc.stdout:
+        words = line.split()
+        if len(words) == 2 and words[0] in ("PORT", "READY") and words[1].isdigit():
+            return proc, f"http://127.0.0.1:{words[1]}"
+    proc.kill()
+    raise RuntimeError(f"control server {argv[1:]} did not start (exit {proc.wait()})")
+
+
+def start_controls() -> tuple[list[subprocess.Popen[str]], dict[str, str]]:
+    """The bare python-socketio control, and the real ephys-link when $RIGDECK_EPHYS_LINK_PYTHON names an
+    interpreter that has it (see tests/interop/test_ephys_link.py)."""
+    procs, urls = [], {}
+    proc, urls["bare_socketio"] = start_control([sys.executable, __file__, "--serve-bare"])
+    procs.append(proc)
+    python = os.environ.get("RIGDECK_EPHYS_LINK_PYTHON")
+    if python:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        launcher = Path(__file__).resolve().parents[1] / "interop" / "ephys_link_launcher.py"
+        proc, urls["ephys_link"] = start_control([python, str(launcher), str(port)],
+                                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        procs.append(proc)
+    return procs, urls
 
 
 class Load:
@@ -226,8 +256,8 @@ async def stop_all_figures(load: Load, trials: int) -> dict[str, float]:
             "stop_all_halted_seen_p99_ms": pct(seen, 0.99)}
 
 
-async def measure(url: str, control_url: str, args: argparse.Namespace) -> dict[str, float]:
-    figures = await get_position_figures(url, control_url, args.calls)
+async def measure(url: str, controls: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+    figures = await get_position_figures({"rigdeck": url, **controls}, args.calls)
     load = Load(url)
     await load.start()
     try:
@@ -251,15 +281,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_sio_") as tmp:
         rig = RigProcess("bench-manipulators", write_rig(Path(tmp)), data_dir=Path(tmp) / "data",
                          log_path=Path(tmp) / "serve.log")
-        bare, control_url = start_bare()
+        controls, control_urls = start_controls()
         try:
             uri = rig.wait_ready()[0]
             url = "http://" + uri.split("://", 1)[1]
-            figures = asyncio.run(measure(url, control_url, args))
+            figures = asyncio.run(measure(url, control_urls, args))
         finally:
             rig.stop()
-            bare.terminate()
-            bare.wait(10)
+            for proc in controls:
+                proc.terminate()
+                proc.wait(10)
     goals = {"get_position_median_ms": GOAL_GET_POSITION_MEDIAN_MS, "stop_all_ack_p99_ms": GOAL_STOP_ALL_P99_MS,
              "stop_all_halted_seen_p99_ms": GOAL_STOP_ALL_P99_MS}
     print(f"{'figure':<32}{'value':>12}  goal")
