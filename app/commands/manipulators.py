@@ -49,6 +49,7 @@ from transports.sio_client import (
     SioUnavailable,
     sio_url,
 )
+from transports.sio_relay import ID_PATTERN
 
 EXIT_REMOTE = 1
 EXIT_USAGE = 2
@@ -83,8 +84,9 @@ def manipulator_url(uri: str) -> str:
         raise UsageError(f"bad manipulator URI: {ex}") from None
     url = sio_url(address.host, address.port)
     if address.path:
-        if "/" in address.path or not address.path.isprintable():
-            raise UsageError(f"bad manipulator URI {uri!r}: the path must be one Pinpoint ID")
+        if not ID_PATTERN.match(address.path):
+            raise UsageError(f"bad manipulator URI {uri!r}: the path must be a Pinpoint ID "
+                             "(3-32 letters, digits, - or _)")
         url += f"?pinpoint_id={address.path}"
     return url
 

@@ -18,6 +18,7 @@ from sio_helpers import body, url
 from sio_thread import served_in_thread
 
 from app.cli import main
+from app.commands.manipulators import UsageError, manipulator_url
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +93,24 @@ def test_server_errors_exit_1_with_the_ephys_link_text_on_one_line(capsys, argv,
         code, out, err = cli(capsys, "--json", uri(server), *argv)
         assert code == 1 and one_json(out)["error"].startswith(text)
         assert loop.call(sim.position("0")) == Vec4()
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("sio://127.0.0.1", "http://127.0.0.1:3000"),
+    ("sio://Rig-PC.lab:3001/", "http://rig-pc.lab:3001"),
+    ("http://10.0.0.5:3000", "http://10.0.0.5:3000"),
+    ("localhost:4000", "http://localhost:4000"),
+    ("sio://[::1]:7", "http://[::1]:7"),
+    ("sio://relay.lab:3000/rig2-probes", "http://relay.lab:3000?pinpoint_id=rig2-probes"),
+])
+def test_manipulator_uris_map_to_socketio_urls(uri, expected):
+    assert manipulator_url(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["udp://h:1", "sio://", "sio://h:0", "sio://h/a/b", "sio://h/x", "sio://h/a?b"])
+def test_bad_manipulator_uris_say_why(uri):
+    with pytest.raises(UsageError):
+        manipulator_url(uri)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
