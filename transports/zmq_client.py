@@ -36,7 +36,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from core.config import RigSpec
-from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigError, RigLink
+from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigError, RigLink, UpdateListener
 from core.protocol import ExpMessage
 from core.state import MOD_ACTIONS, process_mod
 from transports import zmq_files, zmq_keys
@@ -144,6 +144,20 @@ class ZmqLink(RigLink):
         self._endpoint = ""
         self._redial: asyncio.TimerHandle | None = None
         self._redial_delay = REDIAL_INITIAL
+
+    def on_update(self, listener: UpdateListener) -> None:
+        """Subscribe to the rig's state; a listener that arrives after the snapshot gets it replayed at once.
+
+        Why: the console connects its links before it builds a session (or a GUI model) on them; without
+        the replay such a late subscriber would see nothing until the rig's next change, and a rig that
+        pushes its status is never polled for it.
+        """
+        super().on_update(listener)
+        if self._stream.synced and self.published is not None:
+            try:
+                listener({"action": "init", "struct": copy.deepcopy(self.published)})
+            except Exception:
+                log.exception("link update listener failed for %s", self.name)
 
     @property
     def rig_epoch(self) -> str | None:
@@ -344,8 +358,8 @@ class ZmqLink(RigLink):
             self._on_snapshot(env)
         elif key == MODS:
             self._on_mods(env)
-        elif key == HB and self.want_stream and not self._stream.synced:
-            self._ask_sync(now)
+        elif key == HB and self.want_stream:
+            self._on_heartbeat(env, now)
 
     def _new_incarnation(self, sender: str) -> None:
         previous = self.rig_sender
@@ -356,12 +370,13 @@ class ZmqLink(RigLink):
             self._stream.history = [*self._stream.history[-7:], self.rig_sender]
         self.rig_sender = sender
         self._stream.synced = False
-        self._stream.sync_asked = 0.0
+        # our HELLO (answered by this very message) already asked for a snapshot: a heartbeat that overtakes
+        # the snapshot must not ask for a second one
+        self._stream.sync_asked = time.monotonic()
         if self._ready is not None:
             self._ready.set()
         if previous is not None and self.want_stream:  # first contact answered our HELLO already
             self._send_control(HELLO, {"stream": True})
-            self._stream.sync_asked = time.monotonic()
 
     def _on_reply(self, env: Envelope, now: float) -> None:
         value = env.value
@@ -385,6 +400,19 @@ class ZmqLink(RigLink):
         pending.future.set_result(env)
         if pending.key == CMD:
             self.note_reply(now - pending.first_sent)
+
+    def _on_heartbeat(self, env: Envelope, now: float) -> None:
+        stream = self._stream
+        if not stream.synced:
+            self._ask_sync(now)
+            return
+        value = env.value
+        seq = value.get("seq") if isinstance(value, dict) else None
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > stream.seq:
+            self.stats["gaps"] += 1  # the rig sent changes we never got (a lost last batch)
+            log.info("%s: state stream behind (have %d, rig sent up to %d); asking for a snapshot", self.name,
+                     stream.seq, seq)
+            self._resync()
 
     def _ask_sync(self, now: float) -> None:
         if now - self._stream.sync_asked >= self.heartbeat:  # at most one request in flight per heartbeat

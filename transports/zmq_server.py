@@ -207,6 +207,9 @@ class ZmqServer:
                     host = "127.0.0.1"
         sock = self._ctx.socket(zmq.ROUTER)
         tune(sock, hwm=int(self.options["hwm"]), heartbeat_ms=int(self.heartbeat * 1000))
+        # a ROUTER silently drops what a full (slow console) or vanished pipe cannot take; MANDATORY makes that
+        # a refused send instead, so every lost state change is counted and healed with a snapshot
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if ":" in host.strip("[]"):
             sock.setsockopt(zmq.IPV6, 1)
         if self.curve:
@@ -503,6 +506,13 @@ class ZmqServer:
             peer.needs_snapshot = True
 
     # ----------------------------------------------------------------------------------------- heartbeat
+    def _heartbeat_value(self, peer: Peer) -> dict[str, int] | None:
+        """``{"seq": n}``: the last state change sent to this console, so it notices a lost *final* batch
+        (a gap is otherwise only seen when the next change arrives, which may be never)."""
+        if not peer.streaming or peer.needs_snapshot:
+            return None
+        return {"seq": peer.first_seq - 1 if peer.queue else self._seq}
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat / 2)
@@ -523,7 +533,7 @@ class ZmqServer:
                 if peer.needs_snapshot:
                     self._schedule_flush(0.0)
                 if now - peer.last_sent >= self.heartbeat * 0.9:
-                    self._send(peer, HB)
+                    self._send(peer, HB, self._heartbeat_value(peer))
 
 
 async def serve_zmq(address: RigAddress, service: Any, options: dict[str, Any] | None = None) -> ZmqServer:

@@ -21,7 +21,8 @@ Keys, rig -> console:
 - ``ACK`` ``{"re": id}``: the command arrived and is running (sent when the reply takes longer than a
   moment, and for every duplicate of a command still running).
 - ``REPLY`` ``{"re": id, "data": [...]}`` or ``{"re": id, "error": "Type: message"}``.
-- ``HB`` ``null``: heartbeat, only when nothing else went to that console for one interval.
+- ``HB`` ``null`` or ``{"seq": n}``: heartbeat, only when nothing else went to that console for one interval;
+  ``seq`` (when streaming) is the last state change sent, so a lost final ``MODS`` batch is noticed.
 - ``SNAPSHOT`` ``{"seq": n, "struct": {...}, "dropped": n}``: the rig's whole published tree at ``seq``.
 - ``MODS`` ``{"first": n, "mods": [...], "dropped": n}``: consecutive changes ``first .. first+len-1``.
 """
