@@ -8,7 +8,7 @@ import time
 import pytest
 import zmq
 import zmq.asyncio
-from zmq_helpers import CountingRig, FaultProxy, make_link, run, start_rig, wait_until
+from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, run, start_rig, wait_until
 
 from core.config import parse_rig
 from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout
@@ -229,15 +229,7 @@ def test_dead_rig_detected_by_heartbeat_when_the_process_hangs():
         link = make_link(server.port, heartbeat=0.1, liveness=3)
         await link.connect()
         await wait_until(lambda: link.state is LinkState.ONLINE)
-        # "hang" the rig: its receive and heartbeat tasks stop, the socket stays open
-        for task in server._tasks:
-            task.cancel()
-        hung = time.monotonic()
-        await wait_until(lambda: link.state is LinkState.UNREACHABLE, timeout=5)
-        detected = time.monotonic() - hung
-        await link.close()
-        await server.close()
-        return detected, link.last_error
+        return await hang_and_time(server, link), link.last_error
 
     detected, error = run(main())
     assert detected < 1.0 and "no traffic from the rig" in error  # 0.3 s window (+ scheduling slack)

@@ -32,6 +32,21 @@ async def wait_until(predicate, timeout=5.0, interval=0.005):
         await asyncio.sleep(interval)
 
 
+async def hang_and_time(server, link):
+    """"Hang" the rig (its receive and heartbeat tasks stop, the socket stays open); seconds until the link
+    says UNREACHABLE. Closes both."""
+    from core.link import LinkState
+
+    for task in server._tasks:
+        task.cancel()
+    hung = time.monotonic()
+    await wait_until(lambda: link.state is LinkState.UNREACHABLE, timeout=5)
+    detected = time.monotonic() - hung
+    await link.close()
+    await server.close()
+    return detected
+
+
 class CountingRig:
     """A MessageHandler with a LiveState ``.state`` that counts how often each command token ran.
 
