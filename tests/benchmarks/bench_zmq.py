@@ -1,0 +1,214 @@
+"""zmq:// vs iblutil UDP (RigDeck's ``UdpLink`` against RigDeck UDP rigs), side by side in one run.
+
+- command round trip to 1 rig, sequential: median and p99;
+- fan-out to 32 rigs (``asyncio.gather`` of one EXPSTATUS per rig): median and p99 per round;
+- state stream: a rig changes a value ``--updates`` times as fast as it can; the console counts the updates
+  delivered to its listeners per second and the console CPU (``time.process_time``) per update. UDP has no
+  stream: its figure is back-to-back EXPSTATUS polling, the only way a UDP console sees state.
+
+The rigs run in separate processes (one per transport, hosting all its servers); the measuring console runs
+here, alternating zmq and UDP blocks of rounds so machine noise hits both alike. Prints a table, then one
+JSON line.
+
+    python tests/benchmarks/bench_zmq.py [--rounds 300] [--updates 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+FANOUT = 32
+KINDS = ("zmq", "udp")
+
+
+# ------------------------------------------------------------------------------------------- servers
+class BenchRig:
+    """Answers EXPSTATUS at once; EXPSTART ``n`` makes it publish ``n`` state changes as fast as it can."""
+
+    name = "bench"
+
+    def __init__(self) -> None:
+        from core.state import LiveState
+
+        self.state = LiveState({"status": 20, "manipulators": {"1": {"x": 0.0}}})
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def handle(self, event: Any, data: list[Any], peer: str) -> list[Any]:
+        from core.protocol import ExpMessage
+
+        if event == ExpMessage.EXPSTART and data and isinstance(data[0], int):
+            task = asyncio.create_task(self._publish(int(data[0])))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return [20]
+
+    async def _publish(self, count: int) -> None:
+        for i in range(1, count + 1):
+            self.state.set(["manipulators", "1", "x"], float(i))
+            if i % 200 == 0:
+                await asyncio.sleep(0)  # let the rig flush batches and answer heartbeats
+
+
+async def serve(kind: str, n: int) -> None:
+    from core.protocol import RigAddress
+    from transports.registry import server_factory
+
+    factory = server_factory(kind)
+    servers = [await factory(RigAddress(kind, "127.0.0.1", 0), BenchRig(), {}) for _ in range(n)]
+    print(json.dumps([s.port for s in servers]), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the console is done
+    for server in servers:
+        await server.close()
+
+
+# ------------------------------------------------------------------------------------------- console
+def make_links(kind: str, ports: list[int]) -> list[Any]:
+    from core.config import parse_rig
+    from transports.registry import make_link
+
+    return [make_link(parse_rig(f"r{i}", f"{kind}://127.0.0.1:{p}")) for i, p in enumerate(ports)]
+
+
+async def round_trips(links: list[Any], rounds: int) -> list[float]:
+    from core.protocol import ExpMessage
+
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        await asyncio.gather(*(link.request(ExpMessage.EXPSTATUS, 20) for link in links))
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+async def measure_commands(links: dict[str, list[Any]], rounds: int, block: int = 25) -> dict[str, Any]:
+    """Median/p99 for 1 rig and for all rigs at once, alternating transports block by block."""
+    results: dict[str, dict[str, list[float]]] = {k: {"rtt": [], "fanout": []} for k in links}
+    for kind in links:  # warm-up: connections, first-contact handshakes
+        await round_trips(links[kind], 20)
+    done = 0
+    while done < rounds:
+        for kind, group in links.items():
+            results[kind]["rtt"] += await round_trips(group[:1], block)
+            results[kind]["fanout"] += await round_trips(group, block)
+        done += block
+    return {kind: {name: {"median_ms": round(statistics.median(v), 3), "p99_ms": round(p99(v), 3), "n": len(v)}
+                   for name, v in r.items()} for kind, r in results.items()}
+
+
+async def measure_stream(link: Any, updates: int) -> dict[str, Any]:
+    from core.protocol import ExpMessage
+
+    seen = {"mods": 0, "last": 0.0}
+    done = asyncio.Event()
+
+    def listener(mod: dict[str, Any]) -> None:
+        if mod.get("action") == "init":
+            x = (((mod.get("struct") or {}).get("manipulators") or {}).get("1") or {}).get("x", 0.0)
+        else:
+            seen["mods"] += 1
+            x = mod.get("value", 0.0)
+        if isinstance(x, float) and x >= target:
+            done.set()
+
+    target = float(updates)
+    link.on_update(listener)
+    await link.request(ExpMessage.EXPSTATUS, 20)
+    dropped0 = link.stats["rig_dropped"]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await link.request(ExpMessage.EXPSTART, updates)
+    await asyncio.wait_for(done.wait(), 120)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    delivered = seen["mods"]
+    return {"updates": updates, "delivered": delivered, "dropped_reported": link.stats["rig_dropped"] - dropped0,
+            "updates_per_s": round(delivered / wall),
+            "console_cpu_us_per_update": round(cpu / max(delivered, 1) * 1e6, 2)}
+
+
+async def measure_polling(link: Any, seconds: float = 2.0) -> dict[str, Any]:
+    from core.protocol import ExpMessage
+
+    count = 0
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        await link.request(ExpMessage.EXPSTATUS, 20)
+        count += 1
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"updates": count, "delivered": count, "dropped_reported": 0, "updates_per_s": round(count / wall),
+            "console_cpu_us_per_update": round(cpu / count * 1e6, 2), "method": "EXPSTATUS polling"}
+
+
+async def console(ports: dict[str, list[int]], rounds: int, updates: int) -> dict[str, Any]:
+    links = {kind: make_links(kind, p) for kind, p in ports.items()}
+    for group in links.values():
+        for link in group:
+            await link.connect()
+    try:
+        commands = await measure_commands(links, rounds)
+        stream = {"zmq": await measure_stream(links["zmq"][0], updates),
+                  "udp": await measure_polling(links["udp"][0])}
+    finally:
+        for group in links.values():
+            for link in group:
+                await link.close()
+    return {"commands": commands, "stream": stream}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    c, s = result["commands"], result["stream"]
+    print(f"{'':34s} {'zmq://':>14s} {'udp:// (UdpLink)':>18s}")
+    for name, title in (("rtt", "round trip, 1 rig"), ("fanout", f"fan-out, {FANOUT} rigs")):
+        for stat in ("median_ms", "p99_ms"):
+            label = f"{title} {stat.replace('_ms', '')} (ms)"
+            print(f"{label:34s} {c['zmq'][name][stat]:14.3f} {c['udp'][name][stat]:18.3f}")
+    print(f"{'state updates delivered / s':34s} {s['zmq']['updates_per_s']:14d} {s['udp']['updates_per_s']:18d}")
+    print(f"{'console CPU per update (us)':34s} {s['zmq']['console_cpu_us_per_update']:14.2f} "
+          f"{s['udp']['console_cpu_us_per_update']:18.2f}")
+    print(f"(zmq stream: {s['zmq']['delivered']} of {s['zmq']['updates']} changes delivered as changes, "
+          f"{s['zmq']['dropped_reported']} dropped and reported; udp: {s['udp']['method']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--updates", type=int, default=50000)
+    parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("-n", type=int, default=FANOUT, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve(args.serve, args.n))
+        return
+    procs = {kind: subprocess.Popen([sys.executable, __file__, "--serve", kind, "-n", str(FANOUT)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+             for kind in KINDS}
+    try:
+        ports = {kind: json.loads(proc.stdout.readline()) for kind, proc in procs.items()}
+        result = asyncio.run(console(ports, args.rounds, args.updates))
+    finally:
+        for proc in procs.values():
+            proc.stdin.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print_table(result)
+    print(json.dumps({"bench": "zmq", "fanout_rigs": FANOUT, **result}))
+
+
+if __name__ == "__main__":
+    main()
