@@ -234,3 +234,22 @@ def test_abort_asks_first(make_window, demo, qtbot):
     assert read_description(window.console.session.folder)["outcome"] == "aborted"
     click(qtbot, window.session.buttons["cleanup"])
     wait_for(qtbot, lambda: set(rows_text(window, "status").values()) <= {"CONNECTED", "manipulators"})
+
+
+def test_an_unfinished_session_is_offered_for_reattach_and_can_be_stopped(make_window, demo, qtbot, loop):
+    first = make_window(demo.rigs_file)
+    start_by_clicks(qtbot, first, "KS005")
+    wait_for(qtbot, lambda: first.console.phase is Phase.RUNNING)
+    exp_ref = first.console.session.exp_ref
+    run(qtbot, loop, first.console.close())  # the console "dies": links gone, rigs still running
+    first.close()
+
+    second = make_window(demo.rigs_file)
+    wait_for(qtbot, lambda: boxes("reattach", second))
+    assert exp_ref in boxes("reattach", second)[0].text()
+    boxes("reattach", second)[0].button(QMessageBox.StandardButton.Yes).click()
+    wait_for(qtbot, lambda: second.console.session is not None and second.console.session.attached)
+    assert second.console.session.exp_ref == exp_ref and second.session.exp_ref.text() == exp_ref
+    wait_for(qtbot, lambda: [rows_text(second, "status")[n] for n in ("sync", "cameras", "ephys")] == ["RUNNING"] * 3)
+    stop_and_cleanup(qtbot, second)
+    assert load_session(second.console.session.folder).phase == "stopped"
