@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QBrush, QColor, QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.console import Console, LogEntry
 from app.gui.qtasync import FrameCoalescer, show_error
+from app.gui.widgets import FlatTableModel
 
 Index = QModelIndex | QPersistentModelIndex
 LEVELS = ["debug", "info", "warning", "error"]
@@ -39,7 +40,9 @@ def entry_line(e: LogEntry) -> str:
     return f"{stamp}\t{e.level}\t{e.rig or '-'}\t{e.text}"
 
 
-class LogModel(QAbstractTableModel):
+class LogModel(FlatTableModel):
+    headers = HEADERS
+
     def __init__(self, console: Console, parent: Any = None) -> None:
         super().__init__(parent)
         self.entries: list[LogEntry] = list(console.logbook.entries)
@@ -70,16 +73,8 @@ class LogModel(QAbstractTableModel):
         self.entries.extend(pending)
         self.endInsertRows()
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.entries)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[section]
-        return None
+    def rows_source(self) -> list[LogEntry]:
+        return self.entries
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

@@ -13,12 +13,11 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
-    QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -33,6 +32,7 @@ from PySide6.QtWidgets import (
 from app.console import Console
 from app.gui.icons import icon
 from app.gui.qtasync import FrameCoalescer, spawn
+from app.gui.widgets import FlatTableModel, add_ok_cancel
 from core.drivers.manipulator import Vec4
 
 Index = QModelIndex | QPersistentModelIndex
@@ -43,8 +43,10 @@ PLOT_HZ = 10.0
 DEFAULT_SPEED = 1.0
 
 
-class ManipulatorModel(QAbstractTableModel):
+class ManipulatorModel(FlatTableModel):
     """Rows: (rig, id) pairs found in the live state; cells read it at paint time."""
+
+    headers = HEADERS
 
     def __init__(self, console: Console, parent: Any = None) -> None:
         super().__init__(parent)
@@ -90,16 +92,8 @@ class ManipulatorModel(QAbstractTableModel):
         for listener in list(self.listeners):
             listener()
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return HEADERS[section]
-        return None
+    def rows_source(self) -> list[tuple[str, str]]:
+        return self.rows
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or index.row() >= len(self.rows):
@@ -158,10 +152,7 @@ class MoveDialog(QDialog):
         self.speed.setValue(DEFAULT_SPEED)
         self.speed.setSuffix(" mm/s")
         form.addRow("speed", self.speed)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
 
     def target(self) -> Vec4:
         return Vec4(*(self.axes[a].value() for a in AXES))
@@ -181,10 +172,7 @@ class DepthDialog(QDialog):
         self.speed.setValue(DEFAULT_SPEED / 2)
         form.addRow("depth (w)", self.depth)
         form.addRow("speed", self.speed)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
 
 
 class ManipulatorPlots(QWidget):
@@ -378,35 +366,26 @@ class ManipulatorsPanel(QWidget):
                   on_done=lambda _r: self._sync_inside())
 
     def move(self) -> None:
-        sel = self.selected()
-        if sel is None:
-            return
-        rig, mid = sel
-
-        async def open_dialog() -> None:
-            dims = (await self.console.platform(rig)).dimensions
-            dialog = MoveDialog(self, rig, mid, self.model.entry(rig, mid), dims)
-            self.dialog = dialog
-            dialog.accepted.connect(lambda: spawn(
-                self.console.move(rig, mid, dialog.target(), dialog.speed.value()), self, "Move"))
-            dialog.open()
-
-        spawn(open_dialog(), self, "Move")
+        self._dialog("Move", lambda rig, mid, dims: MoveDialog(self, rig, mid, self.model.entry(rig, mid), dims),
+                     lambda rig, mid, d: self.console.move(rig, mid, d.target(), d.speed.value()))
 
     def set_depth(self) -> None:
+        self._dialog("Set depth",
+                     lambda rig, mid, dims: DepthDialog(self, rig, mid, float(self.model.entry(rig, mid).get("w")
+                                                                              or 0.0), dims.w),
+                     lambda rig, mid, d: self.console.set_depth(rig, mid, d.depth.value(), d.speed.value()))
+
+    def _dialog(self, what: str, make: Any, act: Any) -> None:
+        """Open ``make(rig, id, platform dimensions)`` for the selected manipulator; on OK run ``act``."""
         sel = self.selected()
         if sel is None:
             return
         rig, mid = sel
 
         async def open_dialog() -> None:
-            dims = (await self.console.platform(rig)).dimensions
-            current = float(self.model.entry(rig, mid).get("w") or 0.0)
-            dialog = DepthDialog(self, rig, mid, current, dims.w)
+            dialog = make(rig, mid, (await self.console.platform(rig)).dimensions)
             self.dialog = dialog
-            dialog.accepted.connect(lambda: spawn(
-                self.console.set_depth(rig, mid, dialog.depth.value(), dialog.speed.value()), self, "Set depth"))
+            dialog.accepted.connect(lambda: spawn(act(rig, mid, dialog), self, what))
             dialog.open()
 
-        spawn(open_dialog(), self, "Set depth")
-
+        spawn(open_dialog(), self, what)

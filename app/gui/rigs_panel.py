@@ -8,7 +8,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 from app.console import Console
 from app.gui.qtasync import show_error, spawn
 from app.gui.rigs_model import COL, MainSyncDelegate, RigTableModel
+from app.gui.widgets import add_ok_cancel
 from core.config import Role
 
 
@@ -44,10 +44,7 @@ class RigDialog(QDialog):
         form.addRow("Name", self.name)
         form.addRow("URI", self.uri)
         form.addRow("Role", self.role)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
 
 
 class RigsPanel(QWidget):

@@ -164,6 +164,18 @@ def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot):
     assert start["x"] + 0.3 < first.x < target["x"] - 0.3
     assert any("STOP ALL" in e.text for e in window.console.logbook.entries)
     assert not boxes("errorBox", window), "a move halted by STOP ALL is not an error to report"
+    # set depth drives only w
+    panel.select("probes", "2")
+    before = dict(panel.model.entry("probes", "2"))
+    click(qtbot, panel.buttons["depth"])
+    wait_for(qtbot, lambda: panel.dialog is not dialog and panel.dialog.isVisible())
+    assert panel.dialog.depth.maximum() == 20.0
+    panel.dialog.depth.setValue(before["w"] + 0.5)
+    panel.dialog.speed.setValue(2.0)
+    panel.dialog.accept()
+    wait_for(qtbot, lambda: abs(panel.model.entry("probes", "2")["w"] - (before["w"] + 0.5)) < 0.01)
+    after = panel.model.entry("probes", "2")
+    assert (after["x"], after["y"], after["z"]) == (before["x"], before["y"], before["z"])
 
 
 def test_a_bad_rigs_file_gives_a_dialog_not_a_traceback(make_window, qtbot, tmp_path):
