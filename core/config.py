@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ from core.protocol import RigAddress, parse_uri
 #: lists agree). Schemes that address a target inside a server take a path (``rpc://host:port/target``).
 DEFAULT_SCHEMES: frozenset[str] = frozenset({"udp", "tcp", "zmq", "sio", "rpc"})
 PATH_SCHEMES: frozenset[str] = frozenset({"rpc"})
+#: schemes whose console URI may carry a path: ``sio://relay:port/PINPOINT_ID`` reaches a manipulator
+#: server through a ``rigdeck relay`` (listen URIs of rig files never take one)
+OPTIONAL_PATH_SCHEMES: frozenset[str] = frozenset({"sio"})
+PINPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_PORTS: dict[str, int] = {"udp": 11001, "tcp": 11001, "zmq": 11002, "sio": 3000, "rpc": 3251}
 
 
@@ -222,13 +227,15 @@ def parse_rig(
             uri,
             resolve_host=False,
             default_port=DEFAULT_PORTS.get(scheme, 11001),
-            allow_path=scheme in PATH_SCHEMES,
+            allow_path=scheme in PATH_SCHEMES | OPTIONAL_PATH_SCHEMES,
         )
     except (TypeError, ValueError) as ex:
         raise fail(str(ex)) from None
     address = dataclasses.replace(address, scheme=scheme)
     if scheme in PATH_SCHEMES and not address.path:
         raise fail(f"{scheme}:// URIs name a target: {scheme}://host:port/target")
+    if scheme in OPTIONAL_PATH_SCHEMES and address.path and not PINPOINT_ID.match(address.path):
+        raise fail(f"the path of {uri!r} must be a Pinpoint ID (letters, digits, '-', '_'; at most 64)")
     misplaced = sorted(k for k in options if k in OPTION_SCHEMES and scheme not in OPTION_SCHEMES[k])
     if misplaced:
         where = "; ".join(f"{k} is for {' and '.join(f'{s}://' for s in sorted(OPTION_SCHEMES[k]))} rigs"

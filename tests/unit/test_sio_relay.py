@@ -235,3 +235,26 @@ def test_real_processes_relay_serve_and_the_command_line(tmp_path, capsys, monke
         relay.terminate()
         out, err = relay.communicate(timeout=15)
     assert relay.returncode == 0 and "STOPPED relay" in out and "proc-token" not in out + err
+
+
+def test_a_rigs_file_entry_reaches_a_manipulator_server_through_the_relay():
+    """``probes: {uri: sio://relay:port/ID, role: manipulator}``: the console's link finds the server by its ID."""
+    from core.config import parse_rig
+    from transports.sio_link import SioLink
+
+    async def main_():
+        async with relayed(ids=("a", "b"), pinpoint_id="rig7-probes") as (relay, _server, sim):
+            spec = parse_rig("probes", {"uri": f"sio://{LOOPBACK}:{relay.port}/rig7-probes", "role": "manipulator"})
+            link = SioLink(spec)
+            mods: list = []
+            link.on_update(mods.append)
+            await link.connect()
+            try:
+                await wait_for(lambda: link.state.value == "online", what="online through the relay")
+                assert sorted(mods[0]["struct"]["manipulators"]) == ["a", "b"]
+                await link.manipulators.set_position("a", Vec4(1, 2, 3, 4), 20.0)
+                assert await sim.position("a") == Vec4(1, 2, 3, 4)
+            finally:
+                await link.close()
+
+    run(main_())
