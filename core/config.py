@@ -154,6 +154,18 @@ class RigSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: what the file said, so saving back keeps the user's form (flat string vs mapping)
     raw: Any = None
+    #: the file this rig came from: relative paths in its options (key files) are relative to it
+    source: str | None = field(default=None, compare=False)
+
+    def path_option(self, key: str) -> Path | None:
+        """An option naming a file, resolved against the rigs file's folder (not the working directory)."""
+        value = self.options.get(key)
+        if not value:
+            return None
+        path = Path(str(value)).expanduser()
+        if not path.is_absolute() and self.source and Path(self.source).is_file():
+            path = Path(self.source).resolve().parent / path
+        return path
 
     @property
     def uri(self) -> str:
@@ -241,7 +253,7 @@ def parse_rig(
         where = "; ".join(f"{k} is for {' and '.join(f'{s}://' for s in sorted(OPTION_SCHEMES[k]))} rigs"
                           for k in misplaced)
         raise fail(f"option(s) {misplaced} do not apply to {scheme}:// rigs ({where})")
-    return RigSpec(name=name.strip(), address=address, role=role, options=options, raw=value)
+    return RigSpec(name=name.strip(), address=address, role=role, options=options, raw=value, source=source)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -177,8 +177,8 @@ class ZmqLink(RigLink):
             sock.setsockopt(zmq.IPV6, 1)
         if self.options.get("server_key"):
             try:
-                server_public = zmq_keys.load_public(self.options["server_key"])
-                client_file = self.options.get("client_key") or (
+                server_public = zmq_keys.load_public(self.spec.path_option("server_key"))
+                client_file = self.spec.path_option("client_key") or (
                     zmq_keys.default_keys_dir() / f"{zmq_keys.DEFAULT_CONSOLE_KEY}{zmq_keys.SECRET_SUFFIX}")
                 public, secret = zmq_keys.load_secret(client_file)
             except zmq_keys.KeyFileError as ex:

@@ -127,3 +127,16 @@ ephys: {<<: *udp_rig, uri: 10.0.0.2, timeout: 3}
     rigs = load_rigs(path)
     assert rigs["ephys"].uri == "udp://10.0.0.2:11001"
     assert dict(rigs["ephys"].options) == {"timeout": 3, "echo_timeout": 0.5}
+
+
+def test_key_file_options_are_relative_to_the_rigs_file(tmp_path, monkeypatch):
+    from core.config import load_rigs
+
+    rigs = tmp_path / "lab" / "remote_rigs.yaml"
+    rigs.parent.mkdir()
+    rigs.write_text("cams: {uri: 'zmq://127.0.0.1:11002', server_key: keys/cams.key, client_key: /abs/me.key_secret}\n")
+    monkeypatch.chdir(tmp_path)  # not the rigs file's folder
+    spec = load_rigs(rigs)["cams"]
+    assert spec.path_option("server_key") == rigs.parent.resolve() / "keys" / "cams.key"
+    assert str(spec.path_option("client_key")) == "/abs/me.key_secret"
+    assert spec.path_option("hwm") is None
