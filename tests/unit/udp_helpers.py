@@ -101,3 +101,12 @@ async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     assert await link.request(ExpMessage.EXPSTATUS, 0) == [0]
     await link.close()
     await server.close()
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """Poll ``condition()`` until true (a deadline, not a sleep, is the synchronisation)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.002)
