@@ -42,8 +42,8 @@ def with_default_command(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = with_default_command(list(sys.argv[1:] if argv is None else argv))
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(chosen if not {"-h", "--help"} & set(argv[:argv.index(chosen)] if chosen else argv)
-                          else None)
+    top_help = chosen is None or bool({"-h", "--help"} & set(argv[:argv.index(chosen)]))
+    parser = build_parser(None if top_help else chosen)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

@@ -20,14 +20,13 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from app.console import Console, LogEntry
 from app.gui.qtasync import FrameCoalescer, show_error
-from app.gui.widgets import FlatTableModel
+from app.gui.widgets import FlatTableModel, row_table
 
 Index = QModelIndex | QPersistentModelIndex
 LEVELS = ["debug", "info", "warning", "error"]
@@ -35,9 +34,13 @@ HEADERS = ["Time", "Level", "Rig", "Message"]
 LEVEL_COLOURS = {"error": "#d0342c", "warning": "#b58900", "debug": "#8a8a8a"}
 
 
-def entry_line(e: LogEntry) -> str:
+def entry_fields(e: LogEntry) -> tuple[str, str, str, str]:
     stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
-    return f"{stamp}\t{e.level}\t{e.rig or '-'}\t{e.text}"
+    return stamp, e.level, e.rig or "-", e.text
+
+
+def entry_line(e: LogEntry) -> str:
+    return "\t".join(entry_fields(e))
 
 
 class LogModel(FlatTableModel):
@@ -81,7 +84,7 @@ class LogModel(FlatTableModel):
             return None
         e = self.entries[index.row()]
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return entry_line(e).split("\t")[index.column()]
+            return entry_fields(e)[index.column()]
         if role == Qt.ItemDataRole.ForegroundRole and e.level in LEVEL_COLOURS:
             return QBrush(QColor(LEVEL_COLOURS[e.level]))
         if role == Qt.ItemDataRole.UserRole:
@@ -118,12 +121,8 @@ class LogPanel(QWidget):
         self.model = LogModel(console, self)
         self.proxy = LogFilter(self)
         self.proxy.setSourceModel(self.model)
-        self.view = QTableView(objectName="logTable")
-        self.view.setModel(self.proxy)
-        self.view.verticalHeader().setVisible(False)
-        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view = row_table("logTable", self.proxy, single=False)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.view.setColumnWidth(0, 100)
         self.view.setColumnWidth(1, 60)
         self.view.setColumnWidth(2, 90)

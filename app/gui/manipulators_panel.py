@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -32,7 +31,7 @@ from PySide6.QtWidgets import (
 from app.console import Console
 from app.gui.icons import icon
 from app.gui.qtasync import FrameCoalescer, spawn
-from app.gui.widgets import FlatTableModel, add_ok_cancel
+from app.gui.widgets import FlatTableModel, add_ok_cancel, button_bar, row_table
 from core.drivers.manipulator import Vec4
 
 Index = QModelIndex | QPersistentModelIndex
@@ -75,12 +74,11 @@ class ManipulatorModel(FlatTableModel):
 
     def _on_mod(self, mod: dict[str, Any]) -> None:
         path = mod.get("path") or []
-        if mod.get("action") == "init" or not path:
-            self._coalescer.mark("*")
-        elif path[0] == "rigs" and (len(path) <= 2 or path[2] == "service"):
-            self._coalescer.mark("*" if len(path) < 4 else path[1])
+        # every flush re-reads all rows (16 manipulators is nothing), so one key is all the coalescer needs
+        if mod.get("action") == "init" or not path or (path[0] == "rigs" and (len(path) <= 2 or path[2] == "service")):
+            self._coalescer.mark("rows")
 
-    def _flush(self, dirty: set[Hashable]) -> None:
+    def _flush(self, _dirty: set[Hashable]) -> None:
         self.repaints += 1
         rows = self.current_rows()
         if rows != self.rows:
@@ -276,12 +274,7 @@ class ManipulatorsPanel(QWidget):
         super().__init__(parent)
         self.console = console
         self.model = ManipulatorModel(console, self)
-        self.view = QTableView(objectName="manipulatorsTable")
-        self.view.setModel(self.model)
-        self.view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QTableView.SelectionMode.SingleSelection)
-        self.view.verticalHeader().setVisible(False)
-        self.view.horizontalHeader().setStretchLastSection(True)
+        self.view = row_table("manipulatorsTable", self.model)
         self.view.selectionModel().selectionChanged.connect(lambda *_: self.update_actions())
         self.model.modelReset.connect(self.update_actions)
         self.model.dataChanged.connect(lambda *_: self._sync_inside())
@@ -298,18 +291,11 @@ class ManipulatorsPanel(QWidget):
                                            "border-radius: 6px; padding: 6px 18px; }")
         self.stop_all_button.clicked.connect(self.stop_all)
 
-        self.buttons: dict[str, QPushButton] = {}
-        bar = QHBoxLayout()
-        for key, text, tip, slot in (
+        bar, self.buttons = button_bar("manip", (
             ("move", "Move…", "Move the selected manipulator to a position at a speed", self.move),
             ("depth", "Set depth…", "Drive the selected probe along its depth axis (w)", self.set_depth),
             ("stop", "Stop", "Stop the selected manipulator where it is", self.stop_one),
-        ):
-            button = QPushButton(text, objectName=f"manip_{key}")
-            button.setToolTip(tip)
-            button.clicked.connect(slot)
-            bar.addWidget(button)
-            self.buttons[key] = button
+        ))
         self.inside = QCheckBox("Inside brain (lock x-y-z)", objectName="insideBrain")
         self.inside.setToolTip("While inside the brain only depth moves are allowed")
         self.inside.clicked.connect(self.toggle_inside)

@@ -62,7 +62,6 @@ def pending_tasks() -> set[asyncio.Task[Any]]:
 def show_error(parent: QWidget | None, title: str, text: str) -> QMessageBox:
     box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)
     box.setObjectName("errorBox")
-    box.setTextInteractionFlags(box.textInteractionFlags())
     box.open()
     return box
 

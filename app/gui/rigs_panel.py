@@ -9,12 +9,9 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFormLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
-    QPushButton,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -22,7 +19,7 @@ from PySide6.QtWidgets import (
 from app.console import Console
 from app.gui.qtasync import show_error, spawn
 from app.gui.rigs_model import COL, MainSyncDelegate, RigTableModel
-from app.gui.widgets import add_ok_cancel
+from app.gui.widgets import add_ok_cancel, button_bar, row_table
 from core.config import Role
 
 
@@ -53,13 +50,8 @@ class RigsPanel(QWidget):
         self.console = console
         self.model = RigTableModel(console, self)
         self.model.refused.connect(lambda text: show_error(self, "Main sync", text))
-        self.view = QTableView(objectName="rigsTable")
-        self.view.setModel(self.model)
+        self.view = row_table("rigsTable", self.model)
         self.view.setItemDelegateForColumn(COL["main_sync"], MainSyncDelegate(self.view))
-        self.view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QTableView.SelectionMode.SingleSelection)
-        self.view.verticalHeader().setVisible(False)
-        self.view.horizontalHeader().setStretchLastSection(True)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.setAlternatingRowColors(True)
         self.view.doubleClicked.connect(lambda _i: self.edit_rig())
@@ -67,20 +59,13 @@ class RigsPanel(QWidget):
                            (COL["main_sync"], 80), (COL["age"], 90), (COL["rtt_ms"], 80), (COL["progress"], 200)):
             self.view.setColumnWidth(col, width)
 
-        self.buttons: dict[str, QPushButton] = {}
-        bar = QHBoxLayout()
-        for key, text, tip, slot in (
+        bar, self.buttons = button_bar("rigs", (
             ("add", "Add…", "Add a rig to the rigs file", self.add_rig),
             ("edit", "Edit…", "Change the selected rig's name, URI or role", self.edit_rig),
             ("remove", "Remove", "Remove the selected rig", self.remove_rig),
             ("save", "Save", "Write the rigs back to the rigs file", self.save),
             ("reload", "Reload", "Read the rigs file again and reconnect", self.reload),
-        ):
-            button = QPushButton(text, objectName=f"rigs_{key}")
-            button.setToolTip(tip)
-            button.clicked.connect(slot)
-            bar.addWidget(button)
-            self.buttons[key] = button
+        ))
         bar.addStretch(1)
         self.file_label = QLabel(objectName="rigsFile")
         self.file_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

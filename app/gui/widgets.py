@@ -1,12 +1,12 @@
-"""Small pieces the panels share: a flat table model base and the OK/Cancel row of a dialog."""
+"""Small pieces the panels share: a flat table model base, a row-selecting table, a button bar, OK/Cancel."""
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Callable, Iterable, Sized
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout
+from PySide6.QtCore import QAbstractItemModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout, QPushButton, QTableView
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -37,3 +37,29 @@ def add_ok_cancel(dialog: QDialog, form: QFormLayout) -> None:
     buttons.accepted.connect(dialog.accept)
     buttons.rejected.connect(dialog.reject)
     form.addRow(buttons)
+
+
+def row_table(name: str, model: QAbstractItemModel, single: bool = True) -> QTableView:
+    """A table that selects whole rows, without row numbers, its last column stretched."""
+    view = QTableView(objectName=name)
+    view.setModel(model)
+    view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+    if single:
+        view.setSelectionMode(QTableView.SelectionMode.SingleSelection)
+    view.verticalHeader().setVisible(False)
+    view.horizontalHeader().setStretchLastSection(True)
+    return view
+
+
+def button_bar(prefix: str, specs: Iterable[tuple[str, str, str, Callable[[], Any]]]
+               ) -> tuple[QHBoxLayout, dict[str, QPushButton]]:
+    """A row of buttons from ``(key, text, tooltip, slot)``; object names ``<prefix>_<key>`` (tests find them)."""
+    bar = QHBoxLayout()
+    buttons: dict[str, QPushButton] = {}
+    for key, text, tip, slot in specs:
+        button = QPushButton(text, objectName=f"{prefix}_{key}")
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        bar.addWidget(button)
+        buttons[key] = button
+    return bar, buttons

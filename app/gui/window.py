@@ -65,7 +65,7 @@ class MainWindow(QMainWindow):
         self.clock.timeout.connect(self._tick)
         self.clock.start()
         self._coalescer = FrameCoalescer(self._refresh, self)
-        self._unsubscribe = console.state.subscribe(lambda _mod: self._coalescer.mark("state"))
+        self._unsubscribe = console.state.subscribe(self._on_mod)
         self.restore_layout()
         self._refresh(set())
 
@@ -146,6 +146,12 @@ class MainWindow(QMainWindow):
         spawn(answer(summary), self, "Reattach")
 
     # ------------------------------------------------------------------ status
+    def _on_mod(self, mod: dict[str, Any]) -> None:
+        """The status bar shows links and the session: a rig's pushed tree (positions at 100 Hz) is not news."""
+        path = mod.get("path") or []
+        if len(path) < 3 or path[0] != "rigs" or path[2] != "service":
+            self._coalescer.mark("state")
+
     def _refresh(self, _dirty: set[Hashable]) -> None:
         rigs = self.console.state.get(["rigs"]) or {}
         counts: dict[str, int] = {}
