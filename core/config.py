@@ -31,7 +31,8 @@ PATH_SCHEMES: frozenset[str] = frozenset({"rpc"})
 #: schemes whose console URI may carry a path: ``sio://relay:port/PINPOINT_ID`` reaches a manipulator
 #: server through a ``rigdeck relay`` (listen URIs of rig files never take one)
 OPTIONAL_PATH_SCHEMES: frozenset[str] = frozenset({"sio"})
-PINPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: what a Pinpoint ID at a relay may be (the relay, the CLI and rigs files share this one rule)
+PINPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
 DEFAULT_PORTS: dict[str, int] = {"udp": 11001, "tcp": 11001, "zmq": 11002, "sio": 3000, "rpc": 3251}
 
 
@@ -247,7 +248,7 @@ def parse_rig(
     if scheme in PATH_SCHEMES and not address.path:
         raise fail(f"{scheme}:// URIs name a target: {scheme}://host:port/target")
     if scheme in OPTIONAL_PATH_SCHEMES and address.path and not PINPOINT_ID.match(address.path):
-        raise fail(f"the path of {uri!r} must be a Pinpoint ID (letters, digits, '-', '_'; at most 64)")
+        raise fail(f"the path of {uri!r} must be a Pinpoint ID (3-32 letters, digits, - or _)")
     misplaced = sorted(k for k in options if k in OPTION_SCHEMES and scheme not in OPTION_SCHEMES[k])
     if misplaced:
         where = "; ".join(f"{k} is for {' and '.join(f'{s}://' for s in sorted(OPTION_SCHEMES[k]))} rigs"

@@ -939,6 +939,7 @@ class Session:
         ref = parse_exp_ref(self.exp_ref) if self.exp_ref else None
         main_desc = self.rig_descriptions.get(self.main_sync or "", {})
         return {
+            **self.details,  # first: the experimenter's extras never overwrite what the engine records
             "version": "1.0.0",
             "exp_ref": self.exp_ref,
             "subject": self.subject,
@@ -964,7 +965,6 @@ class Session:
             "phase": self.phase.value,
             "outcome": self.outcome or ("running" if self.phase is Phase.RUNNING else "pending"),
             "console": {"rigdeck": _version(), "pid": os.getpid()},
-            **self.details,
         }
 
     def _write_description(self) -> None:

@@ -66,9 +66,11 @@ class SioRemoteError(RemoteError, SioError):
         self.data = data
 
 
-def sio_url(host: str, port: int) -> str:
+def sio_url(host: str, port: int, pinpoint_id: str | None = None) -> str:
+    """The Socket.IO URL of a server, or of the server a relay at host:port knows by ``pinpoint_id``."""
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
+    url = f"http://{host}:{port}"
+    return f"{url}?pinpoint_id={pinpoint_id}" if pinpoint_id else url
 
 
 class SioManipulatorClient:

@@ -43,11 +43,8 @@ class SioLink(RigLink):
         self.spec = spec
         self.timeout = float(spec.options.get("timeout", DEFAULT_TIMEOUT))
         token = spec.options.get("token")
-        url = sio_url(spec.address.host, spec.address.port)
-        if spec.address.path:  # sio://relay:port/PINPOINT_ID: the relay pairs us with that server
-            url += f"?pinpoint_id={spec.address.path}"
         self.manipulators = SioManipulatorClient(
-            url,
+            sio_url(spec.address.host, spec.address.port, spec.address.path or None),  # a path: ID at a relay
             token=str(token) if token else None,
             timeout=self.timeout,
         )

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import re
 import secrets
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,6 +37,7 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
+from core.config import PINPOINT_ID
 from transports import sio_wire as wire
 from transports.sio_server import (
     DEFAULT_PUSH_HZ,
@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 3000
 #: a move can take minutes; the client's own timeout is what bounds a request, not the relay
 FORWARD_TIMEOUT = 3600.0
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
 REFUSED = "Connection rejected by server"
 
 
@@ -113,7 +112,7 @@ class SioRelay:
         pinpoint_id = auth.get("pinpoint_id") if isinstance(auth.get("pinpoint_id"), str) else None
         pinpoint_id = pinpoint_id or _query(environ, "pinpoint_id")
         if auth.get("role") == "server":
-            if pinpoint_id is None or not ID_PATTERN.match(pinpoint_id):
+            if pinpoint_id is None or not PINPOINT_ID.match(pinpoint_id):
                 self._refuse(peer, "a manipulator server must offer a Pinpoint ID of 3-32 letters, digits, - or _")
             if pinpoint_id in self.servers:
                 self._refuse(peer, f"Pinpoint ID {pinpoint_id!r} is already in use on this relay")
@@ -201,7 +200,7 @@ class RelayedSioServer(SioServer):
         super().__init__(driver, token=None, **kwargs)  # the relay checks the token, for servers and clients
         self.relay_url = relay_url
         self.pinpoint_id = pinpoint_id or new_pinpoint_id()
-        if not ID_PATTERN.match(self.pinpoint_id):
+        if not PINPOINT_ID.match(self.pinpoint_id):
             raise ValueError(f"pinpoint_id {self.pinpoint_id!r}: use 3-32 letters, digits, - or _")
         self._relay_token = token or None
         self._refusal: str | None = None

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from core.config import PINPOINT_ID
 from core.drivers.manipulator import ManipulatorError, Vec4
 from core.protocol import parse_uri
 from transports.sio_client import (
@@ -49,7 +50,6 @@ from transports.sio_client import (
     SioUnavailable,
     sio_url,
 )
-from transports.sio_relay import ID_PATTERN
 
 EXIT_REMOTE = 1
 EXIT_USAGE = 2
@@ -82,13 +82,10 @@ def manipulator_url(uri: str) -> str:
         address = parse_uri(text, resolve_host=False, default_port=SIO_PORT, default_scheme="sio", allow_path=True)
     except (ValueError, TypeError) as ex:
         raise UsageError(f"bad manipulator URI: {ex}") from None
-    url = sio_url(address.host, address.port)
-    if address.path:
-        if not ID_PATTERN.match(address.path):
-            raise UsageError(f"bad manipulator URI {uri!r}: the path must be a Pinpoint ID "
-                             "(3-32 letters, digits, - or _)")
-        url += f"?pinpoint_id={address.path}"
-    return url
+    if address.path and not PINPOINT_ID.match(address.path):
+        raise UsageError(f"bad manipulator URI {uri!r}: the path must be a Pinpoint ID "
+                         "(3-32 letters, digits, - or _)")
+    return sio_url(address.host, address.port, address.path or None)
 
 
 def read_token(token_file: str | None) -> str | None:
