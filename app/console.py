@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import datetime as _dt
 import logging
 import math
 import time
@@ -34,6 +36,11 @@ from core.state import LiveState
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 20_000
+#: how far back the console looks for sessions to reattach (older ones: rigdeck run --attach)
+REATTACH_DAYS = 14
+#: one plain worker thread for file scans (not the loop's default executor: qasync's is a QThread pool that
+#: Qt destroys at exit while idle threads still run)
+_FILES = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rigdeck-files")
 #: a pushing rig's "last reply" is refreshed at most this often (its updates may come at 100 Hz)
 CONTACT_THROTTLE = 0.5
 
@@ -254,10 +261,12 @@ class Console:
     async def cleanup(self) -> StepResult:
         return await self._require_session().cleanup()
 
-    def unfinished(self) -> list[SessionSummary]:
-        """Sessions a dead console left running (journal not final), newest first."""
+    async def unfinished(self, days: int = REATTACH_DAYS) -> list[SessionSummary]:
+        """Sessions of the last ``days`` days a dead console left running (journal not final), newest first.
+        Read in a worker thread: it is file I/O over the data folder, and the window must not wait on it."""
+        since = _dt.date.today() - _dt.timedelta(days=days)
         try:
-            found = find_unfinished(self.data_dir)
+            found = await asyncio.get_running_loop().run_in_executor(_FILES, find_unfinished, self.data_dir, since)
         except OSError:
             return []
         return sorted(found, key=lambda s: s.started or 0, reverse=True)

@@ -253,17 +253,19 @@ def load_session(path: str | os.PathLike[str]) -> SessionSummary:
     return summarize(read_journal(path))
 
 
-def iter_journals(data_dir: str | os.PathLike[str]) -> Iterator[Path]:
-    """Every session journal under a data directory (``subject/date/NNN/_rigdeck_journal.jsonl``)."""
+def iter_journals(data_dir: str | os.PathLike[str], since: _dt.date | None = None) -> Iterator[Path]:
+    """Every session journal under a data directory (``subject/date/NNN/_rigdeck_journal.jsonl``), or only
+    those of days from ``since`` on (a lab's data folder holds years of sessions)."""
     root = Path(data_dir)
     if root.is_dir():
-        yield from sorted(root.glob(f"*/*/*/{JOURNAL_NAME}"))
+        paths = sorted(root.glob(f"*/*/*/{JOURNAL_NAME}"))
+        yield from (p for p in paths if since is None or p.parents[1].name >= since.isoformat())
 
 
-def find_unfinished(data_dir: str | os.PathLike[str]) -> list[SessionSummary]:
+def find_unfinished(data_dir: str | os.PathLike[str], since: _dt.date | None = None) -> list[SessionSummary]:
     """Sessions whose journal never reached stopped / failed / aborted: candidates for reattaching."""
     out = []
-    for path in iter_journals(data_dir):
+    for path in iter_journals(data_dir, since):
         try:
             summary = load_session(path)
         except OSError:

@@ -23,7 +23,6 @@ from app.gui.qtasync import FrameCoalescer, ask, spawn
 from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
 from app.gui.session_panel import SessionPanel
-from core.journal import SessionSummary
 
 SHORTCUTS = {"start": "Ctrl+Return", "stop": "Ctrl+.", "stop_all": "F12"}
 
@@ -126,24 +125,26 @@ class MainWindow(QMainWindow):
         dialog.open()
 
     def offer_reattach(self) -> None:
-        unfinished = [s for s in self.console.unfinished() if s.rigs and set(s.participants or s.rigs)
-                      <= set(self.console.specs)]
-        if not unfinished or self.console.active:
-            return
-        summary = unfinished[0]
-        box = QMessageBox(QMessageBox.Icon.Question, "Unfinished session",
-                          f"Session {summary.exp_ref} ({summary.subject}) was left {summary.phase} by a console "
-                          f"that stopped.\nReattach to it (poll its rigs, and stop it from here)?",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
-        box.setObjectName("reattach")
-        self.reattach_box = box
+        """Offer the newest unfinished session whose rigs are all in the loaded rigs file."""
 
-        async def answer(s: SessionSummary) -> None:
+        async def offer() -> None:
+            rigs = set(self.console.specs)
+            unfinished = [s for s in await self.console.unfinished()
+                          if s.rigs and set(s.participants or s.rigs) <= rigs]
+            if not unfinished or self.console.active:
+                return
+            summary = unfinished[0]
+            box = QMessageBox(QMessageBox.Icon.Question, "Unfinished session",
+                              f"Session {summary.exp_ref} ({summary.subject}) was left {summary.phase} by a console "
+                              f"that stopped.\nReattach to it (poll its rigs, and stop it from here)?",
+                              QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+            box.setObjectName("reattach")
+            self.reattach_box = box
             if await ask(box) == QMessageBox.StandardButton.Yes:
-                await self.console.attach(s)
+                await self.console.attach(summary)
                 self.session.update_state()
 
-        spawn(answer(summary), self, "Reattach")
+        spawn(offer(), self, "Reattach")
 
     # ------------------------------------------------------------------ status
     def _on_mod(self, mod: dict[str, Any]) -> None:

@@ -129,3 +129,14 @@ def test_kill_9_never_loses_or_tears_a_line(tmp_path):
     assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= acknowledged
     assert all(len(r["data"]) == (r["i"] * 7919) % 60000 for r in read.records)
     assert json.loads(path.read_bytes().splitlines()[-1])["i"] == numbers[-1]
+
+
+def test_find_unfinished_can_skip_old_days(tmp_path):
+    import datetime as dt
+
+    for day in ("2026-10-01", "2026-11-20"):
+        with Journal(tmp_path / "KS001" / day / "001" / JOURNAL_NAME) as j:
+            j.write("session", exp_ref=f"{day}_1_KS001", subject="KS001")
+            j.write("phase", phase="running")
+    assert len(find_unfinished(tmp_path)) == 2
+    assert [s.exp_ref for s in find_unfinished(tmp_path, since=dt.date(2026, 11, 9))] == ["2026-11-20_1_KS001"]
