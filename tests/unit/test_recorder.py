@@ -154,3 +154,33 @@ def test_stop_writes_frames_due_at_stop(tmp_path):
 
     summary = run(main())
     assert summary["frames"] >= 400  # 10 kHz for >= 50 ms
+
+
+def test_stop_during_a_slow_write_never_writes_a_frame_twice(tmp_path, monkeypatch):
+    """A slow disk: stop() cancels the recording task while a chunk is still being written in the worker
+    thread. The frames of that chunk must not be written again by stop's final write."""
+    import threading
+    import time as _time
+
+    in_write = threading.Event()
+    original = RecordingWriter.write_chunk
+
+    def slow_write(self, first, stamps, data):
+        in_write.set()
+        _time.sleep(0.2)
+        return original(self, first, stamps, data)
+
+    monkeypatch.setattr(RecordingWriter, "write_chunk", slow_write)
+
+    async def main():
+        rec = SimulatedRecorder("eph", "ephys", rate=1000.0, chunk_interval=0.01)
+        await rec.start(tmp_path, "2026-11-23_1_KS001")
+        while not in_write.is_set():
+            await asyncio.sleep(0.005)
+        await rec.stop()
+        return rec
+
+    rec = run(main())
+    frames, info = read_recording(rec.path)
+    assert info["complete"] and frames
+    assert [f.index for f in frames] == list(range(len(frames)))
