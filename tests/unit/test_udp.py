@@ -8,6 +8,7 @@ import time
 import pytest
 from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
 
+from core.config import parse_rig
 from core.link import LinkState, RemoteError, RequestTimeout
 from core.protocol import ExpMessage, RigAddress
 from transports import ibl_wire, registry
@@ -82,6 +83,23 @@ def test_a_whole_exchange_between_rigdeck_link_and_server():
             conv = next(iter(server.endpoint.conversations.values()))
             await until(lambda: conv.stats.echoes == 5)  # the last echo is sent just before the reply is handed over
             assert not conv._unechoed
+        finally:
+            await link.close()
+            await server.close()
+
+    run(main())
+
+
+def test_a_rig_named_by_hostname_answers():
+    """A rigs file names rigs by hostname (``udp://behaviour-rig:11001``): replies come from the rig's
+    IP address, and must still reach the request (they once went to a conversation of their own)."""
+    async def main():
+        server = await serve_udp(LOOPBACK, EchoRig())
+        link = UdpLink(parse_rig("rig", f"udp://localhost:{server.port}"))
+        await link.connect()
+        try:
+            assert await link.request(S.EXPSTATUS, 20, timeout=2) == [0]  # the rig's status: CONNECTED
+            assert link.state is LinkState.ONLINE
         finally:
             await link.close()
             await server.close()
