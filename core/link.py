@@ -99,7 +99,7 @@ class RigLink(abc.ABC):
 
     def set_state(self, state: LinkState, error: str | None = None) -> None:
         """Transports call this; listeners are told only on a real change (or a new error text)."""
-        if state is self.state and error == self.last_error:
+        if state is self.state and (error is None or error == self.last_error):
             return
         self.state = state
         if error is not None:

@@ -42,32 +42,22 @@ log = logging.getLogger(__name__)
 IDEMPOTENT = frozenset({ExpMessage.EXPSTATUS, ExpMessage.EXPINFO})
 
 
-async def _wait_done(fut: asyncio.Future[Any], timeout: float) -> None:
-    """Wait until ``fut`` is done or ``timeout`` passes, without raising; cheaper than ``asyncio.wait``
-    (this is on every request's path)."""
-    if fut.done():
-        return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_: Any = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(max(timeout, 0), wake)
-    fut.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        fut.remove_done_callback(wake)
+#: what an attempt's future holds when the attempt's time is up without a reply
+_NO_REPLY: Any = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
+    """The request in flight with one peer. ``attempt`` is awaited by the request: it resolves with the
+    reply's data, an error, or :data:`_NO_REPLY` when the attempt's time (``attempt_ends``) is up; the
+    reply is also kept in ``answer``, so one that arrives just as an attempt ends is not lost."""
+
     event: ExpMessage
     raw: bytes
-    reply: asyncio.Future[list[Any]]
+    attempt: asyncio.Future[Any]
+    attempt_ends: float = 0.0
+    answered: bool = False
+    answer: Any = None  # the reply's data, or the exception to raise
     echo_seen: bool = False
     attempts: int = 0
 
@@ -126,6 +116,11 @@ class Conversation:
         self._unechoed: dict[bytes, collections.deque[tuple[float, asyncio.Future[None] | None]]] = {}
         self._late: dict[ExpMessage, collections.deque[float]] = {}
         self._late_changed = asyncio.Event()
+        # no remembered echo or late mark expires before this (a lower bound: sweeping is then skipped)
+        self._next_expiry = float("inf")
+        # one timer ends the attempts of this peer's requests; re-armed lazily when it fires early
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
         self.last_activity = 0.0
 
     # ------------------------------------------------------------------------------------ sending
@@ -150,17 +145,36 @@ class Conversation:
         self._send(raw)
 
     def _expect_echo(self, raw: bytes, fut: asyncio.Future[None] | None) -> None:
-        self._unechoed.setdefault(raw, collections.deque()).append((self._now() + self.tuning.echo_memory, fut))
+        until = self._now() + self.tuning.echo_memory
+        queue = self._unechoed.get(raw)
+        if queue is None:
+            queue = self._unechoed[raw] = collections.deque()
+        queue.append((until, fut))
+        if until < self._next_expiry:
+            self._next_expiry = until
 
     def _forget_expired(self, now: float) -> None:
-        for raw in [r for r, q in self._unechoed.items() if q and q[-1][0] < now]:
-            del self._unechoed[raw]
+        """Drop remembered echoes and late marks whose time has passed. Runs only when something
+        may have expired (``_next_expiry``), not on every datagram."""
+        if now < self._next_expiry:
+            return
+        soonest = float("inf")
+        for raw, queue in list(self._unechoed.items()):
+            while queue and queue[0][0] < now:
+                queue.popleft()
+            if queue:
+                soonest = min(soonest, queue[0][0])
+            else:
+                del self._unechoed[raw]
         for event, marks in list(self._late.items()):
             while marks and marks[0] < now:
                 marks.popleft()
-            if not marks:
+            if marks:
+                soonest = min(soonest, marks[0])
+            else:
                 del self._late[event]
                 self._late_changed.set()
+        self._next_expiry = soonest
 
     async def request(self, event: ExpMessage, data: list[Any], timeout: float) -> list[Any]:
         """Send ``[event, *data]`` and return the reply's data; see the module docstring for the rules.
@@ -173,44 +187,96 @@ class Conversation:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         idempotent = event in IDEMPOTENT
-        async with self._lock:
-            await self._wait_for_late_replies(event, deadline)
-            pending = _Pending(event, raw, loop.create_future())
-            self.pending = pending
-            interval = self.tuning.retry_after if idempotent else self.tuning.echo_timeout
+        await self._lock.acquire()
+        try:
+            self._forget_expired(loop.time())
+            if event in self._late:
+                await self._wait_for_late_replies(event, deadline)
+            pending = self.pending = _Pending(event, raw, loop.create_future())
             try:
-                while True:
-                    pending.attempts += 1
-                    if pending.attempts > 1:
-                        self.stats.retries += 1
-                        log.debug("%s: resending %s (attempt %d)", self.peer, event.name, pending.attempts)
-                    self._expect_echo(raw, None)
-                    self._send(raw)
-                    wait = min(deadline, loop.time() + interval) - loop.time()
-                    await _wait_done(pending.reply, wait)
-                    if pending.reply.done():
-                        return pending.reply.result()
-                    if loop.time() >= deadline:
-                        raise self._timeout(pending, timeout)
-                    if idempotent:
-                        interval = min(interval * 2, self.tuning.max_retry_interval)
-                        continue
-                    if not pending.echo_seen:
-                        raise RequestTimeout(
-                            f"{self.peer}: no echo of {event.name} within {self.tuning.echo_timeout:g} s; "
-                            f"the rig may not have received it (not resent: {event.name} is not idempotent)"
-                        )
-                    await _wait_done(pending.reply, deadline - loop.time())
-                    if pending.reply.done():
-                        return pending.reply.result()
-                    raise self._timeout(pending, timeout)
+                return await self._attempts(pending, deadline, timeout, idempotent)
             finally:
                 self.pending = None
-                if not pending.reply.done():
-                    pending.reply.cancel()
+                if not pending.answered:
                     self._expect_late(event, pending.attempts, self.tuning.late_window)
                 elif pending.attempts > 1:  # the other attempts may be answered too
                     self._expect_late(event, pending.attempts - 1, min(self.tuning.late_window, 0.5))
+        finally:
+            self._lock.release()
+
+    async def _attempts(self, pending: _Pending, deadline: float, timeout: float, idempotent: bool) -> list[Any]:
+        """Send, and resend while the rules allow, until the reply comes or the time is up."""
+        loop = asyncio.get_running_loop()
+        event = pending.event
+        interval = self.tuning.retry_after if idempotent else self.tuning.echo_timeout
+        while True:
+            pending.attempts += 1
+            if pending.attempts > 1:
+                self.stats.retries += 1
+                log.debug("%s: resending %s (attempt %d)", self.peer, event.name, pending.attempts)
+            self._expect_echo(pending.raw, None)
+            self._send(pending.raw)
+            await self._attempt(pending, min(deadline, loop.time() + interval))
+            if pending.answered:
+                return self._answer(pending)
+            if loop.time() >= deadline:
+                raise self._timeout(pending, timeout)
+            if idempotent:
+                interval = min(interval * 2, self.tuning.max_retry_interval)
+                continue
+            if not pending.echo_seen:
+                raise RequestTimeout(
+                    f"{self.peer}: no echo of {event.name} within {self.tuning.echo_timeout:g} s; "
+                    f"the rig may not have received it (not resent: {event.name} is not idempotent)"
+                )
+            await self._attempt(pending, deadline)
+            if pending.answered:
+                return self._answer(pending)
+            raise self._timeout(pending, timeout)
+
+    def _attempt(self, pending: _Pending, ends: float) -> asyncio.Future[Any]:
+        """A future to await: done when the reply comes or at ``ends``, whichever is first."""
+        if pending.attempt.done():
+            pending.attempt = asyncio.get_running_loop().create_future()
+        if pending.answered:
+            pending.attempt.set_result(None)
+        else:
+            pending.attempt_ends = ends
+            self._arm(ends)
+        return pending.attempt
+
+    @staticmethod
+    def _answer(pending: _Pending) -> list[Any]:
+        if isinstance(pending.answer, Exception):  # an error report, or the endpoint closed
+            raise pending.answer
+        return pending.answer
+
+    def _answered(self, pending: _Pending, answer: Any) -> None:
+        """The reply to the pending request has come (its data, or the exception to raise)."""
+        pending.answered = True
+        pending.answer = answer
+        if not pending.attempt.done():
+            pending.attempt.set_result(None)
+
+    def _arm(self, when: float) -> None:
+        """Have the attempt timer fire by ``when``. A timer already set to fire earlier is kept (it
+        re-arms itself for the current attempt when it fires), so back-to-back requests cost no timer."""
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._attempt_timer)
+
+    def _attempt_timer(self) -> None:
+        self._timer = None
+        pending = self.pending
+        if pending is None or pending.attempt.done():
+            return
+        if self._now() >= pending.attempt_ends - 1e-4:
+            pending.attempt.set_result(_NO_REPLY)
+        else:
+            self._arm(pending.attempt_ends)
 
     async def deliver(self, event: ExpMessage, data: list[Any], timeout: float) -> None:
         """Send a one-way message (:func:`ibl_wire.is_one_way`) once; done when its echo comes back."""
@@ -218,8 +284,13 @@ class Conversation:
         wait = min(timeout, self.tuning.echo_timeout)
         async with self._lock:  # like iblutil: one confirmed message per peer at a time
             echoed = self.send_confirmed(raw)
-            await _wait_done(echoed, wait)
-            if not echoed.done():
+            timer = asyncio.get_running_loop().call_later(
+                wait, lambda: echoed.done() or echoed.set_result(_NO_REPLY))
+            try:
+                confirmed = await echoed is not _NO_REPLY
+            finally:
+                timer.cancel()
+            if not confirmed:
                 self.stats.timeouts += 1
                 raise RequestTimeout(f"{self.peer}: no echo of {event.name} within {wait:g} s; "
                                      "the rig may not have received it (not resent)")
@@ -236,6 +307,8 @@ class Conversation:
         marks = self._late.setdefault(event, collections.deque())
         until = self._now() + window
         marks.extend([until] * count)
+        if until < self._next_expiry:
+            self._next_expiry = until
 
     async def _wait_for_late_replies(self, event: ExpMessage, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -257,7 +330,7 @@ class Conversation:
                 pass
 
     def _take_late(self, event: int | None) -> bool:
-        if event is None:
+        if event is None or not self._late:
             return False
         try:
             marks = self._late.get(ExpMessage(event))
@@ -280,19 +353,20 @@ class Conversation:
         if self._match_echo(raw):
             return
         decoded = ibl_wire.decode(raw)
-        echoable = len(raw) >= 2 and not ibl_wire.is_error_report_text(raw) and not isinstance(decoded, ErrorReport)
-        if echoable and not (isinstance(decoded, Malformed) and decoded.reason.startswith(("not UTF-8", "empty"))):
+        if type(decoded) is Message:
             self._send(raw)  # iblutil: echo the exact bytes first, then act on them
-        if isinstance(decoded, Malformed):
+            self._message(decoded)
+        elif isinstance(decoded, ErrorReport):  # never echoed (iblutil does not either)
+            self._error_report(decoded)
+        else:
+            if len(raw) >= 2 and not ibl_wire.is_error_report_text(raw) \
+                    and not decoded.reason.startswith(("not UTF-8", "empty")):
+                self._send(raw)
             self.stats.malformed += 1
             if self.on_malformed is not None:
                 self.on_malformed(decoded, raw)
             else:
                 log.warning("%s: dropped a malformed message: %s", self.peer, decoded.reason)
-        elif isinstance(decoded, ErrorReport):
-            self._error_report(decoded)
-        else:
-            self._message(decoded)
 
     def _match_echo(self, raw: bytes) -> bool:
         queue = self._unechoed.get(raw)
@@ -310,8 +384,8 @@ class Conversation:
 
     def _error_report(self, report: ErrorReport) -> None:
         pending = self.pending
-        if pending is not None and not pending.reply.done() and report.event in (None, 0, int(pending.event)):
-            pending.reply.set_exception(RemoteError(report.text, report.event))
+        if pending is not None and not pending.answered and report.event in (None, 0, int(pending.event)):
+            self._answered(pending, RemoteError(report.text, report.event))
         elif self._take_late(report.event):
             log.info("%s: dropped a late error report (%s)", self.peer, report.text)
         else:
@@ -321,8 +395,8 @@ class Conversation:
 
     def _message(self, msg: Message) -> None:
         pending = self.pending
-        if pending is not None and not pending.reply.done() and msg.event is pending.event:
-            pending.reply.set_result(msg.data)
+        if pending is not None and not pending.answered and msg.event is pending.event:
+            self._answered(pending, msg.data)
         elif self._take_late(int(msg.event)):
             log.info("%s: dropped a late %s reply (its request had timed out)", self.peer, msg.event.name)
         else:
@@ -332,8 +406,11 @@ class Conversation:
         """Fail the pending request (the endpoint is going away)."""
         from core.link import LinkClosed
 
-        if self.pending is not None and not self.pending.reply.done():
-            self.pending.reply.set_exception(LinkClosed(f"{self.peer}: endpoint closed"))
+        if self.pending is not None and not self.pending.answered:
+            self._answered(self.pending, LinkClosed(f"{self.peer}: endpoint closed"))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for queue in self._unechoed.values():
             for _, fut in queue:
                 if fut is not None and not fut.done():

@@ -96,6 +96,10 @@ class IblEndpoint:
     def _send_to(self, addr: Address, raw: bytes) -> None:
         raise NotImplementedError
 
+    def _sender(self, addr: Address) -> Callable[[bytes], None]:
+        """What a conversation with ``addr`` sends its bytes with."""
+        return lambda raw: self._send_to(addr, raw)
+
     def _default_addr(self) -> Address | None:
         """The peer of a client-role endpoint (None for servers: ``addr`` is then required)."""
         return None
@@ -110,7 +114,7 @@ class IblEndpoint:
             label = f"{self.name} {self._describe(addr)}"
             conv = Conversation(
                 label,
-                send=lambda raw, a=addr: self._send_to(a, raw),
+                send=self._sender(addr),
                 on_message=lambda msg, a=addr: self._on_message(a, msg),
                 on_malformed=lambda bad, raw, a=addr: self._on_malformed(a, bad, raw),
                 on_report=lambda report, a=addr: self._on_report(a, report),
@@ -162,7 +166,9 @@ class IblEndpoint:
         self._spawn(_Continuation(coro, first))
 
     async def _serve(self, addr: Address, msg: Message) -> None:
-        lock = self._serve_locks.setdefault(addr, asyncio.Lock())
+        lock = self._serve_locks.get(addr)
+        if lock is None:
+            lock = self._serve_locks[addr] = asyncio.Lock()
         async with lock:  # one peer's messages are handled in the order they came
             try:
                 reply = await self.service.handle(msg.event, list(msg.data), self._describe(addr))
@@ -177,7 +183,7 @@ class IblEndpoint:
             if ibl_wire.is_one_way(msg.event, msg.data):
                 return  # a token delivery: iblutil senders wait for no reply, and choke on one
             if not self.closed:
-                self.conversation(addr).send_confirmed(raw)
+                self.conversation(addr).send_unconfirmed(raw)  # its echo is recognised, not awaited
 
     def _dispatch_callbacks(self, addr: Address, msg: Message) -> None:
         self._run_callbacks(int(msg.event), msg.data, addr, msg.event)
@@ -229,10 +235,12 @@ class IblEndpoint:
         """Request/reply with the exact wire shapes of iblutil (see :class:`Conversation`). An Alyx token
         delivery is one-way, as in iblutil: confirmed by its echo, answered here with ``[base_url, {}]``."""
         conversation = self.conversation(self._resolve_addr(addr))
-        if ibl_wire.is_one_way(event, list(data)):
-            await conversation.deliver(ExpMessage(event), list(data), timeout)
+        event = event if type(event) is ExpMessage else ExpMessage(event)
+        values = list(data)
+        if ibl_wire.is_one_way(event, values):
+            await conversation.deliver(event, values, timeout)
             return [data[0], {}]
-        return await conversation.request(ExpMessage(event), list(data), timeout)
+        return await conversation.request(event, values, timeout)
 
     # ------------------------------------------------------------------------ iblutil Communicator API
     def assign_callback(self, event: Any, callback: Callback) -> None:

@@ -65,6 +65,8 @@ class Malformed:
 
 Decoded = Message | ErrorReport | Malformed
 
+_EVENTS = {int(member): member for member in ExpMessage}
+
 
 def _preview(raw: bytes, width: int = 60) -> str:
     text = repr(raw[:width])
@@ -88,6 +90,10 @@ def decode(raw: bytes) -> Decoded:
     if not msg:
         return Malformed("empty array: expected [event, data...]")
     head = msg[0]
+    if type(head) is int and len(msg) > 1:  # the common case, checked first: an event code with data
+        event = _EVENTS.get(head)
+        if event is not None:
+            return Message(event, msg[1:])
     if head in (0, None, "") and not isinstance(head, float):  # 0, false, null, "": an error report
         if len(msg) < 2 or not isinstance(msg[1], str):
             return Malformed(f"error report without a message text: {_preview(raw)}")

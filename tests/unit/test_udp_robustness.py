@@ -146,3 +146,24 @@ def test_the_echo_is_the_exact_bytes_received_and_comes_before_the_reply():
         await server.close()
 
     run(main())
+
+
+def test_a_reply_arriving_as_its_attempt_ends_is_not_lost():
+    """An attempt's time can run out in the same loop turn as the reply comes in (the timer fires, then
+    the datagram is read, before the request resumes): the reply is kept and returned, not dropped."""
+    from transports.ibl_conversation import Conversation
+
+    async def main():
+        sent: list[bytes] = []
+        conv = Conversation("rig", send=sent.append, on_message=lambda msg: None, tuning=Tuning(echo_timeout=5))
+        request = asyncio.ensure_future(conv.request(S.EXPSTART, ["2026-11-23_1_KS001", None], timeout=10))
+        await asyncio.sleep(0)
+        conv.receive(sent[0])  # its echo
+        conv.pending.attempt_ends = 0.0  # the attempt's time is up: the timer fires ...
+        conv._attempt_timer()
+        conv.receive(b'[2, "2026-11-23_1_KS001", {"status": 20}]')  # ... and the reply is read, same turn
+        assert await asyncio.wait_for(request, 1) == ["2026-11-23_1_KS001", {"status": 20}]
+        assert sent == [b'[2, "2026-11-23_1_KS001", null]', b'[2, "2026-11-23_1_KS001", {"status": 20}]']
+        assert conv.stats.retries == 0 and not conv._late  # answered once: nothing resent, nothing late
+
+    run(main())
