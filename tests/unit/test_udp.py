@@ -107,6 +107,20 @@ def test_a_rig_named_by_hostname_answers():
     run(main())
 
 
+def test_state_listeners_hear_of_changes_not_of_every_reply():
+    """Once a rig has been unreachable, its replies must not each re-announce ONLINE (the console's
+    status view would be refreshed on every status poll of every rig)."""
+    link = UdpLink(udp_spec(11001))
+    heard = []
+    link.on_state(lambda state, error: heard.append((state, error)))
+    link.set_state(LinkState.UNREACHABLE, "no reply to EXPSTATUS within 5 s")
+    for _ in range(3):
+        link.note_reply(0.001)
+    link.set_state(LinkState.UNREACHABLE, "nothing listens on 127.0.0.1:11001")
+    assert heard == [(LinkState.UNREACHABLE, "no reply to EXPSTATUS within 5 s"), (LinkState.ONLINE, None),
+                     (LinkState.UNREACHABLE, "nothing listens on 127.0.0.1:11001")]
+
+
 def test_handler_failure_is_an_error_report_and_the_server_keeps_serving():
     async def main():
         server = await serve_udp(LOOPBACK, EchoRig())
