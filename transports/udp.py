@@ -38,6 +38,8 @@ __all__ = ["TcpLink", "UdpEndpoint", "UdpLink", "UdpServer", "serve_tcp", "serve
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
+#: at most this many waiting datagrams are read per wake-up of a socket, before other work gets a turn
+READ_BATCH = 32
 
 
 def tuning_from(options: dict[str, Any]) -> Tuning:
@@ -74,6 +76,7 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
         self.allow = {self._normal_host(h) for h in allow} if allow else None
         self.max_peers = max_peers
         self.on_error: Any = None  # called with OSError (e.g. ICMP port unreachable)
+        self.sock: socket.socket | None = None  # a client's connected socket
         self.refused = 0
 
     @staticmethod
@@ -92,8 +95,7 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
         """Connect to ``uri`` (any validate_uri form); like iblutil's ``EchoProtocol.client``."""
         address = _parse(uri)
         endpoint = cls(name or str(address), remote=(address.host, address.port), **kwargs)
-        await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: endpoint, remote_addr=(address.host, address.port), family=_family(address.host))
+        await endpoint.open(address.host, address.port)
         return endpoint
 
     @classmethod
@@ -101,40 +103,86 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
         """Bind ``uri``; like iblutil's ``EchoProtocol.server``."""
         address = _parse(uri)
         endpoint = cls(name or str(address), **kwargs)
-        await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: endpoint, local_addr=(address.host, address.port), family=_family(address.host))
+        await endpoint.open(address.host, address.port)
         return endpoint
+
+    async def open(self, host: str, port: int) -> None:
+        """Open the socket: connected to ``(host, port)`` in the client role (``remote`` set), bound to it
+        in the server role. Like asyncio, every address the host resolves to is tried in turn. We make the
+        socket ourselves, as asyncio's transport does not lend it, so that one wake-up reads every
+        datagram waiting (:meth:`datagram_received`)."""
+        loop = asyncio.get_running_loop()
+        client = self.remote is not None
+        infos = await loop.getaddrinfo(host, port, family=_family(host), type=socket.SOCK_DGRAM,
+                                       flags=0 if client else socket.AI_PASSIVE)
+        error: OSError = OSError(f"{host} resolves to no address")
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                if client:
+                    sock.connect(sockaddr)
+                else:
+                    sock.bind(sockaddr)
+                await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            except OSError as ex:
+                sock.close()
+                error = ex
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            return
+        raise error
 
     # ---------------------------------------------------------------- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """Handle this datagram; a client then reads the others already waiting, up to
+        :data:`READ_BATCH`: a request's echo and reply come together, so one loop turn takes both (a
+        server's datagrams come one by one from each console: an extra read would mostly find nothing)."""
+        self._take(data, addr)
+        sock = self.sock
+        if sock is None or self.remote is None:
+            return
+        for _ in range(READ_BATCH):
+            if self.closed:
+                return
+            try:
+                data = sock.recv(ibl_wire.MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as ex:
+                self.error_received(ex)
+                return
+            self._take(data, addr)
+
+    def _take(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if self.closed:
             return
         if self.remote is not None and len(data) <= ibl_wire.MAX_DATAGRAM:
             # a connected socket: the kernel lets only the rig's address in (the console's hot path)
-            try:
-                self.conversation(self.remote).receive(data)
-            except Exception:
-                log.exception("%s: failed to process a datagram from the rig", self.name)
-            return
-        peer = (addr[0], addr[1])
-        if self.allow is not None and peer[0] not in self.allow:
-            self.refused += 1
-            self._rlog.warning(f"refused {peer[0]}", "%s: dropped a datagram from %s:%s (not in the allow list)",
-                               self.name, *peer)
-            return
-        if len(data) > ibl_wire.MAX_DATAGRAM:
-            self._rlog.warning(f"large {peer}", "%s: dropped a %d-byte datagram from %s:%s (over %d bytes)",
-                               self.name, len(data), *peer, ibl_wire.MAX_DATAGRAM)
-            return
-        if peer not in self.conversations and len(self.conversations) >= self.max_peers:
-            self._forget_idle_peer()
+            peer = self.remote
+        else:
+            peer = (addr[0], addr[1])
+            if self.allow is not None and peer[0] not in self.allow:
+                self.refused += 1
+                self._rlog.warning(f"refused {peer[0]}", "%s: dropped a datagram from %s:%s (not in the allow "
+                                   "list)", self.name, *peer)
+                return
+            if len(data) > ibl_wire.MAX_DATAGRAM:
+                self._rlog.warning(f"large {peer}", "%s: dropped a %d-byte datagram from %s:%s (over %d bytes)",
+                                   self.name, len(data), *peer, ibl_wire.MAX_DATAGRAM)
+                return
+            if peer not in self.conversations and len(self.conversations) >= self.max_peers:
+                self._forget_idle_peer()
         try:
             self.conversation(peer).receive(data)
         except Exception:  # a bug must not take the socket down
-            log.exception("%s: failed to process a datagram from %s:%s", self.name, *peer)
+            log.exception("%s: failed to process a datagram from %s", self.name, self._describe(peer))
 
     def _forget_idle_peer(self) -> None:
         idle = min(self.conversations, key=lambda a: self.conversations[a].last_activity)
@@ -215,9 +263,7 @@ class UdpLink(RigLink):
         self.set_state(LinkState.CONNECTING)
         try:
             self.endpoint = UdpEndpoint(self.name, tuning=self.tuning, remote=(self.address.host, self.address.port))
-            await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: self.endpoint, remote_addr=(self.address.host, self.address.port),
-                family=_family(self.address.host))
+            await self.endpoint.open(self.address.host, self.address.port)
         except OSError as ex:  # e.g. a hostname that does not resolve
             self.endpoint = None
             self.set_state(LinkState.UNREACHABLE, f"cannot open a UDP socket to {self.address.netloc}: {ex}")
@@ -280,8 +326,7 @@ async def serve_udp(address: RigAddress, service: MessageHandler, options: dict[
     name = getattr(service, "name", None) or "rig"
     endpoint = UdpEndpoint(f"{name} udp", service=service, tuning=tuning_from(options),
                            allow=list(allow) if allow else None, max_peers=int(options.get("max_peers", 1024)))
-    await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: endpoint, local_addr=(address.host, address.port), family=_family(address.host))
+    await endpoint.open(address.host, address.port)
     log.info("udp: rig %s listens on %s:%s%s", name, address.host, endpoint.port,
              f" (allow: {', '.join(sorted(endpoint.allow))})" if endpoint.allow else "")
     return UdpServer(endpoint)

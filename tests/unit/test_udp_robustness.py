@@ -8,7 +8,7 @@ import logging
 import socket
 
 import pytest
-from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec
+from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
 
 from core.config import parse_rig
 from core.link import LinkState, RequestTimeout
@@ -165,5 +165,34 @@ def test_a_reply_arriving_as_its_attempt_ends_is_not_lost():
         assert await asyncio.wait_for(request, 1) == ["2026-11-23_1_KS001", {"status": 20}]
         assert sent == [b'[2, "2026-11-23_1_KS001", null]', b'[2, "2026-11-23_1_KS001", {"status": 20}]']
         assert conv.stats.retries == 0 and not conv._late  # answered once: nothing resent, nothing late
+
+    run(main())
+
+
+def test_a_client_reads_waiting_datagrams_in_one_turn_but_a_flood_cannot_hold_the_loop():
+    """A client reads every datagram waiting when it wakes (a request's echo and reply come together),
+    but at most READ_BATCH more, so a rig flooding its console leaves the console's other work a turn."""
+    from transports.udp import READ_BATCH
+
+    async def main():
+        rig = await RawPeer.bind()
+        client = await UdpEndpoint.client(f"udp://127.0.0.1:{rig.port}")
+        handled: list[int] = []
+        at_first_turn_end: list[int] = []
+
+        def on_status(data, addr):
+            if not handled:  # the first one: see how many were handled when the loop next runs other work
+                asyncio.get_running_loop().call_soon(lambda: at_first_turn_end.append(len(handled)))
+            handled.append(data[0])
+
+        client.assign_callback(S.EXPSTATUS, on_status)
+        flood = 3 * READ_BATCH
+        for i in range(flood):  # all sent before the client's loop gets to read any
+            rig.transport.sendto(dumps(S.EXPSTATUS, i), ("127.0.0.1", client.port))
+        await until(lambda: len(handled) == flood)
+        assert handled == list(range(flood))  # every one, in order
+        assert at_first_turn_end == [READ_BATCH + 1]  # one turn took a batch, not the whole flood
+        client.close()
+        rig.transport.close()
 
     run(main())
