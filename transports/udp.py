@@ -113,8 +113,11 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
         datagram waiting (:meth:`datagram_received`)."""
         loop = asyncio.get_running_loop()
         client = self.remote is not None
-        infos = await loop.getaddrinfo(host, port, family=_family(host), type=socket.SOCK_DGRAM,
-                                       flags=0 if client else socket.AI_PASSIVE)
+        flags = 0 if client else socket.AI_PASSIVE
+        try:  # an IP address needs no lookup (and no executor thread, which a Qt loop would have to join)
+            infos = socket.getaddrinfo(host, port, _family(host), socket.SOCK_DGRAM, 0, flags | socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(host, port, family=_family(host), type=socket.SOCK_DGRAM, flags=flags)
         error: OSError = OSError(f"{host} resolves to no address")
         for family, kind, proto, _, sockaddr in infos:
             sock = socket.socket(family, kind, proto)

@@ -6,7 +6,7 @@ both alike. RigDeck: ``UdpLink.request`` to every rig with
 ``asyncio.gather``. iblutil: ``Services.status`` (its default, ``concurrent=True``). Prints a table with
 median and p99 per fan-out and the RigDeck/iblutil ratio, then one JSON line.
 
-    python tests/benchmarks/bench_udp.py [--rounds 200]
+    python tests/benchmarks/bench_udp.py [--rounds 1000]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def p99(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--serve", choices=["rigdeck", "iblutil"])
     parser.add_argument("-n", type=int, default=1)
     args = parser.parse_args()
