@@ -30,7 +30,7 @@ from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, Reques
 from core.protocol import ExpMessage, RigAddress
 from transports import ibl_wire
 from transports.ibl_conversation import Tuning
-from transports.ibl_endpoint import IblEndpoint
+from transports.ibl_endpoint import IblEndpoint, read_at_most
 from transports.ibl_tcp import TcpLink, serve_tcp
 
 __all__ = ["TcpLink", "UdpEndpoint", "UdpLink", "UdpServer", "serve_tcp", "serve_udp", "tuning_from"]
@@ -142,6 +142,7 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
     # ---------------------------------------------------------------- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        read_at_most(transport, ibl_wire.MAX_DATAGRAM + 1)  # no datagram we accept is larger
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """Handle this datagram; a client then reads the others already waiting, up to

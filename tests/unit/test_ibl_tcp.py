@@ -99,6 +99,26 @@ def test_link_and_server_exchange_over_tcp_with_two_clients():
     run(main())
 
 
+def test_a_message_larger_than_one_read_arrives_whole():
+    """Connections read at most 64 KiB at a time: a bigger message is put together from several reads."""
+    class Mirror:
+        name = "mirror"
+
+        async def handle(self, event, data, peer):
+            return data
+
+    async def main():
+        server = await serve_tcp(LOOPBACK, Mirror())
+        link = TcpLink(udp_spec(server.port, scheme="tcp"))
+        await link.connect()
+        text = "\u00e9x" * 100_000  # 700 kB on the wire (ASCII-escaped): about eleven reads each way
+        assert await link.request(ExpMessage.EXPINFO, text) == [text]
+        await link.close()
+        await server.close()
+
+    run(main())
+
+
 def test_back_to_back_messages_from_a_raw_client_are_each_echoed_and_answered():
     async def main():
         server = await serve_tcp(LOOPBACK, EchoRig())

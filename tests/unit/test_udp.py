@@ -322,6 +322,30 @@ def test_an_oversized_message_fails_at_once():
     run(main())
 
 
+def test_the_largest_message_a_datagram_carries_goes_through_whole_both_ways():
+    """Sockets read at most MAX_DATAGRAM + 1 bytes (asyncio's default 256 KiB buffer costs an mmap per
+    datagram): a message of exactly the UDP limit must still arrive whole, request and reply."""
+    class Mirror:
+        name = "mirror"
+
+        async def handle(self, event, data, peer):
+            return data
+
+    async def main():
+        server = await serve_udp(LOOPBACK, Mirror())
+        link = UdpLink(udp_spec(server.port))
+        await link.connect()
+        try:
+            text = "x" * (ibl_wire.MAX_DATAGRAM - len(ibl_wire.encode(S.EXPINFO, "")))
+            assert len(ibl_wire.encode(S.EXPINFO, text)) == ibl_wire.MAX_DATAGRAM
+            assert await link.request(S.EXPINFO, text) == [text]
+        finally:
+            await link.close()
+            await server.close()
+
+    run(main())
+
+
 def test_fan_out_to_many_rigs_is_concurrent():
     async def main():
         servers = [await serve_udp(LOOPBACK, EchoRig(f"r{i}", delay=0.3)) for i in range(8)]
