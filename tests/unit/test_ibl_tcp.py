@@ -6,7 +6,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from udp_helpers import EchoRig, run, udp_spec
+from udp_helpers import EchoRig, Mirror, run, udp_spec
 
 from core.link import LinkState
 from core.protocol import ExpMessage, RigAddress
@@ -101,12 +101,6 @@ def test_link_and_server_exchange_over_tcp_with_two_clients():
 
 def test_a_message_larger_than_one_read_arrives_whole():
     """Connections read at most 64 KiB at a time: a bigger message is put together from several reads."""
-    class Mirror:
-        name = "mirror"
-
-        async def handle(self, event, data, peer):
-            return data
-
     async def main():
         server = await serve_tcp(LOOPBACK, Mirror())
         link = TcpLink(udp_spec(server.port, scheme="tcp"))

@@ -6,7 +6,7 @@ import logging
 import time
 
 import pytest
-from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
+from udp_helpers import EchoRig, Mirror, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
 
 from core.config import parse_rig
 from core.link import LinkState, RemoteError, RequestTimeout
@@ -325,12 +325,6 @@ def test_an_oversized_message_fails_at_once():
 def test_the_largest_message_a_datagram_carries_goes_through_whole_both_ways():
     """Sockets read at most MAX_DATAGRAM + 1 bytes (asyncio's default 256 KiB buffer costs an mmap per
     datagram): a message of exactly the UDP limit must still arrive whole, request and reply."""
-    class Mirror:
-        name = "mirror"
-
-        async def handle(self, event, data, peer):
-            return data
-
     async def main():
         server = await serve_udp(LOOPBACK, Mirror())
         link = UdpLink(udp_spec(server.port))

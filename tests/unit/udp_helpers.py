@@ -44,6 +44,15 @@ class EchoRig:
         return [{"status": int(self.status)}]
 
 
+class Mirror:
+    """A rig handler that answers every message with the data it carried (for size tests)."""
+
+    name = "mirror"
+
+    async def handle(self, event: Any, data: list[Any], peer: str) -> list[Any]:
+        return data
+
+
 class RawPeer(asyncio.DatagramProtocol):
     """A plain UDP socket whose behaviour a test scripts with ``on_datagram(raw, addr)``."""
 
