@@ -187,6 +187,8 @@ class SessionSummary:
     rigs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: rigs still taking part (a `continue` policy may have dropped some)
     participants: list[str] = field(default_factory=list)
+    #: dropped rigs that may be going on their own (no answer to EXPINIT / EXPSTART): stop stands them down
+    maybe_going: list[str] = field(default_factory=list)
     phase: str = "idle"
     degraded: bool = False
     started: float | None = None
@@ -233,6 +235,10 @@ def summarize(read: JournalRead) -> SessionSummary:
                 s.ended = rec.get("t")
         elif kind == "main_sync":
             s.main_sync = rec.get("main_sync", s.main_sync)
+        if kind in ("degraded", "maybe_going"):
+            going = rec.get("maybe_going" if kind == "degraded" else "rigs")
+            if isinstance(going, list):
+                s.maybe_going = [n for n in going if isinstance(n, str)]
         if isinstance(rig, str):
             if "status" in rec and (rec["status"] is None or isinstance(rec["status"], int)):
                 s.statuses[rig] = rec["status"]

@@ -17,6 +17,9 @@ Rules worth knowing:
 - When some rigs fail to init or start, the *policy* decides: ``rollback`` (default) interrupts the rigs
   that did get going and fails the session; ``continue`` goes on without the failed rigs and marks the
   session *degraded*. A failing main-sync rig always rolls back: without the clock the data are useless.
+  A rig dropped because it did not *answer* EXPINIT / EXPSTART may have got it all the same
+  (:attr:`Session.maybe_going`): the stop or abort stands it down with an EXPINTERRUPT too, unless it has
+  since reported CONNECTED or STOPPED, so no rig runs on after the session.
 - Main sync: the user's choice (``main_sync=``, or the rigs file's ``role: main_sync``) is told
   ``main_sync: true`` and the others ``false``; without a choice the single rig that claims it wins, and
   none or several claimants is an error naming them. The exp_ref comes from the main-sync rig's EXPINFO
@@ -183,6 +186,8 @@ class StepResult:
     rollback: dict[str, Outcome] = field(default_factory=dict)
     #: rigs a `continue` policy dropped in this step
     dropped: list[str] = field(default_factory=list)
+    #: outcomes of the EXPINTERRUPT a stop or an abort sent to dropped rigs that may be going on their own
+    stood_down: dict[str, Outcome] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -286,6 +291,9 @@ class Session:
         self._polls: dict[str, asyncio.Task] = {}
         self._closed = False
         self._mirrors: dict[str, Any] = {}
+        #: rigs dropped after no answer to EXPINIT / EXPSTART: they may have got it all the same and be going
+        #: on their own, so a stop or an abort stands them down too (until one reports CONNECTED / STOPPED)
+        self.maybe_going: set[str] = set()
         self._init_state()
         for name, link in self.links.items():
             link.on_state(lambda st, err, name=name: self._on_link_state(name, st, err))
@@ -364,6 +372,7 @@ class Session:
         session.folder = summary.folder
         session.participants = [n for n in (summary.participants or session.rigs) if n in session.links]
         session.degraded = summary.degraded
+        session.maybe_going = {n for n in summary.maybe_going if n in session.links}
         session.started = summary.started
         session.phase = Phase(summary.phase) if summary.phase in Phase._value2member_map_ else Phase.IDLE
         for name, status in summary.statuses.items():
@@ -488,12 +497,15 @@ class Session:
         async with self._step("stop") as result:
             payload = [] if data is None else data
             rest, last = self._ordered(self.participants, main_last=True)
-            outcomes = await self._fan_out("stop", ExpMessage.EXPEND, rest, lambda n: (payload,), ExpStatus.STOPPED)
+            outcomes, result.stood_down = await asyncio.gather(
+                self._fan_out("stop", ExpMessage.EXPEND, rest, lambda n: (payload,), ExpStatus.STOPPED),
+                self._stand_down("stop"))
             if last:
                 outcomes.update(await self._fan_out(
                     "stop", ExpMessage.EXPEND, last, lambda n: (payload,), ExpStatus.STOPPED))
             result.outcomes = {n: outcomes[n] for n in self.participants if n in outcomes}
             result.ok = not result.failed
+            self._warn_stand_down(result)
             if result.failed:
                 result.error = f"{_names(result.failed)} did not confirm the stop"
                 self._write("note", text=result.error)
@@ -506,8 +518,10 @@ class Session:
     async def interrupt(self, message: str = "interrupted by the user", error: str = "Interrupted") -> StepResult:
         """EXPINTERRUPT with an iblrig-style error record to every participant, at once: the session is aborted."""
         async with self._step("interrupt") as result:
-            result.outcomes = await self._interrupt_all("interrupt", self.participants, error, message)
+            result.outcomes, result.stood_down = await asyncio.gather(
+                self._interrupt_all("interrupt", self.participants, error, message), self._stand_down("interrupt"))
             result.ok = not result.failed
+            self._warn_stand_down(result)
             if result.failed:
                 result.error = f"{_names(result.failed)} did not confirm the interrupt"
             self.ended = time.time()
@@ -618,12 +632,14 @@ class Session:
         others = [n for n in names if n != self.main_sync]
         return (others, [self.main_sync]) if main_last else ([self.main_sync], others)
 
-    def _drop(self, names: Sequence[str], step: str) -> list[str]:
+    def _drop(self, names: Sequence[str], step: str, maybe_going: Sequence[str] = ()) -> list[str]:
         dropped = [n for n in names if n in self.participants]
         if dropped:
             self.participants = [n for n in self.participants if n not in dropped]
             self.degraded = True
-            self._write("degraded", step=step, dropped=dropped, participants=self.participants)
+            self.maybe_going.update(n for n in maybe_going if n in dropped)
+            self._write("degraded", step=step, dropped=dropped, participants=self.participants,
+                        maybe_going=sorted(self.maybe_going))
             self._emit(Progress(step, None, "note", f"continuing without {_names(dropped)} (degraded)"))
             self._publish_session()
         return dropped
@@ -642,7 +658,8 @@ class Session:
                 log.warning("the partial-failure decision was not a policy; applying %s", self.policy.value)
             self._write("decision", step=result.step, failed=failed, policy=policy.value)
         if policy is Policy.CONTINUE and partial:
-            result.dropped = self._drop(failed, result.step)
+            going = [n for n in failed if result.step in ("init", "start") and result.outcomes[n].result == "timeout"]
+            result.dropped = self._drop(failed, result.step, maybe_going=going)
             result.warnings.append(f"continuing without {_names(failed)}")
             return True
         why = f"{result.step} failed on {_names(failed)}"
@@ -662,6 +679,32 @@ class Session:
         self._set_phase(Phase.FAILED, reason=why)
         self._write_description()
         return False
+
+    async def _stand_down(self, step: str) -> dict[str, Outcome]:
+        """EXPINTERRUPT to the dropped rigs that may be going on their own (:attr:`maybe_going`), so none
+        runs on after the session. Sent alongside the step's own messages; a failure is only reported."""
+        names = [n for n in sorted(self.maybe_going) if n not in self.participants and n in self.links]
+        if not names:
+            return {}
+        why = (f"dropped from session {self.exp_ref} after it did not answer; stopping whatever it may have "
+               "started on its own")
+        self._write("note", text=f"standing down {_names(names)}: they may have got going after being dropped")
+        outcomes = await self._interrupt_all(f"{step}: stand down", names, "DroppedFromSession", why)
+        self._settle_maybe_going([n for n, o in outcomes.items() if o.ok], "stood down")
+        return outcomes
+
+    def _settle_maybe_going(self, names: Sequence[str], why: str) -> None:
+        """These dropped rigs are known not to be going any more (journaled, for a console that reattaches)."""
+        settled = [n for n in names if n in self.maybe_going]
+        if settled:
+            self.maybe_going.difference_update(settled)
+            self._write("maybe_going", rigs=sorted(self.maybe_going), settled=settled, why=why)
+
+    @staticmethod
+    def _warn_stand_down(result: StepResult) -> None:
+        for name, outcome in result.stood_down.items():
+            if not outcome.ok:
+                result.warnings.append(f"{name} (dropped earlier) did not confirm standing down: {outcome.describe()}")
 
     async def _interrupt_all(self, step: str, names: Sequence[str], error: str, message: str) -> dict[str, Outcome]:
         record = {"error": error, "message": message, "traceback": None, "file": None, "line_no": None}
@@ -780,6 +823,8 @@ class Session:
     def _set_status(self, name: str, status: int | None) -> None:
         self.statuses[name] = status
         self.state.set(["rigs", name, "status"], status)
+        if name in self.maybe_going and status in (ExpStatus.CONNECTED, ExpStatus.STOPPED):
+            self._settle_maybe_going([name], f"reports {status_name(status)}")
 
     def _set_link(self, name: str, value: str, error: str | None) -> None:
         current = self.state.get(["rigs", name, "link"])

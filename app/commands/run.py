@@ -225,7 +225,7 @@ def rig_report(session: Session, steps: list[StepResult]) -> dict[str, dict[str,
         failure: tuple[str, Outcome] | None = None
         last: Outcome | None = None
         for result in steps:
-            for outcome_map in (result.outcomes, result.rollback):
+            for outcome_map in (result.outcomes, result.rollback, result.stood_down):
                 o = outcome_map.get(name)
                 if o is None:
                     continue

@@ -7,6 +7,7 @@ Not a mock of the engine's calls: the fake answers the iblutil reply shapes a ri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ class FakeRig:
         self.token = token
         self.received: list[tuple[str, list]] = []
         self.log = log if log is not None else []  # shared across rigs: global order of handled events
-        #: event name -> "error" | "timeout" | "hang"
+        #: event name -> "error" | "timeout" | "hang" | "late" (done on the rig, but the reply never comes)
         self.faults: dict[str, str] = {}
         self.delay = 0.0
         self.dead = False
@@ -95,7 +96,10 @@ class FakeLink(RigLink):
         t0 = time.perf_counter()
         try:
             fault = self.rig.faults.get(event.name)
-            if self.rig.dead or fault == "timeout":
+            if fault == "late" and not self.rig.dead:
+                with contextlib.suppress(Exception):
+                    self.rig.handle(event, list(data))
+            if self.rig.dead or fault in ("timeout", "late"):
                 await asyncio.sleep(timeout or 0.05)
                 self.set_state(LinkState.UNREACHABLE, "no reply")
                 raise RequestTimeout(f"{self.name}: no reply to {event.name}")

@@ -209,6 +209,83 @@ def test_continue_policy_goes_on_without_the_failed_rig(tmp_path):
     assert read_description(s.folder)["rigs"]["cam"]["participating"] is False
 
 
+@pytest.mark.parametrize("end", ["stop", "interrupt"])
+def test_a_rig_dropped_for_not_answering_is_stood_down_at_the_end(tmp_path, end):
+    """``continue`` drops a rig that did not answer EXPSTART; it may have started all the same. It must not
+    run on after the session: the stop (or abort) interrupts it too, without counting it as a participant."""
+    rigs, links = make_rigs("sync", "cam", "mic", main="sync")
+    rigs["cam"].faults["EXPSTART"] = "late"  # cam starts, but its reply is lost
+
+    async def main():
+        s = new_session(links, tmp_path, policy="continue", timeout=0.05)
+        for step in (s.info, s.init):
+            assert (await step()).ok
+        r = await s.start()
+        assert r.ok and r.dropped == ["cam"] and s.maybe_going == {"cam"}
+        assert rigs["cam"].status == 20  # going on its own
+        r = await (s.stop() if end == "stop" else s.interrupt())
+        assert r.ok and set(r.outcomes) == {"sync", "mic"} and r.stood_down["cam"].ok
+        assert not s.maybe_going
+        await s.close()
+        return s
+
+    s = asyncio.run(main())
+    assert rigs["cam"].status == 30 and rigs["cam"].received[-1][0] == "EXPINTERRUPT"
+    assert rigs["cam"].received[-1][1][0]["error"] == "DroppedFromSession"
+    assert ("send", "cam", "EXPINTERRUPT") in kinds(s.journal_path)  # journaled like every message
+    assert load_session(s.folder).maybe_going == []
+
+
+def test_a_dropped_rig_that_reports_it_is_idle_is_left_alone(tmp_path):
+    """A dropped rig whose status, polled since, says it is not going gets no stand-down at the stop."""
+    rigs, links = make_rigs("sync", "cam", main="sync")
+    rigs["cam"].faults["EXPSTART"] = "timeout"  # never got it
+
+    async def main():
+        s = new_session(links, tmp_path, policy="continue", timeout=0.05)
+        for step in (s.info, s.init):
+            assert (await step()).ok
+        assert (await s.start()).dropped == ["cam"] and s.maybe_going == {"cam"}
+        del rigs["cam"].faults["EXPSTART"]
+        rigs["cam"].status = 0  # what the rig says when polled: CONNECTED
+        await s.status(["cam"])
+        assert not s.maybe_going
+        r = await s.stop()
+        assert r.ok and r.stood_down == {}
+        await s.close()
+        return s
+
+    s = asyncio.run(main())
+    assert "EXPINTERRUPT" not in [e for e, _ in rigs["cam"].received]
+    assert load_session(s.folder).maybe_going == []
+
+
+def test_a_reattached_console_still_stands_down_a_dropped_rig(tmp_path):
+    """The console that dropped the rig died: the one that takes over (from the journal) stops it too."""
+    rigs, links = make_rigs("sync", "cam", main="sync")
+    rigs["cam"].faults["EXPSTART"] = "late"
+
+    async def first():
+        s = new_session(links, tmp_path, policy="continue", timeout=0.05)
+        for step in (s.info, s.init, s.start):
+            await step()
+        assert s.maybe_going == {"cam"}
+        return s.folder  # and the console dies: no stop, journal left as is
+
+    folder = asyncio.run(first())
+    summary = load_session(folder)
+    assert summary.maybe_going == ["cam"] and summary.participants == ["sync"]
+
+    async def second():
+        s = Session.attach(links, summary, today=lambda: DAY, poll_interval=None, timeout=0.2)
+        r = await s.stop()
+        assert r.ok and set(r.outcomes) == {"sync"} and r.stood_down["cam"].ok
+        await s.close()
+
+    asyncio.run(second())
+    assert rigs["cam"].status == 30 and rigs["sync"].status == 30
+
+
 def test_continue_policy_still_rolls_back_without_the_main_sync(tmp_path):
     rigs, links = make_rigs("sync", "cam", main="sync")
     rigs["sync"].faults["EXPSTART"] = "error"
