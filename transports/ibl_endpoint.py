@@ -30,14 +30,6 @@ Address = Any  # (host, port) for UDP peers; a connection id for TCP
 Callback = Callable[..., Any] | asyncio.Future
 
 
-def read_at_most(transport: asyncio.BaseTransport, size: int) -> None:
-    """Have an asyncio transport read at most ``size`` bytes per socket read. By default it reads into a
-    fresh 256 KiB buffer each time: past malloc's mmap threshold, so every read pays an mmap, page faults
-    and an munmap (~15 us here, for messages of a few dozen bytes)."""
-    if hasattr(transport, "max_size"):
-        transport.max_size = size  # type: ignore[attr-defined]
-
-
 class RateLimitedLog:
     """Logs at most one line per ``interval`` seconds per key, counting what it skipped, so a flood of
     bad datagrams cannot flood the log."""

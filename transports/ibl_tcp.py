@@ -22,7 +22,8 @@ from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, RigAddress
 from transports.ibl_conversation import Tuning
-from transports.ibl_endpoint import IblEndpoint, read_at_most
+from transports.ibl_endpoint import IblEndpoint
+from transports.read_size import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class TcpEndpoint(IblEndpoint):
     async def run_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
         """Register a connection and start reading it in the background; returns its id."""
         conn = next(self._ids)
-        read_at_most(writer.transport, 65536)
+        read_at_most(writer.transport)
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.writers[conn] = writer
         self.peers[conn] = f"{peer[0]}:{peer[1]}"

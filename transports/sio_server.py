@@ -37,6 +37,7 @@ from aiohttp import web
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Manipulator, ManipulatorError, Vec4
 from core.link import error_text
 from transports import sio_wire as wire
+from transports.read_size import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -290,11 +291,19 @@ class PositionPusher:
             self._timer = None
 
 
+@web.middleware
+async def _lean_reads(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
+    """Every connection (the websocket's included: its upgrade request passes here) reads 64 KiB at most
+    per call instead of asyncio's 256 KiB (see :mod:`transports.read_size`)."""
+    read_at_most(request.transport)
+    return await handler(request)
+
+
 def sio_app(connect: Callable[..., Awaitable[Any]], disconnect: Callable[..., Awaitable[Any]],
             event: Callable[..., Awaitable[Any]]) -> tuple[socketio.AsyncServer, web.Application]:
     """A Socket.IO server on an aiohttp app, with one catch-all event handler (as ephys-link has)."""
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
-    app = web.Application()
+    app = web.Application(middlewares=[_lean_reads])
     sio.attach(app)
     sio.on("connect", connect)
     sio.on("disconnect", disconnect)

@@ -30,8 +30,9 @@ from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, Reques
 from core.protocol import ExpMessage, RigAddress
 from transports import ibl_wire
 from transports.ibl_conversation import Tuning
-from transports.ibl_endpoint import IblEndpoint, read_at_most
+from transports.ibl_endpoint import IblEndpoint
 from transports.ibl_tcp import TcpLink, serve_tcp
+from transports.read_size import read_at_most
 
 __all__ = ["TcpLink", "UdpEndpoint", "UdpLink", "UdpServer", "serve_tcp", "serve_udp", "tuning_from"]
 
