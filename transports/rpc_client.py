@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.link import RequestTimeout, RigError
+from transports.read_size import read_at_most
 from transports.rpc_wire import (
     CLIENT_LINE_LIMIT,
     FEATURE_PYON_V2,
@@ -138,6 +139,7 @@ class RpcClient:
     async def _handshake(self) -> None:
         """Open and identify; the connection is published to callers only once it is ready."""
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=CLIENT_LINE_LIMIT)
+        read_at_most(writer.transport)
         try:
             await self._identify(reader, writer)
         except BaseException:

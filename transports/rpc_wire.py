@@ -16,6 +16,7 @@ from typing import Any
 
 from core.link import RemoteError
 from transports import pyon
+from transports.read_size import read_at_most
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,11 @@ class LineServer:
         """Close every open connection (the server is closing)."""
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port, limit=SERVER_LINE_LIMIT)
+        self._server = await asyncio.start_server(self._accept, host, port, limit=SERVER_LINE_LIMIT)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        read_at_most(writer.transport)
+        await self._handle(reader, writer)
 
     @property
     def port(self) -> int:

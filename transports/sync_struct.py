@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from core.state import LiveState, Mod, process_mod
 from transports import pyon
+from transports.read_size import read_at_most
 from transports.rpc_wire import (
     CLIENT_LINE_LIMIT,
     SYNC_BANNER,
@@ -329,6 +330,7 @@ class Subscriber:
 
     async def _handshake(self, host: str, port: int) -> None:
         reader, writer = await asyncio.open_connection(host, port, limit=CLIENT_LINE_LIMIT)
+        read_at_most(writer.transport)
         self._reader, self._writer = reader, writer
         writer.write(SYNC_BANNER + self.name.encode("utf-8") + b"\n")
         try:
