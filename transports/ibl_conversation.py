@@ -48,9 +48,9 @@ _NO_REPLY: Any = object()
 
 @dataclass(slots=True)
 class _Pending:
-    """The request in flight with one peer. ``attempt`` is awaited by the request: it resolves with the
-    reply's data, an error, or :data:`_NO_REPLY` when the attempt's time (``attempt_ends``) is up; the
-    reply is also kept in ``answer``, so one that arrives just as an attempt ends is not lost."""
+    """The request in flight with one peer. The request awaits ``attempt``: it is done when the reply comes
+    (kept in ``answer``) or, holding :data:`_NO_REPLY`, when the attempt's time (``attempt_ends``) is up.
+    ``answered`` is what counts: a reply that arrives in the same loop turn as the attempt's end is kept."""
 
     event: ExpMessage
     raw: bytes
@@ -273,7 +273,7 @@ class Conversation:
         pending = self.pending
         if pending is None or pending.attempt.done():
             return
-        if self._now() >= pending.attempt_ends - 1e-4:
+        if self._now() >= pending.attempt_ends - 1e-4:  # (a loop may run a timer a clock tick early)
             pending.attempt.set_result(_NO_REPLY)
         else:
             self._arm(pending.attempt_ends)

@@ -77,7 +77,7 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
         self.allow = {self._normal_host(h) for h in allow} if allow else None
         self.max_peers = max_peers
         self.on_error: Any = None  # called with OSError (e.g. ICMP port unreachable)
-        self.sock: socket.socket | None = None  # a client's connected socket
+        self.sock: socket.socket | None = None  # the socket :meth:`open` made (a client drains it)
         self.refused = 0
 
     @staticmethod
