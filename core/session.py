@@ -18,7 +18,7 @@ Rules worth knowing:
   that did get going and fails the session; ``continue`` goes on without the failed rigs and marks the
   session *degraded*. A failing main-sync rig always rolls back: without the clock the data are useless.
   A rig dropped because it did not *answer* EXPINIT / EXPSTART may have got it all the same
-  (:attr:`Session.maybe_going`): the stop or abort stands it down with an EXPINTERRUPT too, unless it has
+  (:attr:`Session.maybe_going`): a stop, abort or rollback stands it down with an EXPINTERRUPT too, unless it has
   since reported CONNECTED or STOPPED, so no rig runs on after the session.
 - Main sync: the user's choice (``main_sync=``, or the rigs file's ``role: main_sync``) is told
   ``main_sync: true`` and the others ``false``; without a choice the single rig that claims it wins, and
@@ -186,7 +186,7 @@ class StepResult:
     rollback: dict[str, Outcome] = field(default_factory=dict)
     #: rigs a `continue` policy dropped in this step
     dropped: list[str] = field(default_factory=list)
-    #: outcomes of the EXPINTERRUPT a stop or an abort sent to dropped rigs that may be going on their own
+    #: outcomes of the EXPINTERRUPT a stop, abort or rollback sent to dropped rigs that may be going on their own
     stood_down: dict[str, Outcome] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -673,7 +673,9 @@ class Session:
                    or (self.statuses.get(n) or 0) >= ExpStatus.INITIALIZED]
         self._write("rollback", step=result.step, failed=failed, targets=targets)
         self._emit(Progress(result.step, None, "note", f"rolling back: {why}"))
-        result.rollback = await self._interrupt_all("rollback", targets, "SessionRollback", why)
+        result.rollback, result.stood_down = await asyncio.gather(
+            self._interrupt_all("rollback", targets, "SessionRollback", why), self._stand_down("rollback"))
+        self._warn_stand_down(result)
         self.ended = time.time()
         self.outcome = "failed"
         self._set_phase(Phase.FAILED, reason=why)

@@ -236,6 +236,25 @@ def test_a_rig_dropped_for_not_answering_is_stood_down_at_the_end(tmp_path, end)
     assert load_session(s.folder).maybe_going == []
 
 
+def test_a_rollback_after_a_drop_stands_the_dropped_rig_down_too(tmp_path):
+    """cam is dropped at init (its reply lost, but it did init); then the main sync fails to start: the
+    rollback interrupts cam as well, so nothing is left initialised for a session that failed."""
+    rigs, links = make_rigs("sync", "cam", "mic", main="sync")
+    rigs["cam"].faults["EXPINIT"] = "late"
+    rigs["sync"].faults["EXPSTART"] = "error"
+
+    async def main():
+        s = new_session(links, tmp_path, policy="continue", timeout=0.05)
+        assert (await s.info()).ok
+        assert (await s.init()).dropped == ["cam"] and rigs["cam"].status == 10
+        r = await s.start()
+        assert not r.ok and s.phase is Phase.FAILED and r.stood_down["cam"].ok
+        await s.close()
+
+    asyncio.run(main())
+    assert rigs["cam"].status == 30 and rigs["cam"].received[-1][0] == "EXPINTERRUPT"
+
+
 def test_a_dropped_rig_that_reports_it_is_idle_is_left_alone(tmp_path):
     """A dropped rig whose status, polled since, says it is not going gets no stand-down at the stop."""
     rigs, links = make_rigs("sync", "cam", main="sync")
