@@ -235,10 +235,8 @@ def summarize(read: JournalRead) -> SessionSummary:
                 s.ended = rec.get("t")
         elif kind == "main_sync":
             s.main_sync = rec.get("main_sync", s.main_sync)
-        if kind in ("degraded", "maybe_going"):
-            going = rec.get("maybe_going" if kind == "degraded" else "rigs")
-            if isinstance(going, list):
-                s.maybe_going = [n for n in going if isinstance(n, str)]
+        if kind in ("degraded", "maybe_going") and isinstance(rec.get("maybe_going"), list):
+            s.maybe_going = [n for n in rec["maybe_going"] if isinstance(n, str)]
         if isinstance(rig, str):
             if "status" in rec and (rec["status"] is None or isinstance(rec["status"], int)):
                 s.statuses[rig] = rec["status"]

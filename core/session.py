@@ -700,7 +700,7 @@ class Session:
         settled = [n for n in names if n in self.maybe_going]
         if settled:
             self.maybe_going.difference_update(settled)
-            self._write("maybe_going", rigs=sorted(self.maybe_going), settled=settled, why=why)
+            self._write("maybe_going", maybe_going=sorted(self.maybe_going), settled=settled, why=why)
 
     @staticmethod
     def _warn_stand_down(result: StepResult) -> None:

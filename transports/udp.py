@@ -205,15 +205,13 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
 
     # ---------------------------------------------------------------- IblEndpoint interface
     def _send_to(self, addr: Any, raw: bytes) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
         if self.remote is not None:
-            self.transport.sendto(raw)  # connected socket
-        else:
+            self._send_to_rig(raw)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(raw, addr)
 
     def _sender(self, addr: Any) -> Any:
-        if self.remote is not None and addr == self.remote:
+        if self.remote is not None:  # a client's one conversation: its rig (see _take)
             return self._send_to_rig  # one call less per datagram on the console's hot path
         return super()._sender(addr)
 
