@@ -2,11 +2,13 @@
 
 **Journal** (``_rigdeck_journal.jsonl`` in the session folder): one JSON object per line, one line per
 command sent, reply, failure, link change and phase change. Each line goes to the kernel in a *single*
-``os.write`` on an ``O_APPEND`` descriptor, so a ``kill -9`` of the console can lose nothing already
-written and can never leave half a line in the middle of the file; :meth:`Journal.sync` (``fsync``)
-runs at the end of every session step, before the next one, so a power cut loses at most the step in
-progress. The reader still tolerates a torn last line (a disk-full ``write``, a copy cut short) and says
-so rather than failing.
+``os.write`` on an ``O_APPEND`` descriptor, so a ``kill -9`` of the console loses no line already written.
+It can tear the line being written: Linux stops a regular-file write between pages when a fatal signal
+arrives, so a line of tens of kB can end up half there. Only the last line, though: a journal opened again
+(a console reattaching) first ends a torn tail with a newline, so the fragment stays a line of its own
+(reported, ignored) instead of running into the next record. :meth:`Journal.sync` (``fsync``) runs at
+the end of every session step, before the next one, so a power cut loses at most the step in progress.
+The reader tolerates a torn last line and bad lines and says so rather than failing.
 
 **Experiment description** (``_rigdeck_experiment.description.yaml``): an iblrig-like summary — exp_ref,
 subject, rigs and their roles, main sync, start and end times, outcome — replaced atomically (temp file
@@ -82,15 +84,19 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         self._fd: int | None = os.open(self.path, flags, 0o644)
-        self.seq = self._last_seq()
+        self.seq, torn = self._last_seq()
+        if torn:  # a dead writer's half line: end it, so that our first record starts a line of its own
+            os.write(self._fd, b"\n")
         self._dirty = False
 
-    def _last_seq(self) -> int:
-        """Continue numbering after a reattach (the file may already hold a dead console's lines)."""
+    def _last_seq(self) -> tuple[int, bool]:
+        """Where to continue numbering after a reattach (the file may already hold a dead console's lines),
+        and whether that console left a torn last line."""
         if self.path.stat().st_size == 0:
-            return 0
+            return 0, False
         read = read_journal(self.path)
-        return max((int(r.get("seq", 0)) for r in read.records if isinstance(r.get("seq"), int)), default=0)
+        seq = max((int(r.get("seq", 0)) for r in read.records if isinstance(r.get("seq"), int)), default=0)
+        return seq, read.torn is not None
 
     @property
     def closed(self) -> bool:
