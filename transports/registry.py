@@ -18,19 +18,19 @@ from core.config import RigSpec
 from core.link import RigLink
 
 LINKS: dict[str, str] = {
-    "udp": "transports.udp:UdpLink",
-    "tcp": "transports.udp:TcpLink",
+    "udp": "transports.ibl.udp:UdpLink",
+    "tcp": "transports.ibl.tcp:TcpLink",
     "zmq": "transports.zmq:ZmqLink",
-    "sio": "transports.socketio:SioLink",
-    "rpc": "transports.rpc:RpcLink",
+    "sio": "transports.sio:SioLink",
+    "rpc": "transports.rpc.link:RpcLink",
 }
 
 SERVERS: dict[str, str] = {
-    "udp": "transports.udp:serve_udp",
-    "tcp": "transports.udp:serve_tcp",
+    "udp": "transports.ibl.udp:serve_udp",
+    "tcp": "transports.ibl.tcp:serve_tcp",
     "zmq": "transports.zmq:serve_zmq",
-    "sio": "transports.socketio:serve_sio",
-    "rpc": "transports.rpc:serve_rpc",
+    "sio": "transports.sio:serve_sio",
+    "rpc": "transports.rpc.rig_server:serve_rpc",
 }
 
 

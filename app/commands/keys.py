@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from transports.zmq_keys import (
+from transports.zmq.keys import (
     ALLOWED_DIR,
     PUBLIC_SUFFIX,
     KeyFileError,

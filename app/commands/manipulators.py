@@ -42,7 +42,7 @@ from typing import Any
 from core.config import PINPOINT_ID
 from core.drivers.manipulator import ManipulatorError, Vec4
 from core.protocol import parse_uri
-from transports.sio_client import (
+from transports.sio.client import (
     DEFAULT_POLL_HZ,
     DEFAULT_TIMEOUT,
     SioManipulatorClient,

@@ -23,7 +23,7 @@ import sys
 
 from app.commands.manipulators import UsageError, read_token
 from app.commands.serve import on_stop_signals
-from transports.sio_relay import DEFAULT_PORT, SioRelay
+from transports.sio.relay import DEFAULT_PORT, SioRelay
 
 log = logging.getLogger(__name__)
 

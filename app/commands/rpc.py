@@ -14,8 +14,8 @@ import shlex
 import sys
 from typing import Any
 
-from transports import pyon
-from transports.rpc_client import AUTO_TARGET, RpcClient
+from transports.rpc import pyon
+from transports.rpc.client import AUTO_TARGET, RpcClient
 
 EXIT_REMOTE = 1  # the method raised, or timed out
 EXIT_CONNECT = 2  # cannot reach the server / no such target

@@ -53,14 +53,14 @@ def make_manipulator(config: RigConfig) -> Any:
     if spec is None or spec.get("type") != "ephys_link":
         return None  # RigService.from_config builds the simulated one
     try:
-        module = importlib.import_module("transports.sio_proxy")
+        module = importlib.import_module("transports.sio.proxy")
     except ImportError as ex:
         raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: proxy not available ({ex})") from None
     for attr in ("EphysLinkProxy", "SioProxy", "ProxyManipulator", "EphysLinkManipulator"):
         factory = getattr(module, attr, None)
         if factory is not None:
             return factory(spec["ephys_link"])
-    raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: no proxy driver in transports.sio_proxy")
+    raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: no proxy driver in transports.sio.proxy")
 
 
 def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:

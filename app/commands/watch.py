@@ -14,8 +14,8 @@ import json
 import sys
 
 from core.state import Mod
-from transports import pyon
-from transports.sync_struct import Subscriber
+from transports.rpc import pyon
+from transports.rpc.sync_struct import Subscriber
 
 EXIT_LOST = 1
 EXIT_CONNECT = 2

@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 
-from transports import pyon  # noqa: E402
-from transports.rpc_client import RpcClient  # noqa: E402
-from transports.rpc_server import RpcServer  # noqa: E402
-from transports.sync_struct import Notifier, Publisher, Subscriber  # noqa: E402
+from transports.rpc import pyon  # noqa: E402
+from transports.rpc.client import RpcClient  # noqa: E402
+from transports.rpc.server import RpcServer  # noqa: E402
+from transports.rpc.sync_struct import Notifier, Publisher, Subscriber  # noqa: E402
 
 
 class Echo:

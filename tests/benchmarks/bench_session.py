@@ -48,7 +48,7 @@ async def serve_rigs(n: int, data_dir: Path) -> None:
     """Host ``n`` rig services on UDP port 0, print their ports as one JSON line, serve until stdin closes."""
     from core.protocol import RigAddress
     from core.service import RigService
-    from transports.udp import serve_udp
+    from transports.ibl.udp import serve_udp
 
     servers = []
     for i in range(n):

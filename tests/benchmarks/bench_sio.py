@@ -40,7 +40,7 @@ import socketio  # noqa: E402
 import yaml  # noqa: E402
 
 from app.demo_rigs import RigProcess  # noqa: E402
-from transports.sio_client import SioManipulatorClient  # noqa: E402
+from transports.sio.client import SioManipulatorClient  # noqa: E402
 
 IDS = [str(i) for i in range(8)]
 GOAL_GET_POSITION_MEDIAN_MS = 0.37

@@ -31,7 +31,7 @@ QUIET = logging.getLogger("bench-iblutil")
 # ------------------------------------------------------------------------------------- servers
 async def serve_rigdeck(n: int) -> None:
     from core.protocol import ExpMessage, RigAddress
-    from transports.udp import serve_udp
+    from transports.ibl.udp import serve_udp
 
     class StatusRig:
         name = "bench"
@@ -74,7 +74,7 @@ async def serve_iblutil(n: int) -> None:
 async def clients_rigdeck(ports: list[int]):
     from core.config import parse_rig
     from core.protocol import ExpMessage
-    from transports.udp import UdpLink
+    from transports.ibl.udp import UdpLink
 
     links = [UdpLink(parse_rig(f"r{i}", f"udp://127.0.0.1:{p}")) for i, p in enumerate(ports)]
     for link in links:

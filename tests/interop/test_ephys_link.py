@@ -30,9 +30,9 @@ from sio_helpers import LOOPBACK, ask, body, raw_client, run, served, url, wait_
 from app.cli import main  # noqa: E402
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4  # noqa: E402
 from core.protocol import RigAddress  # noqa: E402
-from transports.sio_client import SioManipulatorClient, SioUnavailable  # noqa: E402
-from transports.sio_proxy import EphysLinkManipulator  # noqa: E402
-from transports.sio_server import serve_sio  # noqa: E402
+from transports.sio import serve_sio  # noqa: E402
+from transports.sio.client import SioManipulatorClient, SioUnavailable  # noqa: E402
+from transports.sio.proxy import EphysLinkManipulator  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PYTHON = os.environ.get("RIGDECK_EPHYS_LINK_PYTHON") or sys.executable

@@ -19,7 +19,7 @@ from iblutil.io.net import app as net_app  # noqa: E402  (the test extra install
 from udp_helpers import RawPeer, dumps, run  # noqa: E402
 
 from core.protocol import ExpMessage, ExpStatus  # noqa: E402
-from transports.udp import UdpEndpoint  # noqa: E402
+from transports.ibl.udp import UdpEndpoint  # noqa: E402
 
 QUIET = logging.getLogger("iblutil-api-interop")
 ALYX_REPLY = dumps(128, "https://alyx.example.org", {"peer_user": {"token": "from-peer"}})

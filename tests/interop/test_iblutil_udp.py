@@ -25,8 +25,8 @@ from udp_helpers import EchoRig, run, udp_spec  # noqa: E402
 from core.link import LinkState  # noqa: E402
 from core.protocol import ExpMessage, RigAddress  # noqa: E402
 from transports import registry  # noqa: E402
-from transports.ibl_tcp import serve_tcp  # noqa: E402
-from transports.udp import UdpEndpoint, serve_udp  # noqa: E402
+from transports.ibl.tcp import serve_tcp  # noqa: E402
+from transports.ibl.udp import UdpEndpoint, serve_udp  # noqa: E402
 
 QUIET = logging.getLogger("iblutil-interop")  # iblutil's default logger prints every payload at DEBUG
 

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from core.drivers.manipulator import Manipulator, SimulatedManipulator
 from core.protocol import RigAddress
-from transports.sio_server import ManipulatorApi, SioServer, serve_sio
+from transports.sio import serve_sio
+from transports.sio.server import ManipulatorApi, SioServer
 
 LOOPBACK = "127.0.0.1"
 

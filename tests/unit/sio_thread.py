@@ -18,7 +18,7 @@ from sio_helpers import LOOPBACK, FakeEphysLink
 
 from core.drivers.manipulator import SimulatedManipulator
 from core.protocol import RigAddress
-from transports.sio_server import serve_sio
+from transports.sio import serve_sio
 
 
 class LoopThread:

@@ -11,7 +11,7 @@ from udp_helpers import EchoRig, Mirror, run, udp_spec
 from core.link import LinkState
 from core.protocol import ExpMessage, RigAddress
 from transports import registry
-from transports.ibl_tcp import StreamError, StreamSplitter, TcpLink, serve_tcp
+from transports.ibl.tcp import StreamError, StreamSplitter, TcpLink, serve_tcp
 
 LOOPBACK = RigAddress("tcp", "127.0.0.1", 0)
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transports import pyon
+from transports.rpc import pyon
 
 # recorded from sipyco (reference notes, section B1)
 REFERENCE = (

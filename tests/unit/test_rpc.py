@@ -7,9 +7,9 @@ import pytest
 from rpc_helpers import Target, run
 
 from core.link import RequestTimeout, RigError
-from transports.rpc_client import AUTO_TARGET, IncompatibleServer, RpcClient, RpcUnavailable
-from transports.rpc_server import RpcServer
-from transports.rpc_wire import RemoteException
+from transports.rpc.client import AUTO_TARGET, IncompatibleServer, RpcClient, RpcUnavailable
+from transports.rpc.server import RpcServer
+from transports.rpc.wire import RemoteException
 
 
 async def started(targets=None, **kw):

@@ -6,8 +6,8 @@ import sys
 
 from rpc_helpers import Target, run
 
-from transports.rpc_server import RpcServer
-from transports.sync_struct import Notifier, Publisher
+from transports.rpc.server import RpcServer
+from transports.rpc.sync_struct import Notifier, Publisher
 
 CLI = [sys.executable, "-m", "app.cli"]
 

@@ -5,16 +5,16 @@ import dataclasses
 import pytest
 from rpc_helpers import Target, run, wait_until
 
-from core.config import parse_rig
+from core.config import parse_notifier, parse_rig
 from core.link import LinkState, RemoteError, RigError
 from core.protocol import ExpMessage, ExpStatus, RigAddress
 from core.state import LiveState
 from transports import registry
-from transports.rpc import RpcLink, parse_notifier, serve_rpc
-from transports.rpc_client import RpcClient
-from transports.rpc_server import RpcServer
-from transports.rpc_wire import RemoteException
-from transports.sync_struct import Notifier, Publisher, Subscriber
+from transports.rpc import RpcLink, serve_rpc
+from transports.rpc.client import RpcClient
+from transports.rpc.server import RpcServer
+from transports.rpc.sync_struct import Notifier, Publisher, Subscriber
+from transports.rpc.wire import RemoteException
 
 
 def spec_for(port, target="tgt", **options):

@@ -7,10 +7,10 @@ import logging
 
 from rpc_helpers import Target, open_raw, read_line, run
 
-from transports import pyon
-from transports.rpc_client import RpcClient
-from transports.rpc_server import RpcServer
-from transports.rpc_wire import SERVER_LINE_LIMIT
+from transports.rpc import pyon
+from transports.rpc.client import RpcClient
+from transports.rpc.server import RpcServer
+from transports.rpc.wire import SERVER_LINE_LIMIT
 
 IDENT = b'{"targets":["tgt"],"description":"demo server","features":["pyon_v2"]}\n'
 ECHO_CALL = b'{"action":"call","name":"echo","args":[{"__jsonclass__":["tuple",[[1,2]]]}],"kwargs":{}}\n'
@@ -127,7 +127,7 @@ async def assert_still_serving(port):
 
 
 def test_bad_clients_are_dropped_with_a_log_line_and_the_server_keeps_serving(caplog):
-    caplog.set_level(logging.WARNING, "transports.rpc_server")
+    caplog.set_level(logging.WARNING, "transports.rpc.server")
 
     async def bad_banner(port):
         reader, writer = await open_raw(port)

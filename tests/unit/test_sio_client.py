@@ -8,15 +8,15 @@ from sio_helpers import LOOPBACK, FakeEphysLink, run, served, url, wait_for
 
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, ManipulatorError, SimulatedManipulator, Vec4
 from core.protocol import RigAddress
-from transports.sio_client import (
+from transports.sio import serve_sio
+from transports.sio.client import (
     SioManipulatorClient,
     SioRemoteError,
     SioTimeout,
     SioUnavailable,
     stop_everything,
 )
-from transports.sio_proxy import EphysLinkManipulator
-from transports.sio_server import serve_sio
+from transports.sio.proxy import EphysLinkManipulator
 
 
 def test_client_against_rigdeck_uses_push_and_moves_take_time():

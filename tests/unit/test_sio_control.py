@@ -80,7 +80,7 @@ def test_token_refused_without_or_with_a_wrong_one_accepted_with_it(caplog):
             assert await ask(query, "get_version", "") == "2.3.6"
             await query.disconnect()
 
-    with caplog.at_level("WARNING", logger="transports.sio_server"):
+    with caplog.at_level("WARNING", logger="transports.sio.server"):
         run(main())
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 3

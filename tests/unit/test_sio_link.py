@@ -11,7 +11,7 @@ from core.link import LinkState, RigError
 from core.protocol import ExpMessage
 from core.state import LiveState
 from transports.registry import make_link, server_factory
-from transports.sio_client import SioUnavailable
+from transports.sio.client import SioUnavailable
 
 
 def spec(port, **options):

@@ -24,9 +24,9 @@ from app.cli import main
 from app.demo_rigs import RigProcess
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
-from transports.sio_client import SioManipulatorClient, SioRemoteError, SioUnavailable
-from transports.sio_relay import RelayedSioServer, SioRelay
-from transports.sio_server import serve_sio
+from transports.sio import serve_sio
+from transports.sio.client import SioManipulatorClient, SioRemoteError, SioUnavailable
+from transports.sio.relay import RelayedSioServer, SioRelay
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,7 +240,7 @@ def test_real_processes_relay_serve_and_the_command_line(tmp_path, capsys, monke
 def test_a_rigs_file_entry_reaches_a_manipulator_server_through_the_relay():
     """``probes: {uri: sio://relay:port/ID, role: manipulator}``: the console's link finds the server by its ID."""
     from core.config import parse_rig
-    from transports.sio_link import SioLink
+    from transports.sio.link import SioLink
 
     async def main_():
         async with relayed(ids=("a", "b"), pinpoint_id="rig7-probes") as (relay, _server, sim):

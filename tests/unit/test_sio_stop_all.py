@@ -16,9 +16,9 @@ from sio_helpers import LOOPBACK, FakeEphysLink, run, url, wait_for
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
-from transports.sio_client import SioManipulatorClient, SioRemoteError
-from transports.sio_proxy import EphysLinkManipulator
-from transports.sio_server import serve_sio
+from transports.sio import serve_sio
+from transports.sio.client import SioManipulatorClient, SioRemoteError
+from transports.sio.proxy import EphysLinkManipulator
 
 IDS = [str(i) for i in range(8)]
 FAR = Vec4(20, 20, 20, 20)

@@ -11,7 +11,7 @@ import pytest
 from rpc_helpers import open_raw, read_line, run, wait_until
 
 from core.state import LiveState, process_mod
-from transports.sync_struct import Notifier, Publisher, Subscriber, feed_live_state, prefix_mod
+from transports.rpc.sync_struct import Notifier, Publisher, Subscriber, feed_live_state, prefix_mod
 
 
 def test_wire_lines_match_the_reference_transcript():
@@ -90,7 +90,7 @@ def test_unknown_notifier_is_refused_clearly():
 
 
 def test_slow_subscriber_is_disconnected_not_buffered(caplog):
-    caplog.set_level(logging.WARNING, "transports.sync_struct")
+    caplog.set_level(logging.WARNING, "transports.rpc.sync_struct")
 
     async def main():
         notifier = Notifier({"items": []})

@@ -11,8 +11,9 @@ from udp_helpers import EchoRig, Mirror, RawPeer, assert_still_serves_then_close
 from core.config import parse_rig
 from core.link import LinkState, RemoteError, RequestTimeout
 from core.protocol import ExpMessage, RigAddress
-from transports import ibl_wire, registry
-from transports.udp import UdpEndpoint, UdpLink, serve_udp
+from transports import registry
+from transports.ibl import wire as ibl_wire
+from transports.ibl.udp import UdpEndpoint, UdpLink, serve_udp
 
 LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
 S = ExpMessage

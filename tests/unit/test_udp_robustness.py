@@ -13,9 +13,9 @@ from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps,
 from core.config import parse_rig
 from core.link import LinkState, RequestTimeout
 from core.protocol import ExpMessage, RigAddress
-from transports import ibl_wire
-from transports.ibl_conversation import Tuning
-from transports.udp import UdpEndpoint, UdpLink, serve_udp
+from transports.ibl import wire as ibl_wire
+from transports.ibl.conversation import Tuning
+from transports.ibl.udp import UdpEndpoint, UdpLink, serve_udp
 
 S = ExpMessage
 LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
@@ -151,7 +151,7 @@ def test_the_echo_is_the_exact_bytes_received_and_comes_before_the_reply():
 def test_a_reply_arriving_as_its_attempt_ends_is_not_lost():
     """An attempt's time can run out in the same loop turn as the reply comes in (the timer fires, then
     the datagram is read, before the request resumes): the reply is kept and returned, not dropped."""
-    from transports.ibl_conversation import Conversation
+    from transports.ibl.conversation import Conversation
 
     async def main():
         sent: list[bytes] = []
@@ -172,7 +172,7 @@ def test_a_reply_arriving_as_its_attempt_ends_is_not_lost():
 def test_a_client_reads_waiting_datagrams_in_one_turn_but_a_flood_cannot_hold_the_loop():
     """A client reads every datagram waiting when it wakes (a request's echo and reply come together),
     but at most READ_BATCH more, so a rig flooding its console leaves the console's other work a turn."""
-    from transports.udp import READ_BATCH
+    from transports.ibl.udp import READ_BATCH
 
     async def main():
         rig = await RawPeer.bind()

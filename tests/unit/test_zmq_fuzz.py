@@ -12,7 +12,7 @@ from zmq_helpers import make_link, start_rig
 
 from core.link import LinkState
 from core.protocol import ExpMessage
-from transports.zmq_wire import CONSOLE_KEYS, RIG_KEYS, Envelope, WireError, decode, encode
+from transports.zmq.wire import CONSOLE_KEYS, RIG_KEYS, Envelope, WireError, decode, encode
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -11,7 +11,7 @@ from zmq_helpers import make_link, run, start_rig
 
 from core.link import LinkState, RequestTimeout
 from core.protocol import ExpMessage
-from transports import zmq_keys
+from transports.zmq import keys as zmq_keys
 
 CLI = [sys.executable, "-m", "app.cli", "keys"]
 
@@ -156,7 +156,7 @@ def _bound(server):
 
 
 def test_a_rig_without_keys_binds_loopback_only_unless_told_to_listen_openly(caplog):
-    caplog.set_level(logging.WARNING, logger="transports.zmq_server")
+    caplog.set_level(logging.WARNING, logger="transports.zmq.server")
 
     async def main():
         _, closed = await start_rig(host="0.0.0.0")

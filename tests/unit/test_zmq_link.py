@@ -15,7 +15,7 @@ from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout
 from core.protocol import ExpMessage
 from transports import registry
 from transports.zmq import ZmqLink, serve_zmq
-from transports.zmq_wire import Envelope, decode, encode
+from transports.zmq.wire import Envelope, decode, encode
 
 
 def test_registry_builds_a_zmq_link_with_exactly_once_and_push():
@@ -195,7 +195,7 @@ def test_no_rig_means_unreachable_and_a_timeout_not_a_hang():
 
 
 def test_rig_notices_a_dead_console_logs_it_and_keeps_running(caplog):
-    caplog.set_level(logging.INFO, logger="transports.zmq_server")
+    caplog.set_level(logging.INFO, logger="transports.zmq.server")
 
     async def main():
         rig, server = await start_rig(options={"heartbeat": 0.1})

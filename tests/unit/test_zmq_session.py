@@ -13,7 +13,7 @@ from core.service import RigService
 from core.session import Phase, Session
 from transports import registry
 from transports.zmq import RemoteFile, TransferError, serve_zmq
-from transports.zmq_files import PART_SUFFIX, fetch_file
+from transports.zmq.files import PART_SUFFIX, fetch_file
 
 
 async def start_service_rig(tmp_path, name, main_sync=False):

@@ -192,4 +192,4 @@ def test_a_full_queue_is_dropped_counted_reported_and_replaced_by_a_snapshot(cap
     stats, server_stats = run(main())
     assert server_stats["mods_dropped"] >= 21
     assert stats["rig_dropped"] == server_stats["mods_dropped"]  # the console is told exactly how many
-    assert any("dropped" in r.getMessage() for r in caplog.records if r.name == "transports.zmq_server")
+    assert any("dropped" in r.getMessage() for r in caplog.records if r.name == "transports.zmq.server")

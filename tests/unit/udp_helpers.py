@@ -103,7 +103,7 @@ def run(coro: Any, timeout: float = 20) -> Any:
 
 async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     """A fresh link still gets an EXPSTATUS answer from ``server`` (an idle EchoRig); then close it."""
-    from transports.udp import UdpLink
+    from transports.ibl.udp import UdpLink
 
     link = UdpLink(spec or udp_spec(server.port))
     await link.connect()

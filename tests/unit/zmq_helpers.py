@@ -14,7 +14,7 @@ from core.config import RigSpec
 from core.protocol import ExpMessage, RigAddress
 from core.state import LiveState
 from transports.zmq import ZmqLink, serve_zmq
-from transports.zmq_sockets import send_now
+from transports.zmq.sockets import send_now
 
 FAST = {"retry_initial": 0.03, "retry_max": 0.2, "timeout": 5}
 

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from core.state import LiveState, Mod, process_mod
-from transports import pyon
 from transports.read_size import read_at_most
-from transports.rpc_wire import (
+from transports.rpc import pyon
+from transports.rpc.wire import (
     CLIENT_LINE_LIMIT,
     SYNC_BANNER,
     LineServer,

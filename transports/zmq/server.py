@@ -38,10 +38,10 @@ import zmq.asyncio
 from core.link import error_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
-from transports import zmq_keys
-from transports.zmq_files import FileStore
-from transports.zmq_sockets import is_loopback, send_now, tcp_endpoint, tune
-from transports.zmq_wire import (
+from transports.zmq import keys as zmq_keys
+from transports.zmq.files import FileStore
+from transports.zmq.sockets import is_loopback, send_now, tcp_endpoint, tune
+from transports.zmq.wire import (
     ACK,
     BYE,
     CMD,

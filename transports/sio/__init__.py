@@ -10,7 +10,7 @@ Server options (rig file): ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm)
 
 from __future__ import annotations
 
-from transports.sio_client import (
+from transports.sio.client import (
     SioError,
     SioManipulatorClient,
     SioRemoteError,
@@ -18,8 +18,9 @@ from transports.sio_client import (
     SioUnavailable,
     stop_everything,
 )
-from transports.sio_link import SioLink
-from transports.sio_server import ManipulatorApi, SioServer, serve_sio
+from transports.sio.link import SioLink
+from transports.sio.rig_server import serve_sio
+from transports.sio.server import ManipulatorApi, SioServer
 
 __all__ = [
     "ManipulatorApi", "SioError", "SioLink", "SioManipulatorClient", "SioRemoteError", "SioServer",

@@ -1,6 +1,6 @@
 """An iblutil endpoint: conversations with peers, a rig service behind it, and iblutil's Communicator API.
 
-:class:`IblEndpoint` is what UDP (:mod:`transports.udp`) and TCP (:mod:`transports.ibl_tcp`) share.
+:class:`IblEndpoint` is what UDP (:mod:`transports.ibl.udp`) and TCP (:mod:`transports.ibl.tcp`) share.
 In the server role a :class:`core.link.MessageHandler` (a RigDeck rig service) answers every message;
 each peer's messages are handled in order, different peers concurrently, and a handler failure is
 answered ``[0, "ExcType: message", event]``. For people porting iblutil services the endpoint also offers
@@ -20,9 +20,9 @@ from typing import Any
 
 from core.link import MessageHandler, error_text
 from core.protocol import ExpMessage, ExpStatus, format_exp_ref
-from transports import ibl_wire
-from transports.ibl_conversation import Conversation, Tuning
-from transports.ibl_wire import ErrorReport, Malformed, Message
+from transports.ibl import wire as ibl_wire
+from transports.ibl.conversation import Conversation, Tuning
+from transports.ibl.wire import ErrorReport, Malformed, Message
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.drivers.manipulator import Manipulator, ManipulatorError, PlatformInfo, PositionListener, Vec3, Vec4
-from transports.sio_client import DEFAULT_POLL_HZ, DEFAULT_TIMEOUT, SioManipulatorClient, SioRemoteError
+from transports.sio.client import DEFAULT_POLL_HZ, DEFAULT_TIMEOUT, SioManipulatorClient, SioRemoteError
 
 
 class EphysLinkManipulator(Manipulator):

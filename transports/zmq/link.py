@@ -39,9 +39,10 @@ from core.config import RigSpec
 from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigError, RigLink, UpdateListener
 from core.protocol import ExpMessage
 from core.state import MOD_ACTIONS, process_mod
-from transports import zmq_files, zmq_keys
-from transports.zmq_sockets import send_now, tcp_endpoint, tune
-from transports.zmq_wire import (
+from transports.zmq import files as zmq_files
+from transports.zmq import keys as zmq_keys
+from transports.zmq.sockets import send_now, tcp_endpoint, tune
+from transports.zmq.wire import (
     ACK,
     BYE,
     CMD,
@@ -310,7 +311,7 @@ class ZmqLink(RigLink):
     async def fetch_files(self, dest_dir: str | Path, files: list[zmq_files.RemoteFile] | None = None,
                           prefix: str = "", progress: zmq_files.Progress | None = None,
                           chunk_size: int = zmq_files.DEFAULT_CHUNK, attempts: int = 3) -> list[Path]:
-        """Fetch ``files`` (default: all below ``prefix``) into ``dest_dir``; see :mod:`transports.zmq_files`."""
+        """Fetch ``files`` (default: all below ``prefix``) into ``dest_dir``; see :mod:`transports.zmq.files`."""
         if files is None:
             files = await self.list_files(prefix)
         return await zmq_files.fetch_files(self._file_request, dest_dir, files, progress, chunk_size, attempts)

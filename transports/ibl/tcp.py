@@ -21,8 +21,8 @@ from typing import Any
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, RigAddress
-from transports.ibl_conversation import Tuning
-from transports.ibl_endpoint import IblEndpoint
+from transports.ibl.conversation import Tuning, tuning_from
+from transports.ibl.endpoint import IblEndpoint
 from transports.read_size import read_at_most
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,6 @@ class TcpLink(RigLink):
         super().__init__(spec.name, spec.uri)
         self.address = spec.address
         self.timeout = float(spec.options.get("timeout", DEFAULT_TIMEOUT))
-        from transports.udp import tuning_from
 
         self.endpoint = TcpEndpoint(self.name, tuning=tuning_from(spec.options),
                                     write_gap=float(spec.options.get("write_gap", DEFAULT_WRITE_GAP)))
@@ -296,7 +295,6 @@ class TcpServer:
 
 async def serve_tcp(address: RigAddress, service: MessageHandler, options: dict[str, Any] | None = None) -> TcpServer:
     """Serve ``service`` on ``address`` with iblutil's TCP variant (one conversation per connection)."""
-    from transports.udp import tuning_from
 
     name = getattr(service, "name", None) or "rig"
     options = dict(options or {})

@@ -2,14 +2,14 @@
 
 - Console side, :class:`UdpLink`: one socket *connected* to the rig (as iblutil's client, so only the
   rig's listening address can answer), request/reply with echo confirmation, retries for idempotent
-  requests and late-reply protection (:mod:`transports.ibl_conversation`).
+  requests and late-reply protection (:mod:`transports.ibl.conversation`).
 - Rig side, :func:`serve_udp`: binds the rig's URI, answers from the listening socket, keys peers by
   ``(host, port)``, hands each message to the rig service; an optional ``allow`` list of peer hosts
   drops (and logs) everyone else.
 
 Options (remote_rigs.yaml for links, rig.yaml for servers): ``timeout`` (request seconds, default 5),
 ``echo_timeout`` (1), ``retry_after`` (0.2), ``late_window`` (3), and for servers ``allow`` (list of
-hosts/IPs) and ``max_peers`` (1024). The TCP variant lives in :mod:`transports.ibl_tcp` (extra option
+hosts/IPs) and ``max_peers`` (1024). The TCP variant lives in :mod:`transports.ibl.tcp` (extra option
 ``write_gap``) and is re-exported here for the registry.
 
 Alyx token deliveries (``[128, base_url, {user: token}]``) are one-way, as in iblutil: confirmed by their
@@ -28,13 +28,12 @@ from typing import Any
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, RigAddress
-from transports import ibl_wire
-from transports.ibl_conversation import Tuning
-from transports.ibl_endpoint import IblEndpoint
-from transports.ibl_tcp import TcpLink, serve_tcp
+from transports.ibl import wire as ibl_wire
+from transports.ibl.conversation import Tuning, tuning_from
+from transports.ibl.endpoint import IblEndpoint
 from transports.read_size import read_at_most
 
-__all__ = ["TcpLink", "UdpEndpoint", "UdpLink", "UdpServer", "serve_tcp", "serve_udp", "tuning_from"]
+__all__ = ["UdpEndpoint", "UdpLink", "UdpServer", "serve_udp"]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +41,6 @@ DEFAULT_TIMEOUT = 5.0
 #: at most this many waiting datagrams are read per wake-up of a socket, before other work gets a turn
 READ_BATCH = 32
 
-
-def tuning_from(options: dict[str, Any]) -> Tuning:
-    """The conversation timing named in a rig's options (unknown keys are ignored here)."""
-    tuning = Tuning()
-    for key in ("echo_timeout", "retry_after", "late_window"):
-        if key in options:
-            value = float(options[key])
-            if not value > 0:
-                raise ValueError(f"option {key} must be > 0 seconds, got {options[key]!r}")
-            setattr(tuning, key, value)
-    return tuning
 
 
 def _family(host: str) -> int:

@@ -33,8 +33,8 @@ from typing import Any
 
 from core.link import RemoteError, RequestTimeout
 from core.protocol import ExpMessage
-from transports import ibl_wire
-from transports.ibl_wire import ErrorReport, Malformed, Message
+from transports.ibl import wire as ibl_wire
+from transports.ibl.wire import ErrorReport, Malformed, Message
 
 log = logging.getLogger(__name__)
 
@@ -416,3 +416,14 @@ class Conversation:
                 if fut is not None and not fut.done():
                     fut.cancel()
         self._unechoed.clear()
+
+def tuning_from(options: dict[str, Any]) -> Tuning:
+    """The conversation timing named in a rig's options (unknown keys are ignored here)."""
+    tuning = Tuning()
+    for key in ("echo_timeout", "retry_after", "late_window"):
+        if key in options:
+            value = float(options[key])
+            if not value > 0:
+                raise ValueError(f"option {key} must be > 0 seconds, got {options[key]!r}")
+            setattr(tuning, key, value)
+    return tuning

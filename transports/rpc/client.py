@@ -25,7 +25,7 @@ from typing import Any
 
 from core.link import RequestTimeout, RigError
 from transports.read_size import read_at_most
-from transports.rpc_wire import (
+from transports.rpc.wire import (
     CLIENT_LINE_LIMIT,
     FEATURE_PYON_V2,
     RPC_BANNER,

@@ -15,8 +15,8 @@ import traceback
 from typing import Any
 
 from core.link import RemoteError
-from transports import pyon
 from transports.read_size import read_at_most
+from transports.rpc import pyon
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from core.config import RigSpec
 from core.drivers.manipulator import Vec4
 from core.link import LinkState, RigError, RigLink
 from core.protocol import ExpMessage, ExpStatus
-from transports.sio_client import DEFAULT_TIMEOUT, SioManipulatorClient, SioUnavailable, sio_url
+from transports.sio.client import DEFAULT_TIMEOUT, SioManipulatorClient, SioUnavailable, sio_url
 
 log = logging.getLogger(__name__)
 

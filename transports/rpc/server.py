@@ -22,8 +22,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from transports import pyon
-from transports.rpc_wire import (
+from transports.rpc import pyon
+from transports.rpc.wire import (
     FEATURE_PYON_V2,
     RPC_BANNER,
     SERVER_FEATURES,

@@ -36,8 +36,8 @@ from aiohttp import web
 
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Manipulator, ManipulatorError, Vec4
 from core.link import error_text
-from transports import sio_wire as wire
 from transports.read_size import read_at_most
+from transports.sio import wire
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,13 @@ def error_of(exc: BaseException) -> str:
     return error_text(exc)
 
 
-def _peer(environ: dict[str, Any]) -> str:
+def peer_address(environ: dict[str, Any]) -> str:
     request = environ.get("aiohttp.request")
     remote = getattr(request, "remote", None)
     return str(remote or environ.get("REMOTE_ADDR", "?"))
 
 
-def _offered_token(environ: dict[str, Any], auth: Any) -> str | None:
+def offered_token(environ: dict[str, Any], auth: Any) -> str | None:
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
         return auth["token"]
     values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
@@ -393,9 +393,9 @@ class SioServer:
 
     # ------------------------------------------------------------------------- connections
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        peer = _peer(environ)
+        peer = peer_address(environ)
         if self.token is not None:
-            offered = _offered_token(environ, auth)
+            offered = offered_token(environ, auth)
             if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
                 self.refused += 1
                 log.warning("sio: refused %s: %s token", peer, "missing" if offered is None else "wrong")
@@ -474,16 +474,12 @@ def resolve_driver(service_or_driver: Any) -> Manipulator:
     return driver
 
 
-async def serve_sio(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> SioServer:
+async def serve_listening(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> SioServer:
     """Serve ``service.manipulator`` (or a bare Manipulator) on ``address`` (a RigAddress; loopback and
-    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``;
-    ``relay: true`` makes ``address`` a ``rigdeck relay`` to connect out to (see :mod:`transports.sio_relay`,
-    options ``pinpoint_id``, ``token``). Returns the started server (``.port``, ``async close()``)."""
+    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
+    Returns the started server (``.port``, ``async close()``). :func:`transports.sio.rig_server.serve_sio`
+    picks this or a connection out to a relay."""
     options = dict(options or {})
-    if options.get("relay"):  # connect out to a `rigdeck relay` instead of listening
-        from transports.sio_relay import serve_through_relay
-
-        return await serve_through_relay(address, service_or_driver, options)
     driver = resolve_driver(service_or_driver)
     host = getattr(address, "host", None) or "127.0.0.1"
     port = getattr(address, "port", None)
@@ -500,4 +496,4 @@ async def serve_sio(address: Any, service_or_driver: Any, options: dict[str, Any
     return server
 
 
-__all__ = ["ManipulatorApi", "NotInControl", "PositionPusher", "SioServer", "serve_sio"]
+__all__ = ["ManipulatorApi", "NotInControl", "PositionPusher", "SioServer", "serve_listening"]

@@ -33,7 +33,7 @@ from core.drivers.manipulator import (
     check_speed,
 )
 from core.link import RemoteError, RequestTimeout, RigError
-from transports import sio_wire as wire
+from transports.sio import wire
 
 log = logging.getLogger(__name__)
 

@@ -38,14 +38,14 @@ import socketio
 from aiohttp import web
 
 from core.config import PINPOINT_ID
-from transports import sio_wire as wire
-from transports.sio_server import (
+from transports.sio import wire
+from transports.sio.server import (
     DEFAULT_PUSH_HZ,
     DEFAULT_TOLERANCE,
     SioServer,
-    _offered_token,
-    _peer,
     listen,
+    offered_token,
+    peer_address,
     resolve_driver,
     shut_down,
     sio_app,
@@ -103,10 +103,10 @@ class SioRelay:
         raise socketio.exceptions.ConnectionRefusedError(f"{REFUSED}: {why}")
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
-        peer = _peer(environ)
+        peer = peer_address(environ)
         auth = auth if isinstance(auth, dict) else {}
         if self.token is not None:
-            offered = _offered_token(environ, auth)
+            offered = offered_token(environ, auth)
             if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
                 self._refuse(peer, f"{'missing' if offered is None else 'wrong'} token; token required")
         pinpoint_id = auth.get("pinpoint_id") if isinstance(auth.get("pinpoint_id"), str) else None

@@ -4,15 +4,15 @@ The console holds one DEALER per rig (:class:`ZmqLink`); the rig service sits be
 (:func:`serve_zmq`). What it adds over iblutil UDP and Autopilot's messaging:
 
 - exactly-once commands: ids, acknowledgements, resends with backoff until the deadline, and
-  deduplication by (sender, id) with cached replies on the rig (``transports.zmq_server``);
+  deduplication by (sender, id) with cached replies on the rig (``transports.zmq.server``);
 - heartbeats both ways: a dead rig is UNREACHABLE within ``heartbeat * liveness`` (1.5 s), a dead console
   is logged by the rig, which keeps running; libzmq reconnects, and the console resynchronises;
 - the rig's live state as a snapshot plus sequenced, batched changes, with gap detection and counted,
   reported drops (``ZmqLink.published`` and ``on_update``);
-- CURVE encryption and an allow-list of console keys (``transports.zmq_keys``, ``rigdeck keys``);
+- CURVE encryption and an allow-list of console keys (``transports.zmq.keys``, ``rigdeck keys``);
 - chunked, checksummed, resumable transfer of session files (``ZmqLink.list_files/fetch_files``).
 
-Wire format: ``transports.zmq_wire`` (JSON, never pickle). Module layout: ``zmq_client`` (link),
+Wire format: ``transports.zmq.wire`` (JSON, never pickle). Module layout: ``zmq_client`` (link),
 ``zmq_server`` (rig), ``zmq_sockets`` (socket options), ``zmq_keys``, ``zmq_files``.
 
 This module is the registry entry; importing it has no side effects.
@@ -20,10 +20,10 @@ This module is the registry entry; importing it has no side effects.
 
 from __future__ import annotations
 
-from transports.zmq_client import ZmqLink
-from transports.zmq_files import FileAccessError, RemoteFile, TransferError
-from transports.zmq_keys import AllowList, KeyFileError, allow_key, default_keys_dir, new_keypair
-from transports.zmq_server import ZmqServer, serve_zmq
+from transports.zmq.files import FileAccessError, RemoteFile, TransferError
+from transports.zmq.keys import AllowList, KeyFileError, allow_key, default_keys_dir, new_keypair
+from transports.zmq.link import ZmqLink
+from transports.zmq.server import ZmqServer, serve_zmq
 
 __all__ = [
     "AllowList", "FileAccessError", "KeyFileError", "RemoteFile", "TransferError", "ZmqLink", "ZmqServer",
