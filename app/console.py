@@ -30,6 +30,7 @@ from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_r
 from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished
 from core.link import LinkState, RigError, RigLink
+from core.listeners import Listeners, Unsubscribe
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
 from core.state import LiveState
 
@@ -60,21 +61,16 @@ class LogBook:
 
     def __init__(self, limit: int = LOG_LIMIT) -> None:
         self.entries: collections.deque[LogEntry] = collections.deque(maxlen=limit)
-        self._listeners: list[Callable[[LogEntry], None]] = []
+        self._listeners: Listeners[[LogEntry]] = Listeners("log listener")
 
     def add(self, level: str, rig: str, text: str) -> LogEntry:
         entry = LogEntry(time.time(), level, rig, text)
         self.entries.append(entry)
-        for listener in list(self._listeners):
-            try:
-                listener(entry)
-            except Exception:
-                log.exception("log listener failed")
+        self._listeners.notify(entry)
         return entry
 
-    def subscribe(self, listener: Callable[[LogEntry], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+    def subscribe(self, listener: Callable[[LogEntry], None]) -> Unsubscribe:
+        return self._listeners.add(listener)
 
 
 PROGRESS_LEVEL = {"sent": "debug", "reply": "info", "error": "error", "timeout": "error",

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import abc
 import enum
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from core.listeners import Listeners, Unsubscribe
 from core.protocol import ExpMessage
-
-log = logging.getLogger(__name__)
 
 
 class LinkState(enum.StrEnum):
@@ -51,6 +49,7 @@ class LinkClosed(RigError):
 
 StateListener = Callable[[LinkState, str | None], None]
 UpdateListener = Callable[[dict[str, Any]], None]
+HeardListener = Callable[[float | None], None]
 
 
 class RigLink(abc.ABC):
@@ -74,8 +73,9 @@ class RigLink(abc.ABC):
         self.last_error: str | None = None
         self.last_reply: float | None = None
         self.last_rtt: float | None = None
-        self._state_listeners: list[StateListener] = []
-        self._update_listeners: list[UpdateListener] = []
+        self._state_listeners: Listeners[[LinkState, str | None]] = Listeners(f"link state listener of {name}")
+        self._update_listeners: Listeners[[dict[str, Any]]] = Listeners(f"link update listener of {name}")
+        self._heard_listeners: Listeners[[float | None]] = Listeners(f"link heard listener of {name}")
 
     # -------------------------------------------------------------- the interface
     @abc.abstractmethod
@@ -91,11 +91,22 @@ class RigLink(abc.ABC):
         """Release sockets; pending requests fail with :class:`LinkClosed`."""
 
     # -------------------------------------------------------------- listeners
-    def on_state(self, listener: StateListener) -> None:
-        self._state_listeners.append(listener)
+    def on_state(self, listener: StateListener) -> Unsubscribe:
+        """``listener(state, error)`` on every change of :attr:`state`; returns its unsubscribe."""
+        return self._state_listeners.add(listener)
 
-    def on_update(self, listener: UpdateListener) -> None:
-        self._update_listeners.append(listener)
+    def on_update(self, listener: UpdateListener) -> Unsubscribe:
+        """``listener(mod)`` for every pushed change of the rig's published tree; returns its unsubscribe."""
+        return self._update_listeners.add(listener)
+
+    def on_heard(self, listener: HeardListener) -> Unsubscribe:
+        """``listener(rtt)`` for every message the rig sends: a reply (its round trip in s) or a pushed update
+        (None). What a rig monitor counts "last heard" from, whoever made the request."""
+        return self._heard_listeners.add(listener)
+
+    def listener_count(self) -> int:
+        """How many listeners this link holds (a leak check: observers must unsubscribe when done)."""
+        return len(self._state_listeners) + len(self._update_listeners) + len(self._heard_listeners)
 
     def set_state(self, state: LinkState, error: str | None = None) -> None:
         """Transports call this; listeners are told only on a real change (or a new error text)."""
@@ -104,24 +115,19 @@ class RigLink(abc.ABC):
         self.state = state
         if error is not None:
             self.last_error = error
-        for listener in list(self._state_listeners):
-            try:
-                listener(state, error)
-            except Exception:
-                log.exception("link state listener failed for %s", self.name)
+        self._state_listeners.notify(state, error)
 
     def note_reply(self, rtt: float) -> None:
         """Transports call this on every reply: the rig is online, and how fast it answered."""
         self.last_reply = time.time()
         self.last_rtt = rtt
         self.set_state(LinkState.ONLINE)
+        self._heard_listeners.notify(rtt)
 
     def emit_update(self, mod: dict[str, Any]) -> None:
-        for listener in list(self._update_listeners):
-            try:
-                listener(mod)
-            except Exception:
-                log.exception("link update listener failed for %s", self.name)
+        """Transports call this for every pushed mod of the rig's published tree."""
+        self._update_listeners.notify(mod)
+        self._heard_listeners.notify(None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.uri} {self.state.value}>"

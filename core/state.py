@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from core.listeners import Listeners, Unsubscribe
+
 log = logging.getLogger(__name__)
 
 Mod = dict[str, Any]
@@ -69,7 +71,7 @@ class LiveState:
 
     def __init__(self, initial: dict[str, Any] | None = None) -> None:
         self._root: dict[str, Any] = initial if initial is not None else {}
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[[Mod]] = Listeners("live-state listener")
         self.seq = 0
 
     # ------------------------------------------------------------------ reading
@@ -89,23 +91,13 @@ class LiveState:
         return copy.deepcopy(self._root)
 
     # ------------------------------------------------------------------ listening
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: Listener) -> Unsubscribe:
         """Call ``listener(mod)`` after every change; returns a function that unsubscribes."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def _emit(self, mod: Mod) -> None:
         self.seq += 1
-        for listener in list(self._listeners):
-            try:
-                listener(mod)
-            except Exception:  # a broken view must never break the writer
-                log.exception("live-state listener %r failed on %s", listener, mod.get("action"))
+        self._listeners.notify(mod)  # a broken view is logged and never breaks the writer
 
     # ------------------------------------------------------------------ writing
     def apply(self, mod: Mod) -> None:

@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import is_number
+from core.listeners import Listeners
+
 log = logging.getLogger(__name__)
 
 
@@ -94,7 +97,7 @@ class ManipulatorError(Exception):
 
 def _number(value: Any, what: str) -> float:
     """float() for numbers and numeric strings only (bool is not a number here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if not (isinstance(value, str) or is_number(value)):
         raise ManipulatorError(f"{what} must be a number, got {type(value).__name__}")
     try:
         return float(value)
@@ -173,35 +176,6 @@ def check_position(pos: Any) -> Vec4:
     return pos
 
 
-class PositionListeners:
-    """A small listener list shared by drivers: a raising listener is logged and kept."""
-
-    def __init__(self) -> None:
-        self._listeners: list[PositionListener] = []
-
-    def add(self, listener: PositionListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def __bool__(self) -> bool:
-        return bool(self._listeners)
-
-    def notify(self, manipulator_id: str, pos: Vec4, moving: bool) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(manipulator_id, pos, moving)
-            except Exception:
-                log.exception("manipulator position listener failed")
-
-    def clear(self) -> None:
-        self._listeners.clear()
-
-
 class _Motion:
     """One manipulator's motion: a straight line from ``origin`` to ``target`` between loop times t0 and t1."""
 
@@ -257,7 +231,7 @@ class SimulatedManipulator(Manipulator):
         self.update_interval = 1.0 / update_hz
         self.max_speed = max_speed
         self._info = PlatformInfo(name=name, cli_name=cli_name, axes_count=4, dimensions=dimensions)
-        self._listeners = PositionListeners()
+        self._listeners: Listeners[[str, Vec4, bool]] = Listeners("manipulator position listener")
         self._publisher: asyncio.Task[None] | None = None
         self._closed = False
 

@@ -26,7 +26,6 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import math
 import os
 import struct
 import time
@@ -35,6 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from core.checks import is_finite
+from core.listeners import Listeners, Unsubscribe
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ class Recorder(abc.ABC):
         self.name = name
         self.path: Path | None = None
         self._frames = 0
-        self._listeners: list[FrameListener] = []
+        self._listeners: Listeners[[str, int]] = Listeners(f"recorder {name}: frame listener")
 
     @property
     def frames(self) -> int:
@@ -110,21 +112,11 @@ class Recorder(abc.ABC):
         return {"kind": self.kind, "frames": self.frames, "path": str(self.path) if self.path else None,
                 "running": self.running}
 
-    def subscribe(self, listener: FrameListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+    def subscribe(self, listener: FrameListener) -> Unsubscribe:
+        return self._listeners.add(listener)
 
     def _notify(self) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(self.name, self._frames)
-            except Exception:
-                log.exception("recorder %s: frame listener failed", self.name)
+        self._listeners.notify(self.name, self._frames)
 
 
 # --------------------------------------------------------------------------------------- writer
@@ -264,7 +256,7 @@ def read_recording(path: str | os.PathLike[str], with_data: bool = True) -> tupl
 # ------------------------------------------------------------------------------------ simulation
 
 def _check_rate(rate: Any) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate):
+    if not is_finite(rate):
         raise RecorderError(f"rate must be a number of frames per second, not {rate!r}")
     if not 0 < rate <= MAX_RATE:
         raise RecorderError(f"rate {rate} out of range (0, {MAX_RATE:g}]")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.link import RequestTimeout, RigError
+from core.listeners import Listeners, Unsubscribe
 from transports.read_size import read_at_most
 from transports.rpc.wire import (
     CLIENT_LINE_LIMIT,
@@ -91,23 +92,19 @@ class RpcClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._closed = False
-        self._listeners: list[ConnectionListener] = []
+        self._listeners: Listeners[[bool, str | None]] = Listeners("pc_rpc connection listener")
 
     # ------------------------------------------------------------------------------- connection
     @property
     def connected(self) -> bool:
         return self._writer is not None
 
-    def on_connection(self, listener: ConnectionListener) -> None:
-        """``listener(connected, error_text)`` on every connect and disconnect."""
-        self._listeners.append(listener)
+    def on_connection(self, listener: ConnectionListener) -> Unsubscribe:
+        """``listener(connected, error_text)`` on every connect and disconnect; returns its unsubscribe."""
+        return self._listeners.add(listener)
 
     def _tell(self, up: bool, error: str | None) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(up, error)
-            except Exception:
-                log.exception("pc_rpc connection listener failed")
+        self._listeners.notify(up, error)
 
     async def connect(self) -> None:
         """Open and handshake now. Plain mode raises on failure; reconnecting modes try once (logging

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from core.listeners import Listeners, Unsubscribe
 from core.state import LiveState, Mod, process_mod
 from transports.read_size import read_at_most
 from transports.rpc import pyon
@@ -64,7 +65,7 @@ class Notifier:
         self.raw_view = backing
         self._root = _root if _root is not None else self
         self._path = list(_path)
-        self._listeners: list[Callable[[Mod], None]] = []
+        self._listeners: Listeners[[Mod]] = Listeners("sync_struct notifier listener")
 
     @property
     def read(self) -> Any:
@@ -73,22 +74,11 @@ class Notifier:
     def snapshot(self) -> Any:
         return copy.deepcopy(self._root.raw_view)
 
-    def subscribe(self, listener: Callable[[Mod], None]) -> Callable[[], None]:
-        root = self._root
-        root._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in root._listeners:
-                root._listeners.remove(listener)
-
-        return unsubscribe
+    def subscribe(self, listener: Callable[[Mod], None]) -> Unsubscribe:
+        return self._root._listeners.add(listener)
 
     def _emit(self, mod: Mod) -> None:
-        for listener in list(self._root._listeners):
-            try:
-                listener(mod)
-            except Exception:
-                log.exception("sync_struct notifier listener failed on %s", mod.get("action"))
+        self._root._listeners.notify(mod)
 
     def append(self, x: Any) -> None:
         self.raw_view.append(x)

@@ -22,17 +22,18 @@ from typing import Any
 
 import socketio
 
+from core.checks import is_finite
 from core.drivers.manipulator import (
     ManipulatorError,
     PlatformInfo,
     PositionListener,
-    PositionListeners,
     Vec3,
     Vec4,
     check_position,
     check_speed,
 )
 from core.link import RemoteError, RequestTimeout, RigError
+from core.listeners import Listeners, Unsubscribe
 from transports.sio import wire
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ class SioManipulatorClient:
         self._up = asyncio.Event()
         self._closed = False
         self._refusal: str | None = None
-        self._connection_listeners: list[ConnectionListener] = []
-        self._control_listeners: list[Callable[[bool], None]] = []
-        self.listeners = PositionListeners()
+        self._connection_listeners: Listeners[[bool, str | None]] = Listeners("sio connection listener")
+        self._control_listeners: Listeners[[bool]] = Listeners("sio control listener")
+        self.listeners: Listeners[[str, Vec4, bool]] = Listeners("manipulator position listener")
         #: what the server is: {"Server": "RigDeck", ...} from get_rigdeck_info, or None for ephys-link
         self.server_info: dict[str, Any] | None = None
         self.ids: list[str] = []
@@ -114,11 +115,11 @@ class SioManipulatorClient:
         """True when the server pushes positions (a RigDeck server)."""
         return bool(self.server_info and self.server_info.get("Push"))
 
-    def on_connection(self, listener: ConnectionListener) -> None:
-        self._connection_listeners.append(listener)
+    def on_connection(self, listener: ConnectionListener) -> Unsubscribe:
+        return self._connection_listeners.add(listener)
 
-    def on_control(self, listener: Callable[[bool], None]) -> None:
-        self._control_listeners.append(listener)
+    def on_control(self, listener: Callable[[bool], None]) -> Unsubscribe:
+        return self._control_listeners.add(listener)
 
     def subscribe(self, listener: PositionListener) -> Callable[[], None]:
         """``listener(id, pos, moving)`` for every pushed or polled change; polling runs only while
@@ -135,11 +136,7 @@ class SioManipulatorClient:
             self._up.clear()
         if error is not None:
             self.last_error = error
-        for listener in list(self._connection_listeners):
-            try:
-                listener(up, error)
-            except Exception:
-                log.exception("sio connection listener failed")
+        self._connection_listeners.notify(up, error)
 
     # ------------------------------------------------------------------------------ connecting
     async def connect(self) -> None:
@@ -266,11 +263,7 @@ class SioManipulatorClient:
         data = wire.load_reply(payload)
         if isinstance(data, dict) and "Controller" in data:
             self.controller = bool(data["Controller"])
-            for listener in list(self._control_listeners):
-                try:
-                    listener(self.controller)
-                except Exception:
-                    log.exception("sio control listener failed")
+            self._control_listeners.notify(self.controller)
 
     def _apply_positions(self, entries: dict[str, Any], notify: bool = True) -> None:
         for manipulator_id, entry in entries.items():
@@ -385,7 +378,7 @@ class SioManipulatorClient:
         return final
 
     async def set_depth(self, manipulator_id: str, depth: float, speed: float, timeout: float | None = None) -> float:
-        if not isinstance(depth, int | float) or isinstance(depth, bool) or not math.isfinite(depth):
+        if not is_finite(depth):
             raise ManipulatorError(f"depth must be a finite number, got {depth!r}")
         speed = check_speed(speed)
         known = self.positions.get(manipulator_id)

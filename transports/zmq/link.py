@@ -35,8 +35,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from core.checks import is_int
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigError, RigLink, UpdateListener
+from core.listeners import Unsubscribe
 from core.protocol import ExpMessage
 from core.state import MOD_ACTIONS, process_mod
 from transports.zmq import files as zmq_files
@@ -146,19 +148,20 @@ class ZmqLink(RigLink):
         self._redial: asyncio.TimerHandle | None = None
         self._redial_delay = REDIAL_INITIAL
 
-    def on_update(self, listener: UpdateListener) -> None:
+    def on_update(self, listener: UpdateListener) -> Unsubscribe:
         """Subscribe to the rig's state; a listener that arrives after the snapshot gets it replayed at once.
 
         Why: the console connects its links before it builds a session (or a GUI model) on them; without
         the replay such a late subscriber would see nothing until the rig's next change, and a rig that
         pushes its status is never polled for it.
         """
-        super().on_update(listener)
+        unsubscribe = super().on_update(listener)
         if self._stream.synced and self.published is not None:
             try:
                 listener({"action": "init", "struct": copy.deepcopy(self.published)})
             except Exception:
                 log.exception("link update listener failed for %s", self.name)
+        return unsubscribe
 
     @property
     def rig_epoch(self) -> str | None:
@@ -409,7 +412,7 @@ class ZmqLink(RigLink):
             return
         value = env.value
         seq = value.get("seq") if isinstance(value, dict) else None
-        if isinstance(seq, int) and not isinstance(seq, bool) and seq > stream.seq:
+        if is_int(seq) and seq > stream.seq:
             self.stats["gaps"] += 1  # the rig sent changes we never got (a lost last batch)
             log.info("%s: state stream behind (have %d, rig sent up to %d); asking for a snapshot", self.name,
                      stream.seq, seq)
@@ -483,7 +486,7 @@ class ZmqLink(RigLink):
 
     def _note_dropped(self, value: dict[str, Any]) -> None:
         dropped = value.get("dropped")
-        if isinstance(dropped, int) and not isinstance(dropped, bool) and dropped > self._stream.rig_dropped:
+        if is_int(dropped) and dropped > self._stream.rig_dropped:
             log.warning("%s: the rig dropped %d state change(s) it could not send us (%d in all); resynchronised",
                         self.name, dropped - self._stream.rig_dropped, dropped)
             self._stream.rig_dropped = dropped
