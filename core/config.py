@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from core.checks import is_int, is_number
 from core.protocol import RigAddress, parse_uri
 
 #: Schemes a rigs file may use. ``transports.registry`` maps each to its link class (a test checks both
@@ -78,19 +79,19 @@ OPTION_SCHEMES: dict[str, frozenset[str]] = {
 
 
 def _positive_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
+    if not is_number(value) or not value > 0 or value != value:
         return f"must be a positive number, not {value!r}"
     return None
 
 
 def _non_negative_number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if not is_number(value) or not value >= 0:
         return f"must be a number of seconds >= 0, not {value!r}"
     return None
 
 
 def _positive_int(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         return f"must be a positive whole number, not {value!r}"
     return None
 
@@ -126,7 +127,7 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
     """An rpc:// rig's ``notifier`` option: ``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
-    if not isinstance(value, str | int) or isinstance(value, bool):
+    if not (isinstance(value, str) or is_int(value)):
         raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
     text = str(value).strip()
     port_text, sep, name = text.partition("/")

@@ -16,6 +16,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import is_int
+
 PROTOCOL_VERSION = "1.0.0"
 LISTEN_PORT = 11001
 
@@ -86,7 +88,7 @@ class ExpStatus(enum.IntEnum):
                 return cls[status.strip().upper()]
             except KeyError:
                 raise ValueError(f"Unknown ExpStatus name {status!r}; choices: {[s.name for s in cls]}") from None
-        if isinstance(status, int) and not isinstance(status, bool):
+        if is_int(status):
             try:
                 return cls(status)
             except ValueError:
@@ -281,7 +283,7 @@ def parse_exp_ref(ref: Any) -> ExpRef:
             date = date.date()
         elif not isinstance(date, _dt.date):
             raise ValueError(f"Experiment reference date must be a date or YYYY-MM-DD, not {date!r}")
-        if isinstance(seq, bool) or not isinstance(seq, int | str) or not str(seq).isdigit():
+        if not (isinstance(seq, str) or is_int(seq)) or not str(seq).isdigit():
             raise ValueError(f"Experiment reference sequence must be a non-negative integer, not {seq!r}")
         if not isinstance(subject, str) or not subject or "/" in subject or "\\" in subject:
             raise ValueError(f"Experiment reference subject must be a non-empty name, not {subject!r}")

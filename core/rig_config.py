@@ -23,7 +23,6 @@ started. Keys:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.checks import is_finite, is_int, is_number
 from core.config import DEFAULT_PORTS, DEFAULT_SCHEMES, PATH_SCHEMES, ConfigError, load_yaml_mapping
 from core.drivers.recorder import KINDS, MAX_FRAME_SIZE, MAX_RATE
 from core.protocol import ExpMessage, RigAddress, parse_uri
@@ -116,7 +116,7 @@ def parse_listen_uri(uri: Any, schemes: frozenset[str] = DEFAULT_SCHEMES) -> Rig
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite(value):
         raise ValueError(f"{what} must be a number, not {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{what} {value!r} out of range {low:g}..{high:g}")
@@ -222,8 +222,7 @@ def parse_rig_config(data: Mapping[Any, Any], source: str = "<rig>", base_dir: P
         try:
             rate = None if spec.get("rate") is None else _number(spec["rate"], "rate", 1e-3, MAX_RATE)
             size = spec.get("frame_size")
-            if size is not None and (isinstance(size, bool) or not isinstance(size, int)
-                                     or not 1 <= size <= MAX_FRAME_SIZE):
+            if size is not None and (not is_int(size) or not 1 <= size <= MAX_FRAME_SIZE):
                 raise ValueError(f"frame_size must be an integer 1..{MAX_FRAME_SIZE}, not {size!r}")
             interval = _number(spec.get("chunk_interval", 0.05), "chunk_interval", 0.001, 5)
         except ValueError as ex:
@@ -288,7 +287,7 @@ def _check_manipulator(spec: Any, fail: Any) -> dict[str, Any]:
     for key in ("dimensions", "home"):
         if key in out:
             value = out[key]
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if is_number(value):
                 value = [value] * 4
             if not isinstance(value, list) or len(value) != 4:
                 raise fail(f"drivers.manipulator.{key} must be [x, y, z, w] in mm, not {value!r}")

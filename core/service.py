@@ -39,7 +39,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +49,12 @@ from core.paths import default_data_dir, session_folder
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
 from core.rig_config import RigConfig
 from core.state import LiveState
+from core.version import version
 
 log = logging.getLogger(__name__)
 
 SESSION_EVENTS = frozenset({ExpMessage.EXPINFO, ExpMessage.EXPINIT, ExpMessage.EXPSTART, ExpMessage.EXPEND,
                             ExpMessage.EXPINTERRUPT, ExpMessage.EXPCLEANUP})
-
-
-def _version() -> str:
-    try:
-        return metadata.version("rigdeck")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 class ServiceError(RuntimeError):
@@ -133,7 +126,7 @@ class RigService:
         self._unsubscribe: list[Callable[[], None]] = []
         self._started = False
         self._closed = False
-        self.version = _version()
+        self.version = version()
         self.state = LiveState({
             "name": name,
             "status": int(self.status),

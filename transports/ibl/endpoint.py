@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from core.checks import is_int
 from core.link import MessageHandler, error_text
 from core.protocol import ExpMessage, ExpStatus, format_exp_ref
 from transports.ibl import wire as ibl_wire
@@ -224,7 +225,7 @@ class IblEndpoint:
     @staticmethod
     def _codes(event: Any) -> tuple[list[int], bool]:
         """The single event codes of ``event`` and whether it is compound; 0 / False mean error reports."""
-        if event is False or (isinstance(event, int) and not isinstance(event, bool) and int(event) == 0):
+        if event is False or (is_int(event) and int(event) == 0):
             return [0], False
         flag = int(ExpMessage.validate(event))
         return [bit for bit in (1 << i for i in range(8)) if flag & bit], flag.bit_count() > 1

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import is_int
 from core.protocol import ExpMessage
 
 #: the largest UDP payload IPv4 can carry (65535 - 8 byte UDP header - 20 byte IP header)
@@ -97,7 +98,7 @@ def decode(raw: bytes) -> Decoded:
     if head in (0, None, "") and not isinstance(head, float):  # 0, false, null, "": an error report
         if len(msg) < 2 or not isinstance(msg[1], str):
             return Malformed(f"error report without a message text: {_preview(raw)}")
-        code = msg[2] if len(msg) > 2 and isinstance(msg[2], int) and not isinstance(msg[2], bool) else None
+        code = msg[2] if len(msg) > 2 and is_int(msg[2]) else None
         return ErrorReport(msg[1], code)
     if isinstance(head, bool):
         return Malformed(f"event must be an event code or name, got JSON {json.dumps(head)}")

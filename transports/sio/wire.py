@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import is_number
 from core.drivers.manipulator import Vec3, Vec4
 
 #: ephys-link API level this server speaks (Pinpoint requires major 2, >= 2.1.3)
@@ -90,7 +91,7 @@ def field(data: dict[str, Any], pascal: str, snake: str, required: bool = True, 
 
 
 def _float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if not (isinstance(value, str) or is_number(value)):
         raise Malformed(f"{what} must be a number")
     try:
         number = float(value)

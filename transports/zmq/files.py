@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.checks import is_int
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 256 * 1024
@@ -146,7 +148,7 @@ class FileStore:
             return {"files": await asyncio.to_thread(self.list_files, prefix)}, None
         path, offset, length = value.get("path"), value.get("offset", 0), value.get("length", DEFAULT_CHUNK)
         for name, number in (("offset", offset), ("length", length)):
-            if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            if not is_int(number) or number < 0:
                 raise FileAccessError(f"{name} must be a non-negative integer")
         data, size = await asyncio.to_thread(self.read_chunk, path, offset, length)
         return {"size": size, "offset": offset, "crc32": zlib.crc32(data), "eof": offset + len(data) >= size}, data

@@ -30,10 +30,11 @@ Keys, rig -> console:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.checks import is_finite, is_int
 
 #: console -> rig
 HELLO, CMD, PING, SYNC, FILES, FETCH, BYE = "HELLO", "CMD", "PING", "SYNC", "FILES", "FETCH", "BYE"
@@ -110,7 +111,7 @@ def decode(frames: list[bytes], allowed_keys: frozenset[str] | None = None) -> E
     if missing:
         raise WireError(f"message lacks field(s) {missing}")
     msg_id, sender, key = body["id"], body["sender"], body["key"]
-    if isinstance(msg_id, bool) or not isinstance(msg_id, int) or msg_id < 0 or msg_id >= 2**63:
+    if not is_int(msg_id) or msg_id < 0 or msg_id >= 2**63:
         raise WireError(f"id must be a non-negative integer, not {msg_id!r:.40}")
     if not isinstance(sender, str) or not sender or len(sender) > MAX_SENDER_LEN:
         raise WireError(f"sender must be a non-empty string of at most {MAX_SENDER_LEN} chars")
@@ -119,7 +120,7 @@ def decode(frames: list[bytes], allowed_keys: frozenset[str] | None = None) -> E
     if allowed_keys is not None and key not in allowed_keys:
         raise WireError(f"unknown key {key!r:.40}; expected one of {sorted(allowed_keys)}")
     ts = body.get("ts", 0.0)
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    if not is_finite(ts):
         raise WireError(f"ts must be a number, not {ts!r:.40}")
     to = body.get("to")
     if to is not None and not isinstance(to, str):
@@ -140,6 +141,6 @@ def require_dict(env: Envelope, *fields: str) -> dict[str, Any]:
 
 
 def require_int(value: Any, what: str, minimum: int = 0, maximum: int = 2**62) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+    if not is_int(value) or not minimum <= value <= maximum:
         raise WireError(f"{what} must be an integer in [{minimum}, {maximum}], not {value!r:.40}")
     return value
