@@ -5,10 +5,10 @@ its :class:`~core.state.LiveState`, the log panel reads its :class:`LogBook`. No
 so every rule the window follows (when Start is allowed, what a main-sync choice does, what STOP ALL
 reaches) is tested headless, and a newcomer finds "where does a button's click go" in one file.
 
-One :class:`~core.session.Session` object is always current: an idle one (it only polls EXPSTATUS so
-the rigs table is live before anything starts), then the one Start creates, which stays current after it
-ends (its exp_ref stays on screen) until the next Start. Links live as long as the rigs file is loaded
-and are shared by every session made over them.
+The rigs file's links and their :class:`~core.monitor.RigMonitor` (``self.rigset``) live as long as the
+file is loaded: the monitor keeps the rigs table live (link, status, last heard, incidents) before, during
+and between sessions. There is no session until Start (or a reattach) makes one; it stays current after
+it ends (its exp_ref stays on screen) until the next Start.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished
 from core.link import LinkState, RigError, RigLink
 from core.listeners import Listeners, Unsubscribe
+from core.monitor import RIG_ERROR, Incident, RigMonitor
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
 from core.state import LiveState
 
@@ -42,8 +43,6 @@ REATTACH_DAYS = 14
 #: one plain worker thread for file scans (not the loop's default executor: qasync's is a QThread pool that
 #: Qt destroys at exit while idle threads still run)
 _FILES = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rigdeck-files")
-#: a pushing rig's "last reply" is refreshed at most this often (its updates may come at 100 Hz)
-CONTACT_THROTTLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class Console:
         self.decide: Decider | None = None
         self.platforms: dict[str, PlatformInfo] = {}
         self._link_factory = link_factory
-        self._contact: dict[str, float] = {}
+        self._unwatch_rigs: list[Unsubscribe] = []
         #: (rig, manipulator id or "*") -> when the experimenter last stopped it (monotonic)
         self._stopped: dict[tuple[str, str], float] = {}
         self._stop_progress: Callable[[], None] | None = None
@@ -108,6 +107,10 @@ class Console:
     @property
     def links(self) -> dict[str, RigLink]:
         return self.rigset.links if self.rigset else {}
+
+    @property
+    def monitor(self) -> RigMonitor | None:
+        return self.rigset.monitor if self.rigset else None
 
     async def load(self, path: str | Path) -> None:
         """Load a rigs file and connect to every rig. A bad file raises ConfigError and changes nothing."""
@@ -156,38 +159,20 @@ class Console:
         self.rigs_path = path
         if self.main_sync_choice not in specs:
             self.main_sync_choice = None
-        self.state.reset({"rigs": {}, "session": {}, "console": {}})
-        self.rigset = RigSet(specs, link_factory=self._link_factory, sessions_only=False)
-        for name, spec in specs.items():
-            if spec.enabled:
-                self.state.update(["rigs", name], {"uri": spec.uri, "transport": spec.scheme, "role": spec.role.value,
-                                                   "link": LinkState.CONNECTING.value})
+        self.rigset = RigSet(specs, link_factory=self._link_factory, sessions_only=False,
+                             poll_interval=self.poll_interval, timeout=self.timeout, state=self.state)
+        monitor = self.rigset.prepare()
+        self._unwatch_rigs = [monitor.on_link(self._on_link), monitor.on_incident(self._on_incident)]
         await self.rigset.open()
-        for name, link in self.links.items():
-            link.on_update(lambda mod, name=name: self._touch(name))
-            link.on_state(lambda st, err, name=name: self._on_link(name, st, err))
-        await self._new_session(subject=None, details=None)
         self._publish_console()
 
-    def _on_link(self, name: str, state: LinkState, error: str | None) -> None:
-        level = "warning" if state is LinkState.UNREACHABLE else "info"
-        self.logbook.add(level, name, f"link {state.value}" + (f": {error}" if error else ""))
-        if state is LinkState.ONLINE:
-            self._touch(name)
+    def _on_link(self, name: str, state: str, error: str | None) -> None:
+        level = "warning" if state == LinkState.UNREACHABLE.value else "info"
+        self.logbook.add(level, name, f"link {state}" + (f": {error}" if error else ""))
 
-    def _touch(self, name: str) -> None:
-        """A pushing rig spoke: refresh its last-reply time (throttled) for the table's age column."""
-        now = time.time()
-        if now - self._contact.get(name, 0.0) < CONTACT_THROTTLE:
-            return
-        self._contact[name] = now
-        link = self.links.get(name)
-        if link is None or not link.pushes_status:
-            return
-        values: dict[str, Any] = {"last_reply": round(now, 3)}
-        if link.last_rtt is not None:
-            values["rtt_ms"] = round(link.last_rtt * 1e3, 3)
-        self.state.update(["rigs", name], values)
+    def _on_incident(self, incident: Incident) -> None:
+        if incident.kind == RIG_ERROR and incident.open:
+            self.logbook.add("warning", incident.rig, f"rig reported an error: {incident.detail}")
 
     # ================================================================ session
     @property
@@ -202,10 +187,12 @@ class Console:
 
     def can(self, action: str) -> bool:
         """What the session panel enables its buttons from."""
-        if self.session is None or self.session.busy is not None:
+        if self.session is not None and self.session.busy is not None:
             return False
         if action == "start":
-            return not self.active and any(s.in_sessions for s in self.specs.values())
+            return self.rigset is not None and not self.active and any(s.in_sessions for s in self.specs.values())
+        if self.session is None:
+            return False
         if action == "stop":
             return self.session.can("stop") and self.phase is Phase.RUNNING
         if action == "abort":
@@ -278,19 +265,19 @@ class Console:
         links = {n: self.links[n] for n in self.links if n in names or not self.specs[n].in_sessions}
         specs = {n: self.specs[n] for n in links}
         await self._close_session()
-        session = Session.attach(links, summary, specs, timeout=self.timeout, poll_interval=self.poll_interval,
-                                 state=self.state, decide=self._decide)
+        session = Session.attach(links, summary, specs, timeout=self.timeout, monitor=self.monitor,
+                                 decide=self._decide)
         self._watch(session)
         await session.open()
         self.logbook.add("info", "", f"reattached to {summary.exp_ref} (journal phase {summary.phase})")
         self._publish_console()
         return session
 
-    async def _new_session(self, subject: str | None, details: Mapping[str, Any] | None) -> Session:
+    async def _new_session(self, subject: str, details: Mapping[str, Any] | None) -> Session:
         await self._close_session()
         session = Session(self.links, self.specs, subject=subject, data_dir=self.data_dir,
-                          main_sync=self.main_sync_choice, timeout=self.timeout, poll_interval=self.poll_interval,
-                          state=self.state, details=details, decide=self._decide)
+                          main_sync=self.main_sync_choice, timeout=self.timeout, monitor=self.monitor,
+                          details=details, decide=self._decide)
         self._watch(session)
         await session.open()
         return session
@@ -309,8 +296,6 @@ class Console:
         if p.kind == "phase":
             self._publish_console()
         if p.rig is not None:
-            shown = p.detail if p.kind == "note" else f"{p.step}: {p.detail or p.kind}"
-            self.state.set(["rigs", p.rig, "progress"], shown)
             if p.kind == "sent" and p.outcome is None:
                 text = f"→ {p.step} {p.detail}".rstrip()
             else:
@@ -321,7 +306,7 @@ class Console:
 
     def _require_session(self) -> Session:
         if self.session is None:
-            raise SessionError("no rigs loaded")
+            raise SessionError("no session: start one first" if self.rigset else "no rigs loaded")
         return self.session
 
     def _refuse_during_session(self, what: str) -> None:
@@ -400,21 +385,26 @@ class Console:
         return out
 
     # ================================================================ shutdown
-    async def _close_session(self) -> None:
+    async def _close_session(self, withdraw: bool = False) -> None:
+        """Close the current session (``withdraw``: and take it off the screen: no session follows it)."""
         if self._stop_progress is not None:
             self._stop_progress()
             self._stop_progress = None
         if self.session is not None:
             await self.session.close()
+            if withdraw:
+                self.session.withdraw()
             self.session = None
 
     async def _close_links(self) -> None:
-        await self._close_session()
+        await self._close_session(withdraw=True)
+        for unwatch in self._unwatch_rigs:
+            unwatch()
+        self._unwatch_rigs.clear()
         if self.rigset is not None:
             await self.rigset.close()
             self.rigset = None
         self.platforms.clear()
-        self._contact.clear()
 
     async def close(self) -> None:
         """Close links and the journal. Never stops the rigs: a console closing must not end an experiment."""

@@ -26,8 +26,11 @@ Rules worth knowing:
   reply, else it is the next free ``YYYY-MM-DD_N_subject`` of the data folder.
 - Everything sent and received goes to the :class:`~core.journal.Journal` (secrets redacted) and every
   step ends with an fsync; the experiment description is rewritten atomically at each phase change.
-- Live state (``rigs/<name>/...`` and ``session/...`` in a :class:`~core.state.LiveState`) is kept current
-  by the link listeners, the replies and an EXPSTATUS poll (default every 1 s) of rigs that don't push.
+- Rig liveness (link state, ExpStatus, round trips, incidents, the ``rigs/<name>`` live state) belongs
+  to the :class:`~core.monitor.RigMonitor`, which lives as long as the links; the session reports its
+  replies to it, reads statuses from it, and journals its link changes, status changes and incidents while
+  it runs. The session writes ``session/...`` of the live state: its phase, and per rig its role in the
+  session and its last step (``session/rigs/<name>/{main_sync, progress}``).
 - :class:`Phase` is the session's state machine; :meth:`Session.can` says which actions are allowed now,
   which is all a GUI needs to enable its buttons.
 """
@@ -36,13 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import enum
-import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,171 +58,45 @@ from core.journal import (
     redact_alyx,
     write_yaml_atomic,
 )
-from core.link import LinkState, RemoteError, RigError, RigLink, error_text
+from core.link import RemoteError, RigError, RigLink, error_text
+from core.listeners import Listeners, Unsubscribe
+from core.monitor import (
+    DEFAULT_TIMEOUT,
+    TIMEOUT_GUARD,
+    Incident,
+    RigMonitor,
+    reply_status,
+    spec_seconds,
+    status_name,
+)
 from core.paths import check_subject, next_exp_ref, reserve_session, session_folder
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
 from core.state import LiveState
+from core.steps import (
+    ACTIONS,
+    ALWAYS,
+    FINAL,
+    AlyxResult,
+    Decider,
+    Outcome,
+    Phase,
+    Policy,
+    Progress,
+    ProgressListener,
+    SessionError,
+    StepResult,
+)
+from core.version import version
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_POLL_INTERVAL = 1.0
-#: extra time a link gets beyond its own timeout before the engine gives up on it (a buggy link must not hang us)
-TIMEOUT_GUARD = 1.0
-
-
-class Phase(enum.StrEnum):
-    IDLE = "idle"
-    INFO = "info"
-    INITIALISED = "initialised"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    ABORTED = "aborted"
-
-
-FINAL = frozenset({Phase.STOPPED, Phase.FAILED, Phase.ABORTED})
-
-#: the actions each phase allows (``status`` and ``alyx`` are allowed in every phase)
-ACTIONS: dict[Phase, frozenset[str]] = {
-    Phase.IDLE: frozenset({"info"}),
-    Phase.INFO: frozenset({"info", "init", "interrupt"}),
-    Phase.INITIALISED: frozenset({"start", "interrupt"}),
-    Phase.RUNNING: frozenset({"stop", "interrupt"}),
-    Phase.STOPPED: frozenset({"stop", "cleanup"}),
-    Phase.FAILED: frozenset({"interrupt", "cleanup"}),
-    Phase.ABORTED: frozenset({"interrupt", "cleanup"}),
-}
-ALWAYS = frozenset({"status", "alyx"})
-
-
-class Policy(enum.StrEnum):
-    ROLLBACK = "rollback"
-    CONTINUE = "continue"
-
-
-class SessionError(RuntimeError):
-    """The engine was asked something it cannot do now (wrong phase, busy, unknown rig)."""
-
-
-#: status a successful reply to each command implies, when the rig does not say
-EXPECTED: dict[ExpMessage, ExpStatus] = {
-    ExpMessage.EXPINIT: ExpStatus.INITIALIZED,
-    ExpMessage.EXPSTART: ExpStatus.RUNNING,
-    ExpMessage.EXPEND: ExpStatus.STOPPED,
-    ExpMessage.EXPINTERRUPT: ExpStatus.STOPPED,
-    ExpMessage.EXPCLEANUP: ExpStatus.CONNECTED,
-}
-
-
-def reply_status(reply: Any) -> int | None:
-    """The ExpStatus a reply carries: a leading int (EXPSTATUS, EXPINFO) or a dict's ``status`` key."""
-    if not isinstance(reply, list):
-        return None
-    for item in reply:
-        value = item.get("status") if isinstance(item, dict) else item
-        if isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return int(ExpStatus(value))
-            except ValueError:
-                return None
-        if isinstance(item, dict):
-            continue
-        if isinstance(item, str):
-            try:
-                return int(ExpStatus.coerce(item))
-            except ValueError:
-                continue
-    return None
-
-
-def status_name(status: int | None) -> str:
-    if status is None:
-        return "-"
-    try:
-        return ExpStatus(status).name
-    except ValueError:
-        return str(status)
-
-
-@dataclass
-class Outcome:
-    """What one rig did with one command."""
-
-    rig: str
-    event: str
-    #: "reply" | "error" (error report or unusable reply) | "timeout" | "skipped"
-    result: str
-    reply: list[Any] | None = None
-    error: str | None = None
-    status: int | None = None
-    rtt_ms: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "reply"
-
-    def describe(self) -> str:
-        if self.ok:
-            rtt = f" ({self.rtt_ms:.1f} ms)" if self.rtt_ms is not None else ""
-            return f"{status_name(self.status)}{rtt}"
-        return f"{self.result.upper()}: {self.error}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": self.event, "result": self.result, "ok": self.ok, "status": self.status,
-                "status_name": status_name(self.status), "error": self.error, "rtt_ms": self.rtt_ms}
-
-
-@dataclass
-class StepResult:
-    """One session step: every rig's outcome, where the session is now, and what went wrong."""
-
-    step: str
-    outcomes: dict[str, Outcome] = field(default_factory=dict)
-    phase: Phase = Phase.IDLE
-    ok: bool = True
-    error: str | None = None
-    #: outcomes of the EXPINTERRUPT sent by a rollback, if any
-    rollback: dict[str, Outcome] = field(default_factory=dict)
-    #: rigs a `continue` policy dropped in this step
-    dropped: list[str] = field(default_factory=list)
-    #: outcomes of the EXPINTERRUPT a stop, abort or rollback sent to dropped rigs that may be going on their own
-    stood_down: dict[str, Outcome] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[str]:
-        return [name for name, o in self.outcomes.items() if not o.ok]
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress report for a CLI line or a GUI cell. ``rig`` is None for session-wide events."""
-
-    step: str
-    rig: str | None
-    #: "sent" | "reply" | "error" | "timeout" | "phase" | "note"
-    kind: str
-    detail: str = ""
-    outcome: Outcome | None = None
-
-
-ProgressListener = Callable[[Progress], None]
-#: ``await decide(result)`` -> the policy to apply to this partial failure (a GUI asks the experimenter)
-Decider = Callable[["StepResult"], Awaitable["Policy | str"]]
-
-
-@dataclass
-class AlyxResult:
-    source: str | None
-    base_url: str | None
-    users: list[str]
-    relayed: dict[str, Outcome]
-    outcomes: dict[str, Outcome]
-
-
 class Session:
-    """One multi-rig session over ready links. Create, ``await open()``, step through, ``await close()``."""
+    """One multi-rig session over ready links. Create, ``await open()``, step through, ``await close()``.
+
+    ``monitor`` is the :class:`~core.monitor.RigMonitor` of the links (the console's, which outlives the
+    session); without one the session makes its own for its lifetime (tests, scripts), polling every
+    ``poll_interval`` s when given. The live state is the monitor's.
+    """
 
     def __init__(
         self,
@@ -234,7 +108,8 @@ class Session:
         main_sync: str | None = None,
         policy: Policy | str = Policy.ROLLBACK,
         timeout: float = DEFAULT_TIMEOUT,
-        poll_interval: float | None = DEFAULT_POLL_INTERVAL,
+        monitor: RigMonitor | None = None,
+        poll_interval: float | None = None,
         state: LiveState | None = None,
         main_sync_first: bool = True,
         today: Callable[[], _dt.date] = _dt.date.today,
@@ -257,9 +132,9 @@ class Session:
         except ValueError:
             raise SessionError(f"unknown policy {policy!r}; expected one of {[p.value for p in Policy]}") from None
         self.timeout = float(timeout)
-        self.poll_interval = poll_interval if poll_interval and poll_interval > 0 else None
         self.main_sync_first = main_sync_first
-        self.state = state if state is not None else LiveState()
+        self.monitor, self._own_monitor = self._monitor_for(monitor, state, poll_interval)
+        self.state = self.monitor.state
         self._today = today
         #: what the experimenter typed besides the subject (projects, procedures, notes): into the description
         self.details: dict[str, Any] = {k: v for k, v in (details or {}).items() if v not in (None, "", [])}
@@ -282,28 +157,44 @@ class Session:
         self.outcome: str | None = None
         self.attached = False
         self.rig_descriptions: dict[str, Any] = {}
-        self.statuses: dict[str, int | None] = {n: None for n in self.rigs}
-        self._listeners: list[ProgressListener] = []
+        self._listeners: Listeners[[Progress]] = Listeners("progress listener")
         self._pending: list[tuple[str, dict[str, Any], float]] = []
-        self._locks = {n: asyncio.Lock() for n in self.links}
-        self._last_contact: dict[str, float] = {}
-        self._poller: asyncio.Task | None = None
-        self._polls: dict[str, asyncio.Task] = {}
         self._closed = False
-        self._mirrors: dict[str, Any] = {}
         #: rigs dropped after no answer to EXPINIT / EXPSTART: they may have got it all the same and be going
         #: on their own, so a stop or an abort stands them down too (until one reports CONNECTED / STOPPED)
         self.maybe_going: set[str] = set()
+        #: the monitor's incidents with this session's rigs while it ran (by id: a closed one replaces its open form)
+        self.incidents: dict[int, Incident] = {}
         self._init_state()
-        for name, link in self.links.items():
-            link.on_state(lambda st, err, name=name: self._on_link_state(name, st, err))
-            link.on_update(lambda mod, name=name: self._on_link_update(name, mod))
+        self._unwatch: list[Unsubscribe] = [
+            self.monitor.on_link(self._on_link), self.monitor.on_status(self._on_status),
+            self.monitor.on_incident(self._on_incident),
+        ]
+        for incident in self.monitor.open_incidents(self.links):
+            self._on_incident(incident)
+
+    def _monitor_for(self, monitor: RigMonitor | None, state: LiveState | None,
+                     poll_interval: float | None) -> tuple[RigMonitor, bool]:
+        """(the monitor to read rigs from, whether this session made it and must close it)."""
+        if monitor is None:
+            return RigMonitor(self.links, self.specs, state=state, poll_interval=poll_interval,
+                              timeout=self.timeout), True
+        strangers = sorted(n for n, link in self.links.items() if monitor.links.get(n) is not link)
+        if strangers:
+            raise SessionError(f"rig(s) {strangers} are not watched by the given monitor")
+        if state is not None and state is not monitor.state:
+            raise SessionError("a session over a monitor writes into the monitor's live state")
+        return monitor, False
+
+    @property
+    def statuses(self) -> dict[str, int | None]:
+        """Each session rig's last known ExpStatus (from the monitor)."""
+        return {n: self.monitor.status(n) for n in self.rigs}
 
     # ==================================================================== public helpers
-    def on_progress(self, listener: ProgressListener) -> Callable[[], None]:
+    def on_progress(self, listener: ProgressListener) -> Unsubscribe:
         """Call ``listener(Progress)`` for every send, reply, failure and phase change."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._listeners.add(listener)
 
     def can(self, action: str) -> bool:
         """Whether ``action`` is allowed now: what a GUI enables its buttons from."""
@@ -320,8 +211,7 @@ class Session:
         return self.folder / DESCRIPTION_NAME if self.folder else None
 
     def rig_timeout(self, name: str) -> float:
-        spec = self.specs.get(name)
-        return float(spec.options.get("timeout", self.timeout)) if spec else self.timeout
+        return spec_seconds(self.specs.get(name), "timeout", self.timeout)
 
     def role(self, name: str) -> str:
         """The rig's role in this session; before main sync is settled, the one the rigs file gives it."""
@@ -333,20 +223,24 @@ class Session:
 
     # ==================================================================== lifecycle
     async def open(self) -> None:
-        """Start the EXPSTATUS poller (links are the caller's: they are connected already)."""
-        if self.poll_interval and self._poller is None:
-            self._poller = asyncio.create_task(self._poll_loop(), name="rigdeck-session-poller")
+        """Start the session's own monitor, if it made one (links are the caller's: connected already)."""
+        if self._own_monitor:
+            await self.monitor.start()
 
     async def close(self) -> None:
-        """Stop polling and close the journal. Links stay open: the caller owns them."""
+        """Stop listening to the monitor and close the journal. Links (and a given monitor) stay: the caller's."""
         self._closed = True
-        tasks = [t for t in [self._poller, *self._polls.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._poller = None
+        for unwatch in self._unwatch:
+            unwatch()
+        self._unwatch.clear()
+        if self._own_monitor:
+            await self.monitor.close()
         if self.journal is not None:
             self.journal.close()
+
+    def withdraw(self) -> None:
+        """Take this session's part of the live state away (the console has no current session any more)."""
+        self.state.delete(["session"])
 
     async def __aenter__(self) -> Session:
         await self.open()
@@ -376,9 +270,8 @@ class Session:
         session.started = summary.started
         session.phase = Phase(summary.phase) if summary.phase in Phase._value2member_map_ else Phase.IDLE
         for name, status in summary.statuses.items():
-            if name in session.statuses:
-                session.statuses[name] = status
-                session.state.set(["rigs", name, "status"], status)
+            if name in session.rigs:
+                session.monitor.assume_status(name, status)
         session._open_journal("attach", previous_phase=summary.phase, problems=summary.problems)
         session._publish_session()
         return session
@@ -399,7 +292,7 @@ class Session:
                 claim = choice is not None and name == choice
                 info = {
                     "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": proposal,
-                    "experiment_description": {}, "rig_version": f"rigdeck {_version()}",
+                    "experiment_description": {}, "rig_version": f"rigdeck {version()}",
                     "spec_version": PROTOCOL_VERSION,
                 }
                 if choice is not None and not claim:
@@ -451,7 +344,7 @@ class Session:
                 result.dropped = self._drop(failed, "info")
             self.main_sync, self.exp_ref, self.folder = main, exp_ref, folder
             for name in self.rigs:
-                self.state.set(["rigs", name, "main_sync"], name == main)
+                self.state.set(["session", "rigs", name, "main_sync"], name == main)
             self._open_journal("session")
             self._write("main_sync", main_sync=main, chosen=choice is not None, claimants=claimants)
             for warning in result.warnings:
@@ -740,24 +633,26 @@ class Session:
         shown = redact_alyx(list(data)) if event is ExpMessage.ALYX else list(data)
         self._write("send", step=step, rig=name, event=event.name, data=shown)
         self._emit(Progress(step, name, "sent", event.name))
-        async with self._locks[name]:
+        heard = "failure"  # what the rig did, for the monitor: reply | report | silence | failure (nothing, our side)
+        async with self.monitor.lock(name):
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout + TIMEOUT_GUARD):
                     reply = await link.request(event, *data, timeout=timeout)
             except RemoteError as ex:
-                outcome = Outcome(name, event.name, "error", error=ex.text or error_text(ex))
+                outcome, heard = Outcome(name, event.name, "error", error=ex.text or error_text(ex)), "report"
             except TimeoutError as ex:  # the link's text says more (e.g. "no echo": the rig may not have it)
                 outcome = Outcome(name, event.name, "timeout", error=str(ex) or f"no reply within {timeout:g} s")
+                heard = "silence"
             except RigError as ex:
                 outcome = Outcome(name, event.name, "error", error=str(ex) or error_text(ex))
             except Exception as ex:  # a broken link must not break the session
                 log.exception("%s: link raised on %s", name, event.name)
                 outcome = Outcome(name, event.name, "error", error=error_text(ex))
             else:
-                outcome = self._check_reply(name, event, reply, expect)
+                outcome, heard = self._check_reply(name, event, reply, expect), "reply"
             outcome.rtt_ms = round((time.perf_counter() - t0) * 1e3, 3)
-        self._record(step, outcome, event)
+        self._record(step, outcome, event, heard)
         return outcome
 
     def _check_reply(self, name: str, event: ExpMessage, reply: Any, expect: ExpStatus | None) -> Outcome:
@@ -775,36 +670,55 @@ class Session:
                 outcome.error = f"rig reports {status_name(status)} after {event.name}, expected {expect.name}"
         return outcome
 
-    def _record(self, step: str, outcome: Outcome, event: ExpMessage) -> None:
+    def _record(self, step: str, outcome: Outcome, event: ExpMessage, heard: str) -> None:
+        """Tell the monitor what the rig did, journal it and report it."""
         name = outcome.rig
-        now = time.time()
-        if outcome.result == "timeout":
-            self._set_link(name, LinkState.UNREACHABLE.value, outcome.error)
+        data = _shown(event, outcome.reply)
+        if heard == "silence":
+            self.monitor.record_silence(name, outcome.error or "no reply", data=data)
+        elif heard == "failure":
+            self.monitor.record_failure(name, outcome.error or "request failed")
         else:
-            self._last_contact[name] = time.monotonic()
-            self._set_link(name, LinkState.ONLINE.value, None)
-            self.state.update(["rigs", name], {"last_reply": round(now, 3), "rtt_ms": outcome.rtt_ms})
+            self.monitor.record_reply(name, rtt_ms=outcome.rtt_ms, status=outcome.status, data=data,
+                                      error=outcome.error, reported=heard == "report")
         if outcome.status is not None:
-            self._set_status(name, outcome.status)
-        if outcome.error:
-            self.state.set(["rigs", name, "last_error"], outcome.error)
-        self.state.set(["rigs", name, "last_reply_data"], _shown(event, outcome.reply))
+            self._settle_if_idle(name, outcome.status)
         kind = "reply" if outcome.ok else outcome.result
         self._write(kind, step=step, rig=name, event=outcome.event, status=outcome.status, rtt_ms=outcome.rtt_ms,
-                    error=outcome.error, data=_shown(event, outcome.reply))
+                    error=outcome.error, data=data)
         self._emit(Progress(step, name, kind, outcome.describe(), outcome))
 
-    # ==================================================================== live state
+    # ==================================================================== what the monitor tells
     def _init_state(self) -> None:
-        for name, link in self.links.items():
-            spec = self.specs.get(name)
-            self.state.update(["rigs", name], {
-                "uri": link.uri, "transport": spec.scheme if spec else link.uri.split("://")[0],
-                "role": (spec.role.value if spec else Role.AUX.value), "link": link.state.value,
-                "status": None, "last_reply": None, "rtt_ms": None, "last_error": link.last_error,
-                "main_sync": False, "in_session": name in self.rigs,
-            })
+        self.state.set(["session"], {"rigs": {n: {"main_sync": False, "progress": None} for n in self.rigs}})
+        self.monitor.expect(self.rigs, self._expected_status())
         self._publish_session()
+
+    def _on_link(self, name: str, value: str, error: str | None) -> None:
+        if name in self.links and not self._closed:
+            self._write("link", rig=name, state=value, error=error)
+            self._emit(Progress(self.busy or "link", name, "note", f"link {value}" + (f": {error}" if error else "")))
+
+    def _on_status(self, name: str, status: int, source: str) -> None:
+        if name not in self.links or self._closed:
+            return
+        if source in ("poll", "push"):
+            self._write("status", rig=name, status=status, source=source)
+        self._settle_if_idle(name, status)
+
+    def _on_incident(self, incident: Incident) -> None:
+        """Journal each incident with this session's rigs (opening and closing); the description lists them."""
+        if incident.rig not in self.links or self._closed:
+            return
+        self.incidents[incident.id] = incident
+        record = incident.to_dict()
+        self._write("incident", incident=record.pop("kind"), **record)
+        if self.folder is not None:
+            self._write_description()
+
+    def _settle_if_idle(self, name: str, status: int) -> None:
+        if name in self.maybe_going and status in (ExpStatus.CONNECTED, ExpStatus.STOPPED):
+            self._settle_maybe_going([name], f"reports {status_name(status)}")
 
     def _publish_session(self) -> None:
         self.state.update(["session"], {
@@ -818,105 +732,15 @@ class Session:
 
     def _set_phase(self, phase: Phase, **extra: Any) -> None:
         self.phase = phase
+        self.monitor.expect(self.rigs, self._expected_status())
         self._write("phase", phase=phase.value, degraded=self.degraded, participants=self.participants, **extra)
         self._publish_session()
         self._emit(Progress(self.busy or phase.value, None, "phase", phase.value))
-
-    def _set_status(self, name: str, status: int | None) -> None:
-        self.statuses[name] = status
-        self.state.set(["rigs", name, "status"], status)
-        if name in self.maybe_going and status in (ExpStatus.CONNECTED, ExpStatus.STOPPED):
-            self._settle_maybe_going([name], f"reports {status_name(status)}")
-
-    def _set_link(self, name: str, value: str, error: str | None) -> None:
-        current = self.state.get(["rigs", name, "link"])
-        if value == LinkState.ONLINE.value and current == LinkState.ONLINE.value:
-            return
-        if value == current and error == self.state.get(["rigs", name, "last_error"]):
-            return
-        self.state.set(["rigs", name, "link"], value)
-        if error:
-            self.state.set(["rigs", name, "last_error"], error)
-        if value != current:
-            self._write("link", rig=name, state=value, error=error)
-            self._emit(Progress(self.busy or "link", name, "note", f"link {value}" + (f": {error}" if error else "")))
-
-    def _on_link_state(self, name: str, state: LinkState, error: str | None) -> None:
-        if not self._closed:
-            self._set_link(name, state.value, error)
-
-    def _on_link_update(self, name: str, mod: dict[str, Any]) -> None:
-        """Mirror a pushing rig's published tree under ``rigs/<name>/service``; pick its status out of it."""
-        if self._closed:
-            return
-        try:
-            if mod.get("action") == "init":
-                self.state.set(["rigs", name, "service"], mod.get("struct"))
-            else:
-                self.state.apply({**mod, "path": ["rigs", name, "service", *mod.get("path", [])]})
-        except (KeyError, IndexError, TypeError, ValueError) as ex:
-            log.warning("%s: cannot apply a pushed mod (%s); waiting for the next init", name, ex)
-            return
-        service = self.state.get(["rigs", name, "service"])
-        status = service.get("status") if isinstance(service, dict) else None
-        if isinstance(status, int) and not isinstance(status, bool) and status != self.statuses.get(name):
-            self._last_contact[name] = time.monotonic()
-            self._set_status(name, status)
-            self._write("status", rig=name, status=status, source="push")
 
     def _expected_status(self) -> ExpStatus:
         return {Phase.INITIALISED: ExpStatus.INITIALIZED, Phase.RUNNING: ExpStatus.RUNNING,
                 Phase.STOPPED: ExpStatus.STOPPED, Phase.FAILED: ExpStatus.STOPPED,
                 Phase.ABORTED: ExpStatus.STOPPED}.get(self.phase, ExpStatus.CONNECTED)
-
-    async def _poll_loop(self) -> None:
-        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once)."""
-        assert self.poll_interval is not None
-        while not self._closed:
-            now = time.monotonic()
-            for name, link in self.links.items():
-                interval = self._poll_interval(name)
-                if link.pushes_status or self._locks[name].locked() or name in self._polls:
-                    continue
-                if now - self._last_contact.get(name, 0.0) < interval * 0.9:
-                    continue
-                self._polls[name] = asyncio.create_task(self._poll(name, interval), name=f"rigdeck-poll-{name}")
-            await asyncio.sleep(self.poll_interval / 2)
-
-    def _poll_interval(self, name: str) -> float:
-        spec = self.specs.get(name)
-        return float(spec.options.get("poll_interval", self.poll_interval)) if spec else float(self.poll_interval or 1)
-
-    async def _poll(self, name: str, interval: float) -> None:
-        link = self.links[name]
-        timeout = min(self.rig_timeout(name), max(interval, 0.5))
-        try:
-            async with self._locks[name]:
-                self._last_contact[name] = time.monotonic()
-                t0 = time.perf_counter()
-                try:
-                    async with asyncio.timeout(timeout + TIMEOUT_GUARD):
-                        reply = await link.request(ExpMessage.EXPSTATUS, int(self._expected_status()), timeout=timeout)
-                except TimeoutError:
-                    self._set_link(name, LinkState.UNREACHABLE.value, f"no reply to EXPSTATUS within {timeout:g} s")
-                    return
-                except RigError as ex:
-                    self.state.set(["rigs", name, "last_error"], str(ex) or error_text(ex))
-                    return
-                rtt = round((time.perf_counter() - t0) * 1e3, 3)
-            self._last_contact[name] = time.monotonic()
-            self._set_link(name, LinkState.ONLINE.value, None)
-            self.state.update(["rigs", name], {"last_reply": round(time.time(), 3), "rtt_ms": rtt})
-            status = reply_status(reply if isinstance(reply, list) else [reply])
-            if status is not None and status != self.statuses.get(name):
-                self._set_status(name, status)
-                self._write("status", rig=name, status=status, source="poll")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: status poll failed", name)
-        finally:
-            self._polls.pop(name, None)
 
     # ==================================================================== journal & description
     def _resolve_exp_ref(self, offered: Any) -> tuple[str, Path]:
@@ -952,7 +776,7 @@ class Session:
         self.journal = Journal(self.folder / JOURNAL_NAME)
         self._write(kind, exp_ref=self.exp_ref, subject=self.subject, main_sync=self.main_sync,
                     policy=self.policy.value, participants=self.participants, pid=os.getpid(),
-                    rigdeck=_version(), rigs={n: self._rig_record(n) for n in self.rigs}, **extra)
+                    rigdeck=version(), rigs={n: self._rig_record(n) for n in self.rigs}, **extra)
         for pending_kind, fields, at in self._pending:
             self.journal.write(pending_kind, at=round(at, 6), **fields)
         self._pending.clear()
@@ -1011,7 +835,8 @@ class Session:
             "end_time": iso(self.ended),
             "phase": self.phase.value,
             "outcome": self.outcome or ("running" if self.phase is Phase.RUNNING else "pending"),
-            "console": {"rigdeck": _version(), "pid": os.getpid()},
+            "incidents": [i.to_dict() for i in self.incidents.values()],
+            "console": {"rigdeck": version(), "pid": os.getpid()},
         }
 
     def _write_description(self) -> None:
@@ -1023,11 +848,11 @@ class Session:
             log.error("cannot write %s: %s", self.description_path, ex)
 
     def _emit(self, progress: Progress) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(progress)
-            except Exception:
-                log.exception("progress listener failed")
+        if progress.rig is not None:
+            p = progress
+            self.state.set(["session", "rigs", p.rig, "progress"], p.detail if p.kind == "note" else
+                           f"{p.step}: {p.detail or p.kind}")
+        self._listeners.notify(progress)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -1047,16 +872,6 @@ def _shown(event: ExpMessage, reply: Any) -> Any:
     if reply is None:
         return None
     return redact_alyx(reply) if event is ExpMessage.ALYX else redact(reply)
-
-
-@functools.cache
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("rigdeck")
-    except Exception:
-        return "dev"
 
 
 __all__ = [

@@ -151,13 +151,14 @@ class Runner:
 
     # ---------------------------------------------------------------- runs
     async def run_new(self, specs: Mapping[str, Any], data_dir: Path) -> Session:
-        rigset = RigSet(specs, link_factory=LINK_FACTORY)
+        rigset = RigSet(specs, link_factory=LINK_FACTORY, poll_interval=self.args.poll, timeout=self.args.timeout)
         links = await rigset.open()
         if not links:
+            await rigset.close()
             raise ConfigError(f"{self.args.rigs}: no enabled rig takes session messages")
         session = self.session = Session(links, rigset.specs, subject=self.args.subject, data_dir=data_dir,
-                          main_sync=self.args.main_sync, policy=self.args.policy, timeout=self.args.timeout,
-                          poll_interval=self.args.poll)
+                                         main_sync=self.args.main_sync, policy=self.args.policy,
+                                         timeout=self.args.timeout, monitor=rigset.monitor)
         session.on_progress(Printer(self.progress_out, self.args.verbose > 0))
         await session.open()
         try:
@@ -189,10 +190,11 @@ class Runner:
         for problem in summary.problems:
             self.note(problem)
         override = load_rigs(args.rigs) if args.rigs else None
-        rigset = RigSet.from_journal(summary, override, link_factory=LINK_FACTORY)
+        rigset = RigSet.from_journal(summary, override, link_factory=LINK_FACTORY, poll_interval=args.poll,
+                                     timeout=args.timeout)
         links = await rigset.open()
         session = self.session = Session.attach(links, summary, rigset.specs, timeout=args.timeout,
-                                                poll_interval=args.poll)
+                                                monitor=rigset.monitor)
         session.on_progress(Printer(self.progress_out, args.verbose > 0))
         await session.open()
         self.note(f"attached to {summary.exp_ref} (journal phase: {summary.phase}, "

@@ -1,4 +1,5 @@
-"""The rigs table's model: one row per rig of the rigs file, bound to ``rigs/<name>`` of the live state.
+"""The rigs table's model: one row per rig of the rigs file, bound to ``rigs/<name>`` of the live state
+(the rig monitor's) and to ``session/rigs/<name>`` (the current session's step with that rig).
 
 Live-state mods mark rows dirty; a :class:`~app.gui.qtasync.FrameCoalescer` turns them into at most one
 ``dataChanged`` per frame. The main-sync column is a radio (exactly one on), drawn by
@@ -29,7 +30,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("link", "Link", "connecting / online / unreachable"),
     ("status", "ExpStatus", "The rig's experiment status (CONNECTED, INITIALIZED, RUNNING, STOPPED)"),
     ("main_sync", "Main sync", "The rig that owns the session clock and the exp_ref (locked during a session)"),
-    ("age", "Last reply", "Time since the rig last answered"),
+    ("age", "Last heard", "Time since the rig last sent anything: a reply or a pushed update"),
     ("rtt_ms", "RTT", "Round-trip time of the last request"),
     ("progress", "Step", "The last thing this session did with the rig"),
     ("last_error", "Last error", "Hover for the full text"),
@@ -73,6 +74,8 @@ class RigTableModel(QAbstractTableModel):
             self._coalescer.mark(path[1] if len(path) > 1 else "*")
         elif path[0] == "console":
             self._coalescer.mark("*")
+        elif path[0] == "session" and len(path) > 1 and path[1] == "rigs":
+            self._coalescer.mark(path[2] if len(path) > 2 else "*")
 
     def _flush(self, dirty: set[Hashable]) -> None:
         self.repaints += 1
@@ -167,7 +170,9 @@ class RigTableModel(QAbstractTableModel):
         if key == "main_sync":
             return ""
         if key == "age":
-            return age_text(rig.get("last_reply"))
+            return age_text(rig.get("last_heard") or rig.get("last_reply"))
+        if key == "progress":
+            return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
         if key == "rtt_ms":
             rtt = rig.get("rtt_ms")
             return f"{rtt:.2f} ms" if isinstance(rtt, int | float) else "—"

@@ -131,7 +131,7 @@ class SessionPanel(QWidget):
         s = self.console.session
         self.exp_ref.setText((s.exp_ref if s else None) or "—")
         if s is None:
-            self.phase.setText("no rigs loaded")
+            self.phase.setText("IDLE" if self.console.rigset is not None else "no rigs loaded")
         else:
             text = s.phase.value.upper()
             if s.busy:

@@ -87,7 +87,7 @@ async def one_size(ports: list[int], n: int, rounds: int, warmup: int, data_dir:
     try:
         for r in range(warmup + rounds):
             session = Session(links, rigset.specs, subject="BENCH", data_dir=data_dir / f"n{n}",
-                              poll_interval=None)
+                              monitor=rigset.monitor)
             session.on_progress(on_progress)
             await session.open()
             try:

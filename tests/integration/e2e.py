@@ -78,10 +78,9 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
 @contextlib.asynccontextmanager
 async def console(specs: Mapping[str, RigSpec], data_dir: Path, **kwargs: Any) -> AsyncIterator[Session]:
     """A session engine over real links to ``specs`` (what ``rigdeck run`` builds), closed on exit."""
-    rigset = RigSet(specs)
+    rigset = RigSet(specs, poll_interval=kwargs.pop("poll_interval", None))
     links = await rigset.open()
-    kwargs.setdefault("poll_interval", None)
-    session = Session(links, rigset.specs, data_dir=data_dir, **kwargs)
+    session = Session(links, rigset.specs, data_dir=data_dir, monitor=rigset.monitor, **kwargs)
     await session.open()
     try:
         yield session
