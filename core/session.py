@@ -38,39 +38,25 @@ Rules worth knowing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.config import RigSpec, Role
-from core.journal import (
-    DESCRIPTION_NAME,
-    JOURNAL_NAME,
-    REDACTED,
-    Journal,
-    SessionSummary,
-    iso,
-    redact,
-    redact_alyx,
-    write_yaml_atomic,
-)
-from core.link import RemoteError, RigError, RigLink, error_text
+from core.expinfo import claimants, first_dict, info_payload, names_text, pick_main_sync
+from core.fan_out import FanOut
+from core.journal import DESCRIPTION_NAME, JOURNAL_NAME, REDACTED, SessionSummary, iso, redact
+from core.link import RigLink
 from core.listeners import Listeners, Unsubscribe
-from core.monitor import (
-    DEFAULT_TIMEOUT,
-    TIMEOUT_GUARD,
-    Incident,
-    RigMonitor,
-    reply_status,
-    spec_seconds,
-    status_name,
-)
-from core.paths import check_subject, next_exp_ref, reserve_session, session_folder
-from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
+from core.monitor import DEFAULT_TIMEOUT, Incident, RigMonitor, reply_status, spec_seconds, status_name
+from core.paths import check_subject
+from core.protocol import ExpMessage, ExpStatus, parse_exp_ref
+from core.session_files import SessionJournal, claim_folder, free_instead, write_description
 from core.state import LiveState
 from core.steps import (
     ACTIONS,
@@ -97,6 +83,17 @@ class Session:
     session); without one the session makes its own for its lifetime (tests, scripts), polling every
     ``poll_interval`` s when given. The live state is the monitor's.
     """
+
+    #: settled by :meth:`info` (or taken from the journal by :meth:`attach`)
+    main_sync: str | None = None
+    exp_ref: str | None = None
+    folder: Path | None = None
+    #: epoch seconds of EXPSTART and of the end; how the session ended (completed, aborted, failed...)
+    started: float | None = None
+    ended: float | None = None
+    outcome: str | None = None
+    #: the step under way, if any (no other step may start meanwhile)
+    busy: str | None = None
 
     def __init__(
         self,
@@ -133,45 +130,43 @@ class Session:
             raise SessionError(f"unknown policy {policy!r}; expected one of {[p.value for p in Policy]}") from None
         self.timeout = float(timeout)
         self.main_sync_first = main_sync_first
-        self.monitor, self._own_monitor = self._monitor_for(monitor, state, poll_interval)
-        self.state = self.monitor.state
         self._today = today
         #: what the experimenter typed besides the subject (projects, procedures, notes): into the description
         self.details: dict[str, Any] = {k: v for k, v in (details or {}).items() if v not in (None, "", [])}
         #: asked when some rigs (not all, not the main sync) fail a step; None applies ``policy`` unasked
         self.decide = decide
-        roles = [n for n in self.rigs if n in specs and specs[n].role is Role.MAIN_SYNC]
-        if main_sync is not None and main_sync not in self.links:
-            raise SessionError(f"main-sync rig {main_sync!r} is not one of the rigs: {sorted(self.links)}")
         #: the user's choice (explicit, else the rigs file's role), or None: the rigs decide
-        self.main_sync_choice: str | None = main_sync or (roles[0] if roles else None)
-        self.main_sync: str | None = None
-        self.exp_ref: str | None = None
-        self.folder: Path | None = None
-        self.journal: Journal | None = None
-        self.phase = Phase.IDLE
-        self.busy: str | None = None
-        self.degraded = False
-        self.started: float | None = None
-        self.ended: float | None = None
-        self.outcome: str | None = None
-        self.attached = False
+        self.main_sync_choice = self._main_sync_choice(main_sync)
+        self.phase, self.busy, self.degraded, self.attached = Phase.IDLE, None, False, False
         self.rig_descriptions: dict[str, Any] = {}
-        self._listeners: Listeners[[Progress]] = Listeners("progress listener")
-        self._pending: list[tuple[str, dict[str, Any], float]] = []
-        self._closed = False
         #: rigs dropped after no answer to EXPINIT / EXPSTART: they may have got it all the same and be going
         #: on their own, so a stop or an abort stands them down too (until one reports CONNECTED / STOPPED)
         self.maybe_going: set[str] = set()
         #: the monitor's incidents with this session's rigs while it ran (by id: a closed one replaces its open form)
         self.incidents: dict[int, Incident] = {}
+        self._closed = False
+        self._listeners: Listeners[[Progress]] = Listeners("progress listener")
+        self.journal = SessionJournal()
+        self.monitor, self._own_monitor = self._monitor_for(monitor, state, poll_interval)
+        self.state = self.monitor.state
+        self._fan_out = FanOut(self.links, self.monitor, self.journal, self._emit, self.rig_timeout,
+                               self._settle_if_idle)
         self._init_state()
-        self._unwatch: list[Unsubscribe] = [
-            self.monitor.on_link(self._on_link), self.monitor.on_status(self._on_status),
-            self.monitor.on_incident(self._on_incident),
-        ]
-        for incident in self.monitor.open_incidents(self.links):
+        self._unwatch = self._watch_monitor()
+
+    def _watch_monitor(self) -> list[Unsubscribe]:
+        """Listen to the monitor until :meth:`close`; incidents already open are this session's too."""
+        m = self.monitor
+        unwatch = [m.on_link(self._on_link), m.on_status(self._on_status), m.on_incident(self._on_incident)]
+        for incident in m.open_incidents(self.links):
             self._on_incident(incident)
+        return unwatch
+
+    def _main_sync_choice(self, main_sync: str | None) -> str | None:
+        if main_sync is not None and main_sync not in self.links:
+            raise SessionError(f"main-sync rig {main_sync!r} is not one of the rigs: {sorted(self.links)}")
+        roles = [n for n in self.rigs if n in self.specs and self.specs[n].role is Role.MAIN_SYNC]
+        return main_sync or (roles[0] if roles else None)
 
     def _monitor_for(self, monitor: RigMonitor | None, state: LiveState | None,
                      poll_interval: float | None) -> tuple[RigMonitor, bool]:
@@ -235,8 +230,7 @@ class Session:
         self._unwatch.clear()
         if self._own_monitor:
             await self.monitor.close()
-        if self.journal is not None:
-            self.journal.close()
+        self.journal.close()
 
     def withdraw(self) -> None:
         """Take this session's part of the live state away (the console has no current session any more)."""
@@ -269,6 +263,7 @@ class Session:
         session.maybe_going = {n for n in summary.maybe_going if n in session.links}
         session.started = summary.started
         session.phase = Phase(summary.phase) if summary.phase in Phase._value2member_map_ else Phase.IDLE
+        session.monitor.expect(session.rigs, session._expected_status())
         for name, status in summary.statuses.items():
             if name in session.rigs:
                 session.monitor.assume_status(name, status)
@@ -287,57 +282,20 @@ class Session:
             choice = self.main_sync_choice
             if choice is not None and choice not in self.rigs:
                 return self._refuse(result, f"main-sync rig {choice!r} does not take session messages")
-
-            def payload(name: str, proposal: str | None = None) -> tuple[Any, ...]:
-                claim = choice is not None and name == choice
-                info = {
-                    "subject": self.subject, "main_sync": claim, "master": claim, "exp_ref": proposal,
-                    "experiment_description": {}, "rig_version": f"rigdeck {version()}",
-                    "spec_version": PROTOCOL_VERSION,
-                }
-                if choice is not None and not claim:
-                    # RigDeck rig services read this to step down (a bare ``false`` is what iblrig sends
-                    # about *itself*, so it cannot mean "not you"); the chosen rig gets ``true`` alone,
-                    # so a rig whose own name differs from its rigs-file name is still promoted.
-                    info["main_sync_rig"] = choice
-                return (int(ExpStatus.CONNECTED), info)
-
-            result.outcomes = await self._fan_out("info", ExpMessage.EXPINFO, self.participants, payload, expect=None)
-            answered = {n: o for n, o in result.outcomes.items() if o.ok}
-            infos = {n: _first_dict(o.reply) for n, o in answered.items()}
+            result.outcomes = await self._fan_out("info", ExpMessage.EXPINFO, self.participants,
+                                                  self._info_payload, expect=None)
+            infos = {n: first_dict(o.reply) for n, o in result.outcomes.items() if o.ok}
             self.rig_descriptions = {n: info.get("experiment_description") or {} for n, info in infos.items()}
-            claimants = [n for n, info in infos.items() if info.get("main_sync") is True or info.get("master") is True]
-            failed = result.failed
+            claiming, failed = claimants(infos), result.failed
             if failed and self.policy is Policy.ROLLBACK:
-                return self._refuse(result, f"no answer to EXPINFO from {_names(failed)} (policy rollback)")
-            if choice is not None:
-                if choice in failed:
-                    return self._refuse(result, f"the chosen main-sync rig {choice!r} did not answer EXPINFO")
-                main = choice
-                others = [n for n in claimants if n != choice]
-                if others:
-                    result.warnings.append(f"{_names(others)} also claim main sync; {choice!r} was chosen")
-            elif len(claimants) == 1:
-                main = claimants[0]
-            elif not claimants:
-                return self._refuse(result, f"no rig claims main sync (asked: {_names(self.participants)}); "
-                                            "choose one (--main-sync NAME or role: main_sync)")
-            else:
-                return self._refuse(result, f"several rigs claim main sync: {_names(claimants)}; "
-                                            "choose one (--main-sync NAME)")
-            offered = infos.get(main, {}).get("exp_ref")
-            proposal = self._proposal_if_taken(offered)
-            if proposal is not None:
-                # The main-sync rig numbered without the sessions this console already filed (another
-                # main-sync rig before, another data folder): propose the next free number, once. A RigDeck
-                # rig takes it; a rig that insists on its own gets the clear error below.
-                result.warnings.append(f"{main} offered exp_ref {offered}, already used here; proposed {proposal}")
-                again = await self._fan_out("info", ExpMessage.EXPINFO, [main],
-                                            lambda n: payload(n, proposal), expect=None)
-                if again[main].ok:
-                    offered = _first_dict(again[main].reply).get("exp_ref") or offered
+                return self._refuse(result, f"no answer to EXPINFO from {names_text(failed)} (policy rollback)")
+            main, warnings, error = pick_main_sync(choice, failed, claiming, self.participants)
+            result.warnings += warnings
+            if main is None:
+                return self._refuse(result, error or "no main-sync rig")
+            offered = await self._offered_exp_ref(result, main, infos.get(main, {}).get("exp_ref"))
             try:
-                exp_ref, folder = self._resolve_exp_ref(offered)
+                exp_ref, folder = claim_folder(self.data_dir, self.subject, offered, self._today())
             except ValueError as ex:
                 return self._refuse(result, str(ex))
             if failed:
@@ -346,12 +304,28 @@ class Session:
             for name in self.rigs:
                 self.state.set(["session", "rigs", name, "main_sync"], name == main)
             self._open_journal("session")
-            self._write("main_sync", main_sync=main, chosen=choice is not None, claimants=claimants)
+            self.journal.write("main_sync", main_sync=main, chosen=choice is not None, claimants=claiming)
             for warning in result.warnings:
-                self._write("note", text=warning)
+                self.journal.write("note", text=warning)
             self._set_phase(Phase.INFO)
             self._write_description()
             return result
+
+    def _info_payload(self, name: str, proposal: str | None = None) -> tuple[Any, ...]:
+        return info_payload(self.subject, self.main_sync_choice, name, proposal)
+
+    async def _offered_exp_ref(self, result: StepResult, main: str, offered: Any) -> Any:
+        """The main-sync rig's exp_ref. One it numbered without the sessions this console already filed (another
+        main-sync rig before, another data folder) gets the next free number proposed, once: a RigDeck rig
+        takes it; a rig that insists on its own gets claim_folder's clear error."""
+        assert self.data_dir is not None and self.subject is not None
+        proposal = free_instead(self.data_dir, self.subject, offered)
+        if proposal is None:
+            return offered
+        result.warnings.append(f"{main} offered exp_ref {offered}, already used here; proposed {proposal}")
+        again = await self._fan_out("info", ExpMessage.EXPINFO, [main],
+                                    lambda n: self._info_payload(n, proposal), expect=None)
+        return first_dict(again[main].reply).get("exp_ref") or offered if again[main].ok else offered
 
     async def init(self) -> StepResult:
         """EXPINIT ``{"exp_ref": ...}`` to every participant; the policy handles failures."""
@@ -400,12 +374,9 @@ class Session:
             result.ok = not result.failed
             self._warn_stand_down(result)
             if result.failed:
-                result.error = f"{_names(result.failed)} did not confirm the stop"
-                self._write("note", text=result.error)
-            self.ended = time.time()
-            self.outcome = "completed" if result.ok and not self.degraded else "completed_with_errors"
-            self._set_phase(Phase.STOPPED)
-            self._write_description()
+                result.error = f"{names_text(result.failed)} did not confirm the stop"
+                self.journal.write("note", text=result.error)
+            self._end(Phase.STOPPED, "completed" if result.ok and not self.degraded else "completed_with_errors")
             return result
 
     async def interrupt(self, message: str = "interrupted by the user", error: str = "Interrupted") -> StepResult:
@@ -416,11 +387,8 @@ class Session:
             result.ok = not result.failed
             self._warn_stand_down(result)
             if result.failed:
-                result.error = f"{_names(result.failed)} did not confirm the interrupt"
-            self.ended = time.time()
-            self.outcome = "aborted"
-            self._set_phase(Phase.ABORTED, reason=message)
-            self._write_description()
+                result.error = f"{names_text(result.failed)} did not confirm the interrupt"
+            self._end(Phase.ABORTED, "aborted", reason=message)
             return result
 
     async def abort(self, message: str) -> StepResult | None:
@@ -437,10 +405,10 @@ class Session:
                 "cleanup", ExpMessage.EXPCLEANUP, self.participants, lambda n: (data,), ExpStatus.CONNECTED)
             result.ok = not result.failed
             if result.failed:
-                result.error = f"{_names(result.failed)} did not confirm the cleanup"
+                result.error = f"{names_text(result.failed)} did not confirm the cleanup"
             self.state.set(["session", "cleaned"], result.ok)
-            self._write("cleanup", ok=result.ok)
-            self._sync()
+            self.journal.write("cleanup", ok=result.ok)
+            self.journal.sync()
             return result
 
     async def status(self, names: Iterable[str] | None = None) -> StepResult:
@@ -450,7 +418,7 @@ class Session:
         mine = int(self._expected_status())
         result.outcomes = await self._fan_out("status", ExpMessage.EXPSTATUS, targets, lambda n: (mine,), expect=None)
         result.ok = not result.failed
-        self._sync()
+        self.journal.sync()
         return result
 
     async def alyx(self, base_url: str | None = None, token: dict[str, Any] | None = None) -> AlyxResult:
@@ -471,52 +439,52 @@ class Session:
                     holders.append((name, reply[0], reply[1]))
             holders.sort(key=lambda h: h[0] != self.main_sync)
             if not holders:
-                self._write("alyx", source=None, relayed=[])
-                self._sync()
+                self.journal.write("alyx", source=None, relayed=[])
+                self.journal.sync()
                 return AlyxResult(None, None, [], {}, outcomes)
             source, base_url, token = holders[0]
             holder_names = {h[0] for h in holders}
             targets = [n for n in targets if n not in holder_names]
         relayed = await self._fan_out("alyx", ExpMessage.ALYX, targets, lambda n: (base_url, token), expect=None)
-        self._write("alyx", source=source, base_url=base_url, users=sorted(token), relayed=sorted(relayed))
-        self._sync()
+        self.journal.write("alyx", source=source, base_url=base_url, users=sorted(token), relayed=sorted(relayed))
+        self.journal.sync()
         return AlyxResult(source, base_url, sorted(map(str, token)), relayed, outcomes)
 
     # ==================================================================== step machinery
-    class _StepContext:
-        def __init__(self, session: Session, action: str) -> None:
-            self.session = session
-            self.action = action
-            self.result = StepResult(action)
-
-        async def __aenter__(self) -> StepResult:
-            s = self.session
-            if not s.can(self.action):
-                why = f"busy with {s.busy}" if s.busy else f"phase is {s.phase.value}"
-                raise SessionError(f"cannot {self.action} now: {why}")
-            s.busy = self.action
-            s.state.set(["session", "busy"], self.action)
-            s._emit(Progress(self.action, None, "note", f"{self.action} ..."))
-            return self.result
-
-        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            s = self.session
-            s.busy = None
-            s.state.set(["session", "busy"], None)
-            self.result.phase = s.phase
-            if exc_type is asyncio.CancelledError:
-                s._write("note", text=f"{self.action} cancelled")
-            s._sync()
-
-    def _step(self, action: str) -> Session._StepContext:
-        return Session._StepContext(self, action)
+    @contextlib.asynccontextmanager
+    async def _step(self, action: str) -> AsyncIterator[StepResult]:
+        """Refuse a step the phase does not allow; the session is busy while it runs; fsync when it ends."""
+        if not self.can(action):
+            why = f"busy with {self.busy}" if self.busy else f"phase is {self.phase.value}"
+            raise SessionError(f"cannot {action} now: {why}")
+        result = StepResult(action)
+        self.busy = action
+        self.state.set(["session", "busy"], action)
+        self._emit(Progress(action, None, "note", f"{action} ..."))
+        try:
+            yield result
+        except asyncio.CancelledError:
+            self.journal.write("note", text=f"{action} cancelled")
+            raise
+        finally:
+            self.busy = None
+            self.state.set(["session", "busy"], None)
+            result.phase = self.phase
+            self.journal.sync()
 
     def _refuse(self, result: StepResult, error: str) -> StepResult:
         result.ok = False
         result.error = error
-        self._write("refused", step=result.step, error=error)
+        self.journal.write("refused", step=result.step, error=error)
         self._emit(Progress(result.step, None, "note", error))
         return result
+
+    def _end(self, phase: Phase, outcome: str, **extra: Any) -> None:
+        """The session is over (stopped, aborted or failed): say how, when, and rewrite the description."""
+        self.ended = time.time()
+        self.outcome = outcome
+        self._set_phase(phase, **extra)
+        self._write_description()
 
     def _ordered(self, names: Sequence[str], main_last: bool = False) -> tuple[list[str], list[str]]:
         """(first batch, second batch): main sync alone first (or alone last, for a stop)."""
@@ -531,9 +499,9 @@ class Session:
             self.participants = [n for n in self.participants if n not in dropped]
             self.degraded = True
             self.maybe_going.update(n for n in maybe_going if n in dropped)
-            self._write("degraded", step=step, dropped=dropped, participants=self.participants,
+            self.journal.write("degraded", step=step, dropped=dropped, participants=self.participants,
                         maybe_going=sorted(self.maybe_going))
-            self._emit(Progress(step, None, "note", f"continuing without {_names(dropped)} (degraded)"))
+            self._emit(Progress(step, None, "note", f"continuing without {names_text(dropped)} (degraded)"))
             self._publish_session()
         return dropped
 
@@ -549,13 +517,13 @@ class Session:
                 policy = Policy(str(await self.decide(result)).lower())
             except ValueError:
                 log.warning("the partial-failure decision was not a policy; applying %s", self.policy.value)
-            self._write("decision", step=result.step, failed=failed, policy=policy.value)
+            self.journal.write("decision", step=result.step, failed=failed, policy=policy.value)
         if policy is Policy.CONTINUE and partial:
             going = [n for n in failed if result.step in ("init", "start") and result.outcomes[n].result == "timeout"]
             result.dropped = self._drop(failed, result.step, maybe_going=going)
-            result.warnings.append(f"continuing without {_names(failed)}")
+            result.warnings.append(f"continuing without {names_text(failed)}")
             return True
-        why = f"{result.step} failed on {_names(failed)}"
+        why = f"{result.step} failed on {names_text(failed)}"
         if self.main_sync in failed and self.policy is Policy.CONTINUE:
             why += " (the main-sync rig: cannot continue without it)"
         result.ok = False
@@ -564,15 +532,12 @@ class Session:
         targets = [n for n in self.participants
                    if result.outcomes.get(n) is None or result.outcomes[n].ok or result.outcomes[n].result == "timeout"
                    or (self.statuses.get(n) or 0) >= ExpStatus.INITIALIZED]
-        self._write("rollback", step=result.step, failed=failed, targets=targets)
+        self.journal.write("rollback", step=result.step, failed=failed, targets=targets)
         self._emit(Progress(result.step, None, "note", f"rolling back: {why}"))
         result.rollback, result.stood_down = await asyncio.gather(
             self._interrupt_all("rollback", targets, "SessionRollback", why), self._stand_down("rollback"))
         self._warn_stand_down(result)
-        self.ended = time.time()
-        self.outcome = "failed"
-        self._set_phase(Phase.FAILED, reason=why)
-        self._write_description()
+        self._end(Phase.FAILED, "failed", reason=why)
         return False
 
     async def _stand_down(self, step: str) -> dict[str, Outcome]:
@@ -583,7 +548,8 @@ class Session:
             return {}
         why = (f"dropped from session {self.exp_ref} after it did not answer; stopping whatever it may have "
                "started on its own")
-        self._write("note", text=f"standing down {_names(names)}: they may have got going after being dropped")
+        self.journal.write("note", text=f"standing down {names_text(names)}: they may have got going after being "
+                                        "dropped")
         outcomes = await self._interrupt_all(f"{step}: stand down", names, "DroppedFromSession", why)
         self._settle_maybe_going([n for n, o in outcomes.items() if o.ok], "stood down")
         return outcomes
@@ -593,7 +559,7 @@ class Session:
         settled = [n for n in names if n in self.maybe_going]
         if settled:
             self.maybe_going.difference_update(settled)
-            self._write("maybe_going", maybe_going=sorted(self.maybe_going), settled=settled, why=why)
+            self.journal.write("maybe_going", maybe_going=sorted(self.maybe_going), settled=settled, why=why)
 
     @staticmethod
     def _warn_stand_down(result: StepResult) -> None:
@@ -607,86 +573,9 @@ class Session:
 
     def _skip(self, step: str, name: str, event: str, why: str) -> Outcome:
         outcome = Outcome(name, event, "skipped", error=why)
-        self._write("skipped", step=step, rig=name, event=event, error=why)
+        self.journal.write("skipped", step=step, rig=name, event=event, error=why)
         self._emit(Progress(step, name, "error", why, outcome))
         return outcome
-
-    # ==================================================================== the fan-out
-    async def _fan_out(
-        self, step: str, event: ExpMessage, names: Sequence[str], payload: Callable[[str], tuple[Any, ...]],
-        expect: ExpStatus | None,
-    ) -> dict[str, Outcome]:
-        """Send ``event`` to every named rig at once; one Outcome per rig, never an exception for a rig."""
-        for name in names:
-            if name not in self.links:
-                raise SessionError(f"unknown rig {name!r}; rigs: {sorted(self.links)}")
-        if not names:
-            return {}
-        results = await asyncio.gather(*(self._one(step, name, event, payload(name), expect) for name in names))
-        return dict(zip(names, results, strict=True))
-
-    async def _one(
-        self, step: str, name: str, event: ExpMessage, data: tuple[Any, ...], expect: ExpStatus | None
-    ) -> Outcome:
-        link = self.links[name]
-        timeout = self.rig_timeout(name)
-        shown = redact_alyx(list(data)) if event is ExpMessage.ALYX else list(data)
-        self._write("send", step=step, rig=name, event=event.name, data=shown)
-        self._emit(Progress(step, name, "sent", event.name))
-        heard = "failure"  # what the rig did, for the monitor: reply | report | silence | failure (nothing, our side)
-        async with self.monitor.lock(name):
-            t0 = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout + TIMEOUT_GUARD):
-                    reply = await link.request(event, *data, timeout=timeout)
-            except RemoteError as ex:
-                outcome, heard = Outcome(name, event.name, "error", error=ex.text or error_text(ex)), "report"
-            except TimeoutError as ex:  # the link's text says more (e.g. "no echo": the rig may not have it)
-                outcome = Outcome(name, event.name, "timeout", error=str(ex) or f"no reply within {timeout:g} s")
-                heard = "silence"
-            except RigError as ex:
-                outcome = Outcome(name, event.name, "error", error=str(ex) or error_text(ex))
-            except Exception as ex:  # a broken link must not break the session
-                log.exception("%s: link raised on %s", name, event.name)
-                outcome = Outcome(name, event.name, "error", error=error_text(ex))
-            else:
-                outcome, heard = self._check_reply(name, event, reply, expect), "reply"
-            outcome.rtt_ms = round((time.perf_counter() - t0) * 1e3, 3)
-        self._record(step, outcome, event, heard)
-        return outcome
-
-    def _check_reply(self, name: str, event: ExpMessage, reply: Any, expect: ExpStatus | None) -> Outcome:
-        if not isinstance(reply, list):
-            reply = [reply]
-        status = reply_status(reply)
-        if event is ExpMessage.ALYX:
-            status = None
-        outcome = Outcome(name, event.name, "reply", reply=reply, status=status)
-        if expect is not None:
-            if status is None:
-                outcome.status = int(expect)  # iblrig-style reply without a status: success means it got there
-            elif status != expect and not (event is ExpMessage.EXPINTERRUPT and status == ExpStatus.CONNECTED):
-                outcome.result = "error"
-                outcome.error = f"rig reports {status_name(status)} after {event.name}, expected {expect.name}"
-        return outcome
-
-    def _record(self, step: str, outcome: Outcome, event: ExpMessage, heard: str) -> None:
-        """Tell the monitor what the rig did, journal it and report it."""
-        name = outcome.rig
-        data = _shown(event, outcome.reply)
-        if heard == "silence":
-            self.monitor.record_silence(name, outcome.error or "no reply", data=data)
-        elif heard == "failure":
-            self.monitor.record_failure(name, outcome.error or "request failed")
-        else:
-            self.monitor.record_reply(name, rtt_ms=outcome.rtt_ms, status=outcome.status, data=data,
-                                      error=outcome.error, reported=heard == "report")
-        if outcome.status is not None:
-            self._settle_if_idle(name, outcome.status)
-        kind = "reply" if outcome.ok else outcome.result
-        self._write(kind, step=step, rig=name, event=outcome.event, status=outcome.status, rtt_ms=outcome.rtt_ms,
-                    error=outcome.error, data=data)
-        self._emit(Progress(step, name, kind, outcome.describe(), outcome))
 
     # ==================================================================== what the monitor tells
     def _init_state(self) -> None:
@@ -696,14 +585,14 @@ class Session:
 
     def _on_link(self, name: str, value: str, error: str | None) -> None:
         if name in self.links and not self._closed:
-            self._write("link", rig=name, state=value, error=error)
+            self.journal.write("link", rig=name, state=value, error=error)
             self._emit(Progress(self.busy or "link", name, "note", f"link {value}" + (f": {error}" if error else "")))
 
     def _on_status(self, name: str, status: int, source: str) -> None:
         if name not in self.links or self._closed:
             return
         if source in ("poll", "push"):
-            self._write("status", rig=name, status=status, source=source)
+            self.journal.write("status", rig=name, status=status, source=source)
         self._settle_if_idle(name, status)
 
     def _on_incident(self, incident: Incident) -> None:
@@ -712,7 +601,7 @@ class Session:
             return
         self.incidents[incident.id] = incident
         record = incident.to_dict()
-        self._write("incident", incident=record.pop("kind"), **record)
+        self.journal.write("incident", incident=record.pop("kind"), **record)
         if self.folder is not None:
             self._write_description()
 
@@ -733,7 +622,7 @@ class Session:
     def _set_phase(self, phase: Phase, **extra: Any) -> None:
         self.phase = phase
         self.monitor.expect(self.rigs, self._expected_status())
-        self._write("phase", phase=phase.value, degraded=self.degraded, participants=self.participants, **extra)
+        self.journal.write("phase", phase=phase.value, degraded=self.degraded, participants=self.participants, **extra)
         self._publish_session()
         self._emit(Progress(self.busy or phase.value, None, "phase", phase.value))
 
@@ -743,109 +632,45 @@ class Session:
                 Phase.ABORTED: ExpStatus.STOPPED}.get(self.phase, ExpStatus.CONNECTED)
 
     # ==================================================================== journal & description
-    def _resolve_exp_ref(self, offered: Any) -> tuple[str, Path]:
-        assert self.data_dir is not None and self.subject is not None
-        if offered:
-            ref = parse_exp_ref(offered)
-            if ref.subject != self.subject:
-                raise ValueError(f"the main-sync rig's exp_ref {format_exp_ref(ref)!r} is for subject "
-                                 f"{ref.subject!r}, not {self.subject!r}")
-            folder = session_folder(self.data_dir, ref)
-            if (folder / JOURNAL_NAME).exists():
-                raise ValueError(f"exp_ref {format_exp_ref(ref)} already has a session journal in {folder}")
-            folder.mkdir(parents=True, exist_ok=True)
-            return format_exp_ref(ref), folder
-        ref, folder = reserve_session(self.data_dir, self.subject, self._today())
-        return format_exp_ref(ref), folder
-
-    def _proposal_if_taken(self, offered: Any) -> str | None:
-        """The next free exp_ref here when the main-sync rig offered one this console already has a journal for."""
-        assert self.data_dir is not None and self.subject is not None
-        try:
-            ref = parse_exp_ref(offered) if offered else None
-        except ValueError:
-            return None  # _resolve_exp_ref says what is wrong with it
-        if ref is None or ref.subject != self.subject:
-            return None
-        if not (session_folder(self.data_dir, ref) / JOURNAL_NAME).exists():
-            return None
-        return format_exp_ref(next_exp_ref(self.data_dir, self.subject, ref.date))
-
     def _open_journal(self, kind: str, **extra: Any) -> None:
         assert self.folder is not None
-        self.journal = Journal(self.folder / JOURNAL_NAME)
-        self._write(kind, exp_ref=self.exp_ref, subject=self.subject, main_sync=self.main_sync,
-                    policy=self.policy.value, participants=self.participants, pid=os.getpid(),
-                    rigdeck=version(), rigs={n: self._rig_record(n) for n in self.rigs}, **extra)
-        for pending_kind, fields, at in self._pending:
-            self.journal.write(pending_kind, at=round(at, 6), **fields)
-        self._pending.clear()
+        self.journal.open(self.folder / JOURNAL_NAME, kind, exp_ref=self.exp_ref, subject=self.subject,
+                          main_sync=self.main_sync, policy=self.policy.value, participants=self.participants,
+                          pid=os.getpid(), rigdeck=version(), rigs={n: self._rig_record(n) for n in self.rigs},
+                          **extra)
         self._publish_session()
 
     def _rig_record(self, name: str) -> dict[str, Any]:
         spec = self.specs.get(name)
-        link = self.links[name]
-        options = dict(spec.options) if spec else {}
-        role = spec.role.value if spec else Role.AUX.value
-        return {"uri": link.uri, "role": role, "options": options}
-
-    def _write(self, kind: str, **fields: Any) -> None:
-        if self.journal is not None and not self.journal.closed:
-            try:
-                self.journal.write(kind, **fields)
-            except OSError as ex:  # a full disk must not hide the rigs' state from the user
-                log.error("cannot write the journal %s: %s", self.journal.path, ex)
-        elif self.journal is None:
-            self._pending.append((kind, fields, time.time()))
-
-    def _sync(self) -> None:
-        if self.journal is not None:
-            try:
-                self.journal.sync()
-            except OSError as ex:
-                log.error("cannot fsync the journal %s: %s", self.journal.path, ex)
+        return {"uri": self.links[name].uri, "role": spec.role.value if spec else Role.AUX.value,
+                "options": dict(spec.options) if spec else {}}
 
     def description(self) -> dict[str, Any]:
-        """The iblrig-like experiment description of this session, as it stands."""
+        """The iblrig-like experiment description of this session, as it stands (secrets redacted)."""
         ref = parse_exp_ref(self.exp_ref) if self.exp_ref else None
         main_desc = self.rig_descriptions.get(self.main_sync or "", {})
+        statuses = self.statuses
+        rigs = {name: {"uri": self.links[name].uri, "role": self.role(name),
+                       "transport": self.links[name].uri.split("://")[0], "participating": name in self.participants,
+                       "status": status_name(statuses.get(name)),
+                       "experiment_description": redact(self.rig_descriptions.get(name) or {})}
+                for name in self.rigs}
         return {
             **self.details,  # first: the experimenter's extras never overwrite what the engine records
-            "version": "1.0.0",
-            "exp_ref": self.exp_ref,
-            "subject": self.subject,
-            "date": ref.date.isoformat() if ref else None,
-            "number": ref.sequence if ref else None,
+            "version": "1.0.0", "exp_ref": self.exp_ref, "subject": self.subject,
+            "date": ref.date.isoformat() if ref else None, "number": ref.sequence if ref else None,
             "main_sync": self.main_sync,
             "sync": (main_desc.get("sync") if isinstance(main_desc, dict) else None) or {},
-            "rigs": {
-                name: {
-                    "uri": self.links[name].uri,
-                    "role": self.role(name),
-                    "transport": self.links[name].uri.split("://")[0],
-                    "participating": name in self.participants,
-                    "status": status_name(self.statuses.get(name)),
-                    "experiment_description": redact(self.rig_descriptions.get(name) or {}),
-                }
-                for name in self.rigs
-            },
-            "policy": self.policy.value,
-            "degraded": self.degraded,
-            "start_time": iso(self.started),
-            "end_time": iso(self.ended),
-            "phase": self.phase.value,
+            "rigs": rigs, "policy": self.policy.value, "degraded": self.degraded,
+            "start_time": iso(self.started), "end_time": iso(self.ended), "phase": self.phase.value,
             "outcome": self.outcome or ("running" if self.phase is Phase.RUNNING else "pending"),
             "incidents": [i.to_dict() for i in self.incidents.values()],
             "console": {"rigdeck": version(), "pid": os.getpid()},
         }
 
     def _write_description(self) -> None:
-        if self.description_path is None:
-            return
-        try:
-            write_yaml_atomic(self.description_path, self.description())
-        except OSError as ex:
-            log.error("cannot write %s: %s", self.description_path, ex)
+        if self.description_path is not None:
+            write_description(self.description_path, self.description())
 
     def _emit(self, progress: Progress) -> None:
         if progress.rig is not None:
@@ -853,25 +678,6 @@ class Session:
             self.state.set(["session", "rigs", p.rig, "progress"], p.detail if p.kind == "note" else
                            f"{p.step}: {p.detail or p.kind}")
         self._listeners.notify(progress)
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-def _first_dict(reply: Any) -> dict[str, Any]:
-    for item in reply or []:
-        if isinstance(item, dict):
-            return item
-    return {}
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names))
-
-
-def _shown(event: ExpMessage, reply: Any) -> Any:
-    if reply is None:
-        return None
-    return redact_alyx(reply) if event is ExpMessage.ALYX else redact(reply)
 
 
 __all__ = [

@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 from fake_rigs import FakeLink, FakeRig, make_rigs
 
-from core import session as session_mod
+from core import monitor as monitor_mod
 from core.config import parse_rig
 from core.journal import REDACTED, load_session, read_description, read_journal
 from core.link import LinkState
@@ -125,7 +125,7 @@ def test_no_claimant_or_several_claimants_is_an_error_naming_them(tmp_path):
         s = new_session(links, tmp_path)
         r = await s.info()
         assert not r.ok and "no rig claims main sync" in r.error and "a, b, c" in r.error
-        assert s.phase is Phase.IDLE and s.journal is None
+        assert s.phase is Phase.IDLE and s.journal_path is None
         rigs, links = make_rigs("a", "b", "c")
         rigs["a"].main_sync = rigs["c"].main_sync = True
         s2 = new_session(links, tmp_path)
@@ -353,7 +353,7 @@ def test_a_decider_chooses_the_policy_for_each_partial_failure(tmp_path, answer)
 
 
 def test_a_link_that_ignores_its_timeout_is_cut_by_the_engine(tmp_path, monkeypatch):
-    monkeypatch.setattr(session_mod, "TIMEOUT_GUARD", 0.05)
+    monkeypatch.setattr(monitor_mod, "TIMEOUT_GUARD", 0.05)
     rigs, links = make_rigs("sync", "cam", main="sync")
 
     async def main():
