@@ -5,13 +5,16 @@ Every write goes through :class:`LiveState` and becomes a *mod* in sipyco's sync
 applied to a Qt model, published to a remote subscriber, or replayed onto a copy with
 :func:`process_mod`. Each mod gets a sequence number, which the ZeroMQ state stream uses to detect gaps.
 
-Conventional layout (writers keep to it so readers can find things):
+Conventional layout (writers keep to it so readers can find things; each subtree has one writer):
 
-- ``rigs/<name>``: ``uri``, ``transport``, ``role``, ``link`` (connecting / online / unreachable),
-  ``status`` (ExpStatus int or None), ``last_reply`` (epoch s), ``rtt_ms``, ``last_error``, ``main_sync``,
-  and ``service`` (the rig's own published tree, when its transport streams one).
+- ``rigs/<name>`` (the :class:`~core.monitor.RigMonitor`): ``uri``, ``transport``, ``role``, ``in_session``,
+  ``link`` (connecting / online / unreachable), ``status`` (ExpStatus int or None), ``last_reply`` (epoch s)
+  and ``rtt_ms`` of the last answered request, ``last_heard`` (epoch s of any message), ``last_error``,
+  ``last_reply_data`` and ``service`` (the rig's own published tree, when its transport streams one).
 - ``manipulators/<rig>/<id>``: ``x y z w`` (mm), ``moving``, ``inside_brain``.
-- ``session``: ``exp_ref``, ``subject``, ``phase``, ``started``, ``policy``, ``degraded``...
+- ``session`` (the current :class:`~core.session.Session`): ``exp_ref``, ``subject``, ``phase``, ``started``,
+  ``policy``, ``degraded``..., and ``rigs/<name>/{main_sync, progress}`` (the rig's part in the session).
+- ``console`` (the console): ``main_sync``, ``active``, ``rigs_file``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 from fake_rigs import FakeLink, FakeRig
+from udp_helpers import until
 
 from app.console import Console
 from core.config import ConfigError
@@ -112,3 +113,25 @@ def test_rig_edits_are_checked_and_saved(tmp_path):
     asyncio.run(main())
     text = path.read_text()
     assert "extra" in text and "mic" not in text
+
+
+def test_rigs_are_watched_before_any_session_and_no_idle_session_exists(tmp_path):
+    """The monitor keeps the rigs table live from load on; Start makes the first session."""
+    rigs, path, console = setup(tmp_path)
+
+    async def main():
+        await console.load(path)
+        assert console.session is None and console.phase is Phase.IDLE and console.can("start")
+        assert not console.can("stop") and not console.can("cleanup")
+        rigs["cam"].status = 30  # changed on the rig's own: the monitor's polling sees it without a session
+        await until(lambda: console.state.get(["rigs", "cam", "status"]) == 30)
+        assert console.state.get(["rigs", "sync", "last_heard"]) is not None
+        links = {n: link.listener_count() for n, link in console.links.items()}
+        for _ in range(3):
+            rigs["cam"].status = 0
+            assert (await console.start("KS001")).ok
+            await console.abort()
+        assert {n: link.listener_count() for n, link in console.links.items()} == links
+        await console.close()
+
+    asyncio.run(main())
