@@ -175,3 +175,18 @@ def test_fifty_sessions_over_the_same_links_leave_no_listener_and_no_session_beh
         await monitor.close()
 
     run(main())
+
+
+def test_any_reply_counts_as_heard_whoever_asked():
+    """A request the monitor did not make (a manipulator client, a script) still refreshes last heard."""
+    rigs, links = make_rigs("a", main="a")
+
+    async def main():
+        monitor = RigMonitor(links, poll_interval=None)
+        assert monitor.state.get(["rigs", "a", "last_heard"]) is None
+        await links["a"].request(ExpMessage.EXPSTATUS, 0)
+        heard = monitor.state.get(["rigs", "a", "last_heard"])
+        assert heard is not None and monitor.state.get(["rigs", "a", "rtt_ms"]) is not None
+        await monitor.close()
+
+    run(main())
