@@ -1,4 +1,4 @@
-"""zmq:// vs iblutil UDP (RigDeck's ``UdpLink`` against RigDeck UDP rigs), side by side in one run.
+"""zmq:// vs iblutil UDP (RigDeck's ``UdpLink`` against RigDeck UDP rigs) vs raw pyzmq, side by side in one run.
 
 - command round trip to 1 rig, sequential: median and p99;
 - fan-out to 32 rigs (``asyncio.gather`` of one EXPSTATUS per rig): median and p99 per round;
@@ -6,9 +6,11 @@
   delivered to its listeners per second and the console CPU (``time.process_time``) per update. UDP has no
   stream: its figure is back-to-back EXPSTATUS polling, the only way a UDP console sees state.
 
-The rigs run in separate processes (one per transport, hosting all its servers); the measuring console runs
-here, alternating zmq and UDP blocks of rounds so machine noise hits both alike. Prints a table, then one
-JSON line.
+The control (``raw``) is the floor zmq:// stands on: plain pyzmq asyncio DEALERs sending a message the size of
+a zmq:// command to ROUTERs that echo it, 1 peer and 32 peers, the echo server in its own process; zmq:// is
+reported as a ratio to it. The rigs run in separate processes (one per transport, hosting all its servers);
+the measuring console runs here, alternating zmq, UDP and raw blocks of rounds so machine noise hits all
+alike. Prints a table, then one JSON line.
 
     python tests/benchmarks/bench_zmq.py [--rounds 300] [--updates 50000]
 """
@@ -29,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 FANOUT = 32
-KINDS = ("zmq", "udp")
+KINDS = ("zmq", "udp", "raw")
+#: a zmq:// EXPSTATUS command as it goes out, so the control moves as many bytes
+RAW_PAYLOAD = (b'{"id":12345,"sender":"bench-host/r0#0123456789ab","key":"CMD","value":{"event":25,"data":[20]},'
+               b'"ts":1764500000.123456,"to":"0123456789ab"}')
 
 
 # ------------------------------------------------------------------------------------------- servers
@@ -60,7 +65,32 @@ class BenchRig:
                 await asyncio.sleep(0)  # let the rig flush batches and answer heartbeats
 
 
+async def echo(sock: Any) -> None:
+    """The control's server: a ROUTER sending back every message as it came."""
+    while True:
+        await sock.send_multipart(await sock.recv_multipart())
+
+
+async def serve_raw(n: int) -> None:
+    import zmq
+    import zmq.asyncio
+
+    ctx = zmq.asyncio.Context.instance()
+    socks = [ctx.socket(zmq.ROUTER) for _ in range(n)]
+    ports = [sock.bind_to_random_port("tcp://127.0.0.1") for sock in socks]
+    tasks = [asyncio.create_task(echo(sock)) for sock in socks]
+    print(json.dumps(ports), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for task in tasks:
+        task.cancel()
+    for sock in socks:
+        sock.close(0)
+
+
 async def serve(kind: str, n: int) -> None:
+    if kind == "raw":
+        await serve_raw(n)
+        return
     from core.protocol import RigAddress
     from transports.registry import server_factory
 
@@ -73,7 +103,31 @@ async def serve(kind: str, n: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------- console
+class RawPeer:
+    """The control's console end: one plain pyzmq asyncio DEALER; ``request`` sends and awaits the echo."""
+
+    def __init__(self, port: int) -> None:
+        import zmq
+        import zmq.asyncio
+
+        self.sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    async def connect(self) -> None:
+        pass
+
+    async def request(self, *_: Any) -> list[Any]:
+        await self.sock.send(RAW_PAYLOAD)
+        return await self.sock.recv_multipart()
+
+    async def close(self) -> None:
+        self.sock.close(0)
+
+
 def make_links(kind: str, ports: list[int]) -> list[Any]:
+    if kind == "raw":
+        return [RawPeer(port) for port in ports]
     from core.config import parse_rig
     from transports.registry import make_link
 
@@ -169,13 +223,21 @@ async def console(ports: dict[str, list[int]], rounds: int, updates: int) -> dic
     return {"commands": commands, "stream": stream}
 
 
+def ratios(commands: dict[str, Any]) -> dict[str, float]:
+    """zmq:// medians over the raw pyzmq control's (the goal: round trip <= 1.3x, fan-out <= 1.5x)."""
+    return {name: round(commands["zmq"][name]["median_ms"] / commands["raw"][name]["median_ms"], 2)
+            for name in ("rtt", "fanout")}
+
+
 def print_table(result: dict[str, Any]) -> None:
     c, s = result["commands"], result["stream"]
-    print(f"{'':34s} {'zmq://':>14s} {'udp:// (UdpLink)':>18s}")
+    print(f"{'':34s} {'zmq://':>14s} {'udp:// (UdpLink)':>18s} {'raw pyzmq echo':>16s} {'zmq/raw':>8s}")
     for name, title in (("rtt", "round trip, 1 rig"), ("fanout", f"fan-out, {FANOUT} rigs")):
         for stat in ("median_ms", "p99_ms"):
             label = f"{title} {stat.replace('_ms', '')} (ms)"
-            print(f"{label:34s} {c['zmq'][name][stat]:14.3f} {c['udp'][name][stat]:18.3f}")
+            ratio = f"{c['zmq'][name][stat] / c['raw'][name][stat]:7.2f}x"
+            print(f"{label:34s} {c['zmq'][name][stat]:14.3f} {c['udp'][name][stat]:18.3f} "
+                  f"{c['raw'][name][stat]:16.3f} {ratio:>8s}")
     print(f"{'state updates delivered / s':34s} {s['zmq']['updates_per_s']:14d} {s['udp']['updates_per_s']:18d}")
     print(f"{'console CPU per update (us)':34s} {s['zmq']['console_cpu_us_per_update']:14.2f} "
           f"{s['udp']['console_cpu_us_per_update']:18.2f}")
@@ -207,7 +269,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
     print_table(result)
-    print(json.dumps({"bench": "zmq", "fanout_rigs": FANOUT, **result}))
+    print(json.dumps({"bench": "zmq", "fanout_rigs": FANOUT, "zmq_over_raw": ratios(result["commands"]), **result}))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ class Loop:
         token = f"alive-{self.incarnation}"
         self.incarnation += 1
         assert await self.link.request(ExpMessage.EXPSTATUS, token, timeout=5) == [token]
-        assert not any(t.done() for t in self.server._tasks)
+        assert self.server._pump.running and not any(t.done() for t in self.server._tasks)
 
     async def console_still_answers(self):
         """The fake rig answers one real command from the victim link (as a fresh incarnation)."""
@@ -101,7 +101,8 @@ class Loop:
         reply = Envelope(1, sender, "REPLY", {"re": env.id, "data": ["ok"]})
         await self.fake.send_multipart([ident, *encode(reply)])
         assert await request == ["ok"]
-        assert self.victim.state is LinkState.ONLINE and not any(t.done() for t in self.victim._tasks)
+        assert self.victim.state is LinkState.ONLINE and self.victim._pump.running
+        assert not any(t.done() for t in self.victim._tasks)
 
     def close(self):
         async def shut():

@@ -203,6 +203,7 @@ def test_rig_notices_a_dead_console_logs_it_and_keeps_running(caplog):
         await link.connect()
         await link.request(ExpMessage.EXPSTART, "ref")
         # the console "crashes": its socket vanishes without a goodbye
+        link._pump.stop()
         for task in link._tasks:
             task.cancel()
         link._sock.close(0)

@@ -33,10 +33,11 @@ async def wait_until(predicate, timeout=5.0, interval=0.005):
 
 
 async def hang_and_time(server, link):
-    """"Hang" the rig (its receive and heartbeat tasks stop, the socket stays open); seconds until the link
+    """"Hang" the rig (it stops reading and its heartbeat task stops, the socket stays open); seconds until the link
     says UNREACHABLE. Closes both."""
     from core.link import LinkState
 
+    server._pump.stop()
     for task in server._tasks:
         task.cancel()
     hung = time.monotonic()

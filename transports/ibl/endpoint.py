@@ -14,66 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from core.checks import is_int
 from core.link import MessageHandler, error_text
 from core.protocol import ExpMessage, ExpStatus, format_exp_ref
+from transports.eager import start_eagerly
 from transports.ibl import wire as ibl_wire
 from transports.ibl.conversation import Conversation, Tuning
 from transports.ibl.wire import ErrorReport, Malformed, Message
+from transports.rate_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 Address = Any  # (host, port) for UDP peers; a connection id for TCP
 Callback = Callable[..., Any] | asyncio.Future
-
-
-class RateLimitedLog:
-    """Logs at most one line per ``interval`` seconds per key, counting what it skipped, so a flood of
-    bad datagrams cannot flood the log."""
-
-    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.interval:
-            self._skipped[key] = self._skipped.get(key, 0) + 1
-            return
-        skipped = self._skipped.pop(key, 0)
-        self._last[key] = now
-        self.logger.warning(msg + (f" ({skipped} similar suppressed)" if skipped else ""), *args)
-
-
-class _Continuation:
-    """Awaitable that resumes a coroutine already started with ``send(None)``, delegating every
-    yield to the task that runs it (what ``yield from`` does, for a coroutine started by hand)."""
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Any:
-        value = self.first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as ex:  # cancellation and the like go to the coroutine
-                try:
-                    value = self.coro.throw(ex)
-                except StopIteration:
-                    return None
-                continue
-            try:
-                value = self.coro.send(sent)
-            except StopIteration:
-                return None
 
 
 class IblEndpoint:
@@ -159,12 +115,7 @@ class IblEndpoint:
 
         Most rig messages (EXPSTATUS above all) are answered without awaiting anything; running them
         inline saves a task and a loop iteration per message, a good part of a reply's latency."""
-        coro = self._serve(addr, msg)
-        try:
-            first = coro.send(None)
-        except StopIteration:
-            return
-        self._spawn(_Continuation(coro, first))
+        start_eagerly(self._serve(addr, msg), self._spawn)
 
     async def _serve(self, addr: Address, msg: Message) -> None:
         lock = self._serve_locks.get(addr)

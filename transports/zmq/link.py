@@ -41,9 +41,10 @@ from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigErr
 from core.listeners import Unsubscribe
 from core.protocol import ExpMessage
 from core.state import MOD_ACTIONS, process_mod
+from transports.rate_log import RateLimitedLog
 from transports.zmq import files as zmq_files
 from transports.zmq import keys as zmq_keys
-from transports.zmq.sockets import send_now, tcp_endpoint, tune
+from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, tcp_endpoint, tune
 from transports.zmq.wire import (
     ACK,
     BYE,
@@ -64,10 +65,13 @@ from transports.zmq.wire import (
 
 log = logging.getLogger(__name__)
 
+#: single events by code: a request looks its event up instead of validating through the enum each time
+_EVENTS = {int(member): member for member in ExpMessage}
+
 DEFAULTS: dict[str, Any] = {
     "timeout": 5.0,
-    "heartbeat": 0.5,
-    "liveness": 3,
+    "heartbeat": HEARTBEAT,
+    "liveness": LIVENESS,
     "retry_initial": 0.1,
     "retry_max": 1.0,
     "hwm": 1000,
@@ -132,6 +136,8 @@ class ZmqLink(RigLink):
             "rig_dropped": 0,
         }
         self._sock: zmq.asyncio.Socket | None = None
+        self._pump: Pump | None = None
+        self._rlog = RateLimitedLog(log, interval=5.0)
         self._monitor: zmq.asyncio.Socket | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._pending: dict[int, _Pending] = {}
@@ -196,11 +202,12 @@ class ZmqLink(RigLink):
         self._endpoint = tcp_endpoint(host, self.spec.address.port)
         sock.connect(self._endpoint)
         self._sock = sock
+        self._pump = Pump(sock, self._on_frames, self.name)
+        self._pump.start()
         self._ready = asyncio.Event()
         self._connected_at = time.monotonic()
         self.set_state(LinkState.CONNECTING)
-        self._tasks = [asyncio.create_task(self._recv_loop(), name=f"zmq-{self.name}-recv"),
-                       asyncio.create_task(self._timer_loop(), name=f"zmq-{self.name}-timer"),
+        self._tasks = [asyncio.create_task(self._timer_loop(), name=f"zmq-{self.name}-timer"),
                        asyncio.create_task(self._monitor_loop(), name=f"zmq-{self.name}-monitor")]
         self._send_control(HELLO, {"stream": self.want_stream})
 
@@ -212,6 +219,8 @@ class ZmqLink(RigLink):
             self._redial.cancel()
         if self._sock is not None:
             self._send_control(BYE)
+        if self._pump is not None:
+            self._pump.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -235,10 +244,10 @@ class ZmqLink(RigLink):
         return Envelope(self._next_id, self.sender, key, value, time.time(), to)
 
     def _send(self, frames: list[bytes]) -> bool:
-        if self._sock is None:
+        if self._pump is None:
             return False
         self.stats["sends"] += 1
-        if send_now(self._sock, frames):
+        if self._pump.send(frames):
             self._last_sent = time.monotonic()
             return True
         self.stats["send_refused"] += 1  # rig not connected (IMMEDIATE) or HWM: the resend timer retries
@@ -281,12 +290,15 @@ class ZmqLink(RigLink):
                                  f"({self._auth_error or self.last_error or 'not reachable'})") from None
 
     async def request(self, event: ExpMessage, *data: Any, timeout: float | None = None) -> list[Any]:
-        event = ExpMessage.validate(event, allow_bitwise=False)
+        event = _EVENTS.get(event) or ExpMessage.validate(event, allow_bitwise=False)  # type: ignore[call-overload]
         timeout = self.timeout if timeout is None else float(timeout)
         if self._sock is None and not self._closed:
             await self.connect()
         deadline = time.monotonic() + timeout
-        await self._wait_ready(deadline)
+        if self._ready is None:
+            raise LinkClosed(f"{self.name}: link was closed")
+        if not self._ready.is_set():
+            await self._wait_ready(deadline)
         self.stats["commands"] += 1
         reply = await self._call(CMD, {"event": int(event), "data": list(data)},
                                  max(0.0, deadline - time.monotonic()), to=self.rig_epoch)
@@ -320,31 +332,12 @@ class ZmqLink(RigLink):
         return await zmq_files.fetch_files(self._file_request, dest_dir, files, progress, chunk_size, attempts)
 
     # ---------------------------------------------------------------------------------------- receiving
-    async def _recv_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                frames = await self._sock.recv_multipart()
-            except asyncio.CancelledError:
-                raise
-            except zmq.ZMQError as ex:
-                if self._closed:
-                    return
-                log.debug("%s: receive failed: %s", self.name, ex)
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                self._on_frames(frames)
-            except Exception:  # a bad message must never stop the link
-                self.stats["bad_frames"] += 1
-                log.exception("%s: unexpected error handling a message from the rig", self.name)
-
     def _on_frames(self, frames: list[bytes]) -> None:
         try:
             env = decode(frames, RIG_KEYS)
         except WireError as ex:
             self.stats["bad_frames"] += 1
-            log.debug("%s: ignored a bad message from the rig: %s", self.name, ex)
+            self._rlog.warning("bad", "%s: ignored a bad message from the rig: %s", self.name, ex)
             return
         if env.sender in self._stream.history:
             return  # a straggler from before the rig restarted

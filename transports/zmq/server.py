@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -38,9 +37,11 @@ import zmq.asyncio
 from core.link import error_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
+from transports.eager import start_eagerly
+from transports.rate_log import RateLimitedLog
 from transports.zmq import keys as zmq_keys
 from transports.zmq.files import FileStore
-from transports.zmq.sockets import is_loopback, send_now, tcp_endpoint, tune
+from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, is_loopback, tcp_endpoint, tune
 from transports.zmq.wire import (
     ACK,
     BYE,
@@ -56,14 +57,20 @@ from transports.zmq.wire import (
     WireError,
     decode,
     encode,
+    encode_mods,
+    encode_snapshot,
     require_dict,
+    state_json,
 )
 
 log = logging.getLogger(__name__)
 
+#: single events by code: the command path looks them up instead of validating through the enum each time
+_EVENTS = {int(member): member for member in ExpMessage}
+
 DEFAULTS: dict[str, Any] = {
-    "heartbeat": 0.5,
-    "liveness": 3,
+    "heartbeat": HEARTBEAT,
+    "liveness": LIVENESS,
     "forget_after": 30.0,
     "max_peers": 64,
     "dedupe_limit": 4096,
@@ -73,19 +80,6 @@ DEFAULTS: dict[str, Any] = {
     "queue_limit": 10000,
     "hwm": 1000,
 }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON for published state; values JSON cannot carry become strings, never an exception."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
 @dataclass
@@ -171,6 +165,7 @@ class ZmqServer:
         self._auth: Any = None
         self.allow_list: zmq_keys.AllowList | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._pump: Pump | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._running: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
@@ -178,7 +173,7 @@ class ZmqServer:
         self._seq = 0
         self._unsubscribe: Any = None
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._last_warn: dict[str, float] = {}
+        self._rlog = RateLimitedLog(log, interval=5.0)
         self._closed = False
 
     # ---------------------------------------------------------------------------------------- lifecycle
@@ -228,8 +223,9 @@ class ZmqServer:
         self._sock = sock
         if self.state is not None:
             self._unsubscribe = self.state.subscribe(self._on_mod)
-        self._tasks = [asyncio.create_task(self._recv_loop(), name=f"zmq-rig-{self.name}-recv"),
-                       asyncio.create_task(self._heartbeat_loop(), name=f"zmq-rig-{self.name}-hb")]
+        self._pump = Pump(sock, self._on_frames, f"zmq rig {self.name}")
+        self._pump.start()
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name=f"zmq-rig-{self.name}-hb")]
         log.info("zmq rig %s (%s) serving on %s:%s%s", self.name, self.epoch, host, self.port,
                  f", CURVE on, {len(self.allow_list)} console key(s) allowed" if self.allow_list else ", no CURVE")
 
@@ -241,6 +237,8 @@ class ZmqServer:
             self._unsubscribe()
         if self._flush_handle:
             self._flush_handle.cancel()
+        if self._pump is not None:
+            self._pump.stop()
         for task in [*self._tasks, *self._running]:
             task.cancel()
         for task in [*self._tasks, *self._running]:
@@ -265,9 +263,9 @@ class ZmqServer:
                                                        blob=blob)))
 
     def _send_frames(self, peer: Peer, frames: list[bytes]) -> bool:
-        if self._sock is None:
+        if self._pump is None or self._closed:
             return False
-        ok = send_now(self._sock, [peer.routing, *frames])
+        ok = self._pump.send([peer.routing, *frames])
         if ok:
             peer.last_sent = time.monotonic()
         else:
@@ -276,30 +274,15 @@ class ZmqServer:
 
     def _warn(self, what: str, text: str, *args: Any) -> None:
         """Log at most one line per ``what`` per 5 s: a hostile or broken peer cannot flood the log."""
-        now = time.monotonic()
-        if now - self._last_warn.get(what, -1e9) > 5.0:
-            self._last_warn[what] = now
-            log.warning(text, *args)
+        self._rlog.warning(what, text, *args)
 
     # ---------------------------------------------------------------------------------------- receiving
-    async def _recv_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                frames = await self._sock.recv_multipart()
-            except asyncio.CancelledError:
-                raise
-            except zmq.ZMQError as ex:
-                if self._closed:
-                    return
-                self._warn("recv", "zmq rig %s: receive failed: %s", self.name, ex)
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                self._dispatch(frames)
-            except Exception:  # never let one message stop the rig
-                self.stats["bad_frames"] += 1
-                log.exception("zmq rig %s: unexpected error handling a message", self.name)
+    def _on_frames(self, frames: list[bytes]) -> None:
+        try:
+            self._dispatch(frames)
+        except Exception:  # never let one message stop the rig
+            self.stats["bad_frames"] += 1
+            log.exception("zmq rig %s: unexpected error handling a message", self.name)
 
     def _dispatch(self, frames: list[bytes]) -> None:
         if len(frames) < 2:
@@ -379,10 +362,17 @@ class ZmqServer:
             return
         self.cache.start(key)
         self.stats["commands"] += 1
-        task = asyncio.create_task(self._execute(env), name=f"zmq-rig-{self.name}-cmd-{env.id}")
+        # most commands finish without waiting for anything: run them here; only one that waits becomes a
+        # task, and only then can it take long enough to need an ACK
+        task = start_eagerly(self._execute(env), self._spawn)
+        if task is not None:
+            asyncio.get_running_loop().call_later(float(self.options["ack_after"]), self._ack_if_running, key)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        asyncio.get_running_loop().call_later(float(self.options["ack_after"]), self._ack_if_running, key)
+        return task
 
     def _ack_if_running(self, key: tuple[str, int]) -> None:
         peer = self.peers.get(key[0])
@@ -393,7 +383,10 @@ class ZmqServer:
         reply: dict[str, Any]
         try:
             value = require_dict(env, "event")
-            event = ExpMessage.validate(value["event"], allow_bitwise=False)
+            code = value["event"]
+            event = _EVENTS.get(code) if type(code) is int else None
+            if event is None:
+                event = ExpMessage.validate(code, allow_bitwise=False)  # names, or the error saying why not
             data = value.get("data", [])
             if not isinstance(data, list):
                 raise WireError(f"CMD data must be a list, not {type(data).__name__}")
@@ -418,9 +411,7 @@ class ZmqServer:
     # --------------------------------------------------------------------------------------------- files
     def _on_files(self, peer: Peer, env: Envelope) -> None:
         self.stats["files_requests"] += 1
-        task = asyncio.create_task(self._serve_files(peer.sender, env))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._spawn(self._serve_files(peer.sender, env))
 
     async def _serve_files(self, sender: str, env: Envelope) -> None:
         blob = None
@@ -447,7 +438,12 @@ class ZmqServer:
             if not peer.streaming or peer.lost or peer.needs_snapshot:
                 continue  # a snapshot will carry this change
             if encoded is None:
-                encoded = dumps(mod)
+                try:
+                    encoded = state_json(mod)
+                except WireError as ex:  # a bug on the rig (a cycle in its state): resynchronise everyone
+                    self._warn("state", "zmq rig %s: %s; consoles get a snapshot instead", self.name, ex)
+                    self._drop(peer, len(peer.queue), "a change could not be encoded")
+                    continue
             if not peer.queue:
                 peer.first_seq = self._seq
             peer.queue.append(encoded)
@@ -484,10 +480,8 @@ class ZmqServer:
                 batch, rest = peer.queue[:batch_max], peer.queue[batch_max:]
                 self._next_id += 1
                 # pre-encoded mods are spliced in: each was encoded once for every console
-                text = (f'{{"id":{self._next_id},"sender":{json.dumps(self.sender)},"key":"MODS","value":'
-                        f'{{"first":{peer.first_seq},"mods":[{",".join(batch)}],"dropped":{peer.dropped}}},'
-                        f'"ts":{time.time()!r}}}')
-                if not self._send_frames(peer, [text.encode("utf-8")]):
+                frames = encode_mods(self._next_id, self.sender, peer.first_seq, batch, peer.dropped, time.time())
+                if not self._send_frames(peer, frames):
                     self._drop(peer, len(peer.queue), "console not taking messages")
                     break
                 peer.queue, peer.first_seq = rest, peer.first_seq + len(batch)
@@ -495,11 +489,13 @@ class ZmqServer:
     def _send_snapshot(self, peer: Peer) -> None:
         assert self.state is not None
         self._next_id += 1
-        text = (f'{{"id":{self._next_id},"sender":{json.dumps(self.sender)},"key":"SNAPSHOT","value":'
-                f'{{"seq":{self._seq},"struct":{dumps(self.state.raw)},"dropped":{peer.dropped}}},'
-                f'"ts":{time.time()!r}}}')
+        try:
+            frames = encode_snapshot(self._next_id, self.sender, self._seq, self.state.raw, peer.dropped, time.time())
+        except WireError as ex:
+            self._warn("state", "zmq rig %s: %s; not sent", self.name, ex)
+            return
         peer.queue.clear()
-        if self._send_frames(peer, [text.encode("utf-8")]):
+        if self._send_frames(peer, frames):
             peer.needs_snapshot = False
             self.stats["snapshots"] += 1
         else:  # still congested: try again on the next heartbeat

@@ -13,12 +13,22 @@ Why each option:
 - ``RECONNECT_IVL``/``_MAX``: libzmq's automatic reconnect, with exponential backoff from 100 ms to 2 s.
 
 Every send is ``DONTWAIT``: :func:`send_now` returns False instead of blocking or raising.
+
+Both ends read their socket with a :class:`Pump`, not with pyzmq's asyncio futures: profiling a command's
+round trip showed the future per receive, the task woken by it and the asyncio bookkeeping around each send
+costing more than the JSON and the exactly-once logic together. The pump drains every message waiting in one
+wake-up of the event loop and hands each to a plain callback; sends go straight to libzmq.
+
+The liveness defaults both ends share live here too (:data:`HEARTBEAT`, :data:`LIVENESS`): the rig and the
+console must agree on them, or one would call the other lost while it is only quiet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -27,9 +37,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HWM = 1000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: seconds between heartbeats when nothing else is sent, on both ends
+HEARTBEAT = 0.5
+#: heartbeats missed before the other end counts as lost: 0.5 s x 3 = 1.5 s
+LIVENESS = 3
+#: messages read per wake-up of the event loop at most, so a flood cannot hold the loop
+PUMP_BATCH = 64
 
 
-def tune(sock: zmq.Socket, hwm: int = DEFAULT_HWM, heartbeat_ms: int = 500, dealer: bool = False) -> None:
+def tune(sock: zmq.Socket, hwm: int = DEFAULT_HWM, heartbeat_ms: int = int(HEARTBEAT * 1000),
+         dealer: bool = False) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -41,6 +58,74 @@ def tune(sock: zmq.Socket, hwm: int = DEFAULT_HWM, heartbeat_ms: int = 500, deal
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+
+
+class Pump:
+    """Moves messages between a zmq socket and plain callbacks on the running event loop.
+
+    libzmq's file descriptor is edge-triggered: it only says "look at the socket's events again", and a send
+    can consume that signal while a message is waiting. So the pump reads until libzmq says nothing is left,
+    and after each send looks at the socket's events and schedules a read if one is waiting.
+    """
+
+    def __init__(self, sock: zmq.Socket, on_frames: Callable[[list[bytes]], None], name: str = "zmq") -> None:
+        self.sock = zmq.Socket.shadow(sock.underlying)  # a plain view: no futures, whatever ``sock`` is
+        self.on_frames = on_frames
+        self.name = name
+        self.running = False
+        self._fd = self.sock.getsockopt(zmq.FD)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._read_soon: asyncio.Handle | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._read)
+        self.running = True
+        self._schedule_read()  # whatever arrived before we watched the descriptor
+
+    def stop(self) -> None:
+        """Stop reading (before the socket closes); sends still work until it does."""
+        if self.running and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+        self.running = False
+        if self._read_soon is not None:
+            self._read_soon.cancel()
+            self._read_soon = None
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Send without waiting: True if libzmq took the message, False if refused (HWM, no peer, closed)."""
+        try:
+            self.sock.send_multipart(frames, zmq.DONTWAIT)
+        except zmq.ZMQError as ex:  # Again (HWM / no connected peer), EHOSTUNREACH, ETERM, closed socket
+            if ex.errno != zmq.EAGAIN:
+                log.debug("%s: send refused: %s", self.name, ex)
+            return False
+        if self.running and self._read_soon is None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._schedule_read()
+        return True
+
+    def _schedule_read(self) -> None:
+        if self._read_soon is None and self._loop is not None:
+            self._read_soon = self._loop.call_soon(self._read)
+
+    def _read(self) -> None:
+        self._read_soon = None
+        recv, on_frames = self.sock.recv_multipart, self.on_frames
+        for _ in range(PUMP_BATCH):
+            if not self.running:
+                return
+            try:
+                frames = recv(zmq.DONTWAIT)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as ex:
+                log.debug("%s: receive failed: %s", self.name, ex)
+                return
+            try:
+                on_frames(frames)
+            except Exception:  # never let one message stop the pump
+                log.exception("%s: unexpected error handling a message", self.name)
+        self._schedule_read()  # more may be waiting: read them after the loop has run its other work
 
 
 def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
