@@ -1,9 +1,13 @@
-"""Fuzzed zmq:// frames (hypothesis): the decoder only ever raises WireError, and neither a rig nor a console
-crashes or wedges: after every burst of junk each still answers a real command."""
+"""Fuzzed zmq:// frames (hypothesis): the decoder only ever raises WireError (deep nesting, integers of thousands
+of digits and huge strings included), and neither a rig nor a console crashes or wedges: after every burst of
+junk each still answers a real command; a flood of junk is logged as one line."""
 
 import asyncio
 import json
+import logging
+import math
 
+import pytest
 import zmq
 import zmq.asyncio
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +18,9 @@ from core.link import LinkState
 from core.protocol import ExpMessage
 from transports.zmq.wire import CONSOLE_KEYS, RIG_KEYS, Envelope, WireError, decode, encode
 
+huge_ints = st.integers(-2**4000, 2**4000) | st.sampled_from([2**4000, -2**4000, 2**1024, 10**309])
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | huge_ints | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
@@ -28,10 +33,26 @@ bodies = st.fixed_dictionaries(
                                                                  "mods": st.lists(json_values, max_size=3)})},
     optional={"ts": json_values, "to": json_values},
 )
+def nested(depth: int, inner: str = "1", kinds: str = "[]") -> str:
+    return kinds[0] * depth + inner + kinds[1] * depth
+
+
+#: JSON text hypothesis would rarely build: nesting far past any stack, numbers past float and past str()
+hostile_values = st.one_of(
+    st.builds(nested, st.integers(90, 10_000), st.just("1"), st.sampled_from(["[]", "{}"]))
+    .map(lambda t: t.replace("{", '{"k":') if t.startswith("{") else t),
+    st.integers(300, 20_000).map(lambda n: "9" * n),  # 4300+ digits: Python refuses to convert them
+    st.sampled_from([str(2**4000), "-" + str(2**4000), "1e400", "NaN", "-Infinity", '"' + "x" * 100_000 + '"']),
+)
+TEMPLATES = {"id": '{"id":X,"sender":"s","key":"CMD","ts":0}', "value": '{"id":1,"sender":"s","key":"CMD","value":X}',
+             "ts": '{"id":1,"sender":"s","key":"CMD","ts":X}'}
+hostile_bodies = st.builds(lambda template, text: template.replace("X", text).encode(),
+                           st.sampled_from(sorted(TEMPLATES.values())), hostile_values)
 messages = st.one_of(
     st.lists(st.binary(max_size=64), max_size=4),  # raw bytes
     st.builds(lambda body, blob: [json.dumps(body).encode(), *blob], bodies, st.lists(st.binary(max_size=16),
                                                                                        max_size=2)),
+    hostile_bodies.map(lambda frame: [frame]),
 )
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                       HealthCheck.function_scoped_fixture])
@@ -45,7 +66,33 @@ def test_decode_raises_only_wire_error(frames):
     except WireError:
         return
     assert isinstance(env.id, int) and isinstance(env.sender, str) and isinstance(env.key, str)
+    assert math.isfinite(env.ts)
     encode(Envelope(env.id, env.sender, env.key, None, env.ts))  # what was accepted can be sent back
+
+
+@pytest.mark.parametrize("frame, why", [
+    (f'{{"id":1,"sender":"s","key":"CMD","value":{nested(10_000)},"ts":0}}', "nested too deeply"),
+    (f'{{"id":1,"sender":"s","key":"CMD","value":{nested(101)},"ts":0}}', "nested deeper than 100"),
+    (f'{{"id":1,"sender":"s","key":"CMD","value":0,"ts":{2**4000}}}', "ts must be a finite number"),
+    (f'{{"id":{2**4000},"sender":"s","key":"CMD","value":0,"ts":0}}', "an integer of 4001 bits"),
+    ('{"id":1,"sender":"s","key":"CMD","value":0,"ts":NaN}', "ts must be a finite number"),
+    ('{"id":1,"sender":"s","key":"CMD","value":0,"ts":1e400}', "ts must be a finite number"),
+    ('{"id":1,"sender":"s","key":"CMD","value":' + "9" * 5000 + "}", "not acceptable JSON"),
+    ('{"id":1,"sender":"' + "s" * 100_000 + '","key":"CMD"}', "sender must be"),
+    ('{"id":1,"sender":"s","key":"' + "k" * 100_000 + '"}', "str of length 100000"),
+    ('"' + "x" * (8 * 1024 * 1024) + '"', "exceeds"),
+])
+def test_hostile_frames_get_a_wire_error_naming_the_problem(frame, why):
+    with pytest.raises(WireError, match=why):
+        decode([frame.encode()], CONSOLE_KEYS)
+
+
+def test_non_finite_numbers_travel_both_ways_as_the_same_floats():
+    frames = encode(Envelope(1, "rig#1", "REPLY", {"re": 1, "data": [math.nan, math.inf, -math.inf, 2**4000]}))
+    data = decode(frames, RIG_KEYS).value["data"]
+    assert math.isnan(data[0]) and data[1:] == [math.inf, -math.inf, 2**4000]
+    with pytest.raises(WireError, match="not JSON-serialisable"):
+        encode(Envelope(1, "rig#1", "REPLY", {"re": 1, "data": [object()]}))
 
 
 class Loop:
@@ -136,3 +183,23 @@ def test_fuzzed_frames_never_crash_or_wedge_the_rig_or_the_console():
         assert env.server.stats["bad_frames"] > 0 and env.victim.stats["bad_frames"] > 0
     finally:
         env.close()
+
+
+def test_a_flood_of_bad_frames_is_one_log_line_and_the_rig_still_answers(caplog):
+    caplog.set_level(logging.INFO)
+    env = Loop()
+    try:
+        async def flood():
+            for i in range(200):
+                await env.raw.send_multipart([nested(5000 + i).encode()])
+                await env.fake.send_multipart([env.victim_id, f'{{"id":{2**4000},"sender":"x","key":"HB"}}'.encode()])
+            await env.rig_still_answers()
+            await env.console_still_answers()
+
+        env.go(flood())
+        assert env.server.stats["bad_frames"] >= 200 and env.victim.stats["bad_frames"] >= 200
+    finally:
+        env.close()
+    lines = [r for r in caplog.records if r.name.startswith("transports.zmq")]
+    assert not any(r.exc_info for r in lines)  # no traceback
+    assert len([r for r in lines if "bad message" in r.getMessage()]) == 2  # one line from each end

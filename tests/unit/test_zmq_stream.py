@@ -1,7 +1,8 @@
 """zmq:// liveness and state streams: dead-rig detection with the default heartbeats, a rig process killed and
-restarted (state resynchronised, stale commands refused), late joiners, gap resync, counted drops."""
+restarted (state resynchronised, stale commands refused), late joiners, gap resync, counted drops, NaN in state."""
 
 import asyncio
+import math
 import socket
 import time
 
@@ -193,3 +194,40 @@ def test_a_full_queue_is_dropped_counted_reported_and_replaced_by_a_snapshot(cap
     assert server_stats["mods_dropped"] >= 21
     assert stats["rig_dropped"] == server_stats["mods_dropped"]  # the console is told exactly how many
     assert any("dropped" in r.getMessage() for r in caplog.records if r.name == "transports.zmq.server")
+
+
+def test_a_nan_in_the_rigs_state_reaches_consoles_which_stay_in_sync():
+    """A NaN (a sensor with no reading) and infinities are state like any other: an early console gets them
+    as changes, a late one in its snapshot, and both keep receiving what changes after."""
+
+    def same(a, b):  # NaN != NaN: compare the JSON-ish trees with NaN treated as equal to itself
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+            return True
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return a == b
+
+    async def main():
+        rig, server = await start_rig()
+        early = make_link(server.port, name="early")
+        early_mirror = mirror_of(early)
+        await early.connect()
+        await wait_until(lambda: early.published == rig.state.raw)
+        rig.state.set(["manipulators", "1"], {"x": math.nan, "depth": math.inf, "min": -math.inf})
+        await wait_until(lambda: same(early_mirror.raw, rig.state.raw))
+        late = make_link(server.port, name="late")
+        late_mirror = mirror_of(late)
+        await late.connect()
+        await wait_until(lambda: same(late_mirror.raw, rig.state.raw))  # in the snapshot
+        rig.state.set(["manipulators", "1", "x"], 1.5)  # later changes still arrive
+        rig.state.set(["status"], 20)
+        for mirror in (early_mirror, late_mirror):
+            await wait_until(lambda m=mirror: m.raw == rig.state.raw)
+        stats = [dict(early.stats), dict(late.stats)]
+        await early.close()
+        await late.close()
+        await server.close()
+        return stats
+
+    for stats in run(main()):
+        assert stats["bad_frames"] == 0 and stats["gaps"] == 0 and stats["snapshots"] == 1
