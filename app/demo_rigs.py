@@ -49,7 +49,7 @@ class RigProcess:
     """
 
     def __init__(self, name: str, rig_file: Path, data_dir: Path | None = None, log_path: Path | None = None,
-                 python: str = sys.executable, extra_args: list[str] | None = None) -> None:
+                 python: str = sys.executable, extra_args: list[str] | None = None, verbose: int = 0) -> None:
         self.name = name
         self.rig_file = Path(rig_file)
         self.data_dir = data_dir
@@ -57,7 +57,8 @@ class RigProcess:
         self.uris: list[str] = []
         self.lines: list[str] = []
         self.stopped_cleanly = False
-        cmd = [python, "-m", "app.cli", "serve", str(self.rig_file)]
+        # -v before the command: with it the rig logs every command it runs (tests count them there)
+        cmd = [python, "-m", "app.cli", *(["-v"] * verbose), "serve", str(self.rig_file)]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]
         cmd += list(extra_args or [])
