@@ -16,6 +16,7 @@ from aiohttp import web
 from core.drivers.manipulator import Manipulator, SimulatedManipulator
 from core.protocol import RigAddress
 from transports.sio import serve_sio
+from transports.sio.relay import SioRelay
 from transports.sio.server import ManipulatorApi, SioServer
 
 LOOPBACK = "127.0.0.1"
@@ -128,3 +129,29 @@ async def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition"
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def relayed(ids: Any = ("0", "1"), token: str | None = None, server_token: str | None = None,
+                  pinpoint_id: str | None = None) -> AsyncIterator[tuple[SioRelay, Any, SimulatedManipulator]]:
+    relay = SioRelay(token=token)
+    await relay.start(LOOPBACK, 0)
+    sim = SimulatedManipulator(ids=ids)
+    options: dict[str, Any] = {"relay": True}
+    if server_token or token:
+        options["token"] = server_token or token
+    if pinpoint_id:
+        options["pinpoint_id"] = pinpoint_id
+    server = None
+    try:
+        server = await serve_sio(RigAddress("sio", LOOPBACK, relay.port), sim, options)
+        yield relay, server, sim
+    finally:
+        if server is not None:
+            await server.close()
+        await sim.close()
+        await relay.close()
+
+
+def via(relay: SioRelay, pinpoint_id: str) -> str:
+    return f"http://{LOOPBACK}:{relay.port}?pinpoint_id={pinpoint_id}"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import socketio
 import yaml
-from sio_helpers import LOOPBACK, ask, body, run, wait_for
+from sio_helpers import LOOPBACK, ask, body, relayed, run, via, wait_for
 
 from app.cli import main
 from app.demo_rigs import RigProcess
@@ -29,32 +29,6 @@ from transports.sio.client import SioManipulatorClient, SioRemoteError, SioUnava
 from transports.sio.relay import RelayedSioServer, SioRelay
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextlib.asynccontextmanager
-async def relayed(ids: Any = ("0", "1"), token: str | None = None, server_token: str | None = None,
-                  pinpoint_id: str | None = None) -> AsyncIterator[tuple[SioRelay, Any, SimulatedManipulator]]:
-    relay = SioRelay(token=token)
-    await relay.start(LOOPBACK, 0)
-    sim = SimulatedManipulator(ids=ids)
-    options: dict[str, Any] = {"relay": True}
-    if server_token or token:
-        options["token"] = server_token or token
-    if pinpoint_id:
-        options["pinpoint_id"] = pinpoint_id
-    server = None
-    try:
-        server = await serve_sio(RigAddress("sio", LOOPBACK, relay.port), sim, options)
-        yield relay, server, sim
-    finally:
-        if server is not None:
-            await server.close()
-        await sim.close()
-        await relay.close()
-
-
-def via(relay: SioRelay, pinpoint_id: str) -> str:
-    return f"http://{LOOPBACK}:{relay.port}?pinpoint_id={pinpoint_id}"
 
 
 @contextlib.asynccontextmanager

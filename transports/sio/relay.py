@@ -38,10 +38,13 @@ import socketio
 from aiohttp import web
 
 from core.config import PINPOINT_ID
+from core.link import error_text
+from transports.rate_log import RateLimitedLog
 from transports.sio import wire
 from transports.sio.server import (
     DEFAULT_PUSH_HZ,
     DEFAULT_TOLERANCE,
+    LOG_INTERVAL,
     SioServer,
     listen,
     offered_token,
@@ -75,7 +78,8 @@ class SioRelay:
     def __init__(self, token: str | None = None, forward_timeout: float = FORWARD_TIMEOUT) -> None:
         self.token = token or None
         self.forward_timeout = forward_timeout
-        self.sio, self.app = sio_app(self._connect, self._disconnect, self._event)
+        self.rlog = RateLimitedLog(log, LOG_INTERVAL)
+        self.sio, self.app = sio_app(self._connect, self._disconnect, self._event, self.rlog)
         self.servers: dict[str, str] = {}  # pinpoint id -> server sid
         self.server_ids: dict[str, str] = {}  # server sid -> pinpoint id
         self.client_of: dict[str, str] = {}  # client sid -> pinpoint id
@@ -177,13 +181,17 @@ class SioRelay:
                                        timeout=self.forward_timeout)
         except socketio.exceptions.TimeoutError:
             return wire.dumps({"error": "relay: the manipulator server did not answer."})
+        except (socketio.exceptions.SocketIOError, ValueError, TypeError, RecursionError) as ex:
+            # the server left meanwhile, or the arguments cannot be forwarded (too deep to encode again)
+            self.rlog.warning("forward", "relay: %.40r from %s not forwarded: %s", event, sid, error_text(ex))
+            return wire.dumps({"error": "relay: the request could not be forwarded."})
         finally:
             forwards.discard(task)  # type: ignore[arg-type]
 
     async def _emit_for(self, server: str, target: Any, event: Any, data: Any) -> None:
         """A server's push (target None: all its clients) or notice to one of its own clients."""
         pinpoint_id = self.server_ids[server]
-        if not isinstance(event, str):
+        if not isinstance(event, str) or not (target is None or isinstance(target, str)):
             return
         if target is None:
             await self.sio.emit(event, data, to=pinpoint_id)

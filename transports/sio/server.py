@@ -34,27 +34,21 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
-from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Manipulator, ManipulatorError, Vec4
-from core.link import error_text
+from core.drivers.manipulator import Manipulator, ManipulatorError, Vec4
+from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.sio import wire
+from transports.sio.api import DEFAULT_TOLERANCE, LOG_INTERVAL, ManipulatorApi, error_of
+from transports.sio.packet_guard import BAD_PACKET, GuardedPacket
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 3000
 DEFAULT_PUSH_HZ = 50.0
-DEFAULT_TOLERANCE = 0.001  # mm, as ephys-link's fake and uMp platforms
 
 
 class NotInControl(ManipulatorError):
     """An observer sent a move command."""
-
-
-def error_of(exc: BaseException) -> str:
-    """ephys-link's error text: ``"ExcType: message"``, except its inside-brain refusal, which is bare."""
-    if isinstance(exc, ManipulatorError) and str(exc) == INSIDE_BRAIN_TEXT:
-        return INSIDE_BRAIN_TEXT
-    return error_text(exc)
 
 
 def peer_address(environ: dict[str, Any]) -> str:
@@ -70,155 +64,6 @@ def offered_token(environ: dict[str, Any], auth: Any) -> str | None:
     return values[0] if values else None
 
 
-class ManipulatorApi:
-    """Socket-free core of the server: event name + payload (+ caller's role) -> reply string.
-
-    Kept apart from the socket code so the relay and tests can use it, and so the event table reads in
-    one place.
-    """
-
-    def __init__(self, driver: Manipulator, tolerance: float = DEFAULT_TOLERANCE,
-                 api_version: str = wire.API_VERSION) -> None:
-        self.driver = driver
-        self.tolerance = tolerance
-        self.api_version = api_version
-        self.on_inside_brain: Callable[[str], None] | None = None
-        self._table: dict[str, Callable[[Any], Awaitable[str]]] = {
-            "get_version": self._version,
-            "get_platform_info": self._platform_info,
-            "get_manipulators": self._manipulators,
-            "get_position": self._position,
-            "get_angles": self._angles,
-            "get_shank_count": self._shank_count,
-            "set_position": self._set_position,
-            "set_depth": self._set_depth,
-            "set_inside_brain": self._set_inside_brain,
-            "stop": self._stop,
-            "stop_all": self._stop_all,
-        }
-
-    def knows(self, event: str) -> bool:
-        return event in self._table
-
-    async def call(self, event: str, args: tuple[Any, ...]) -> str:
-        """Answer one request; never raises (bad input is a reply, not a crash)."""
-        handler = self._table.get(event)
-        if handler is None:
-            return wire.UNKNOWN_EVENT
-        if len(args) > 1 or (not args and event not in wire.NO_PAYLOAD_EVENTS):
-            log.info("sio: malformed %s: %d payload arguments", event, len(args))
-            return wire.MALFORMED
-        try:
-            return await handler(args[0] if args else "")
-        except wire.Malformed as ex:
-            log.info("sio: malformed %s: %s", event, ex)
-            return wire.MALFORMED
-        except Exception as ex:  # a driver bug must not take the server down
-            log.exception("sio: %s failed", event)
-            return self.failure(event, ex)
-
-    def failure(self, event: str, exc: BaseException) -> str:
-        """The event's own reply shape carrying an error (ephys-link zeroes the values)."""
-        text = error_of(exc)
-        if event in ("stop", "stop_all"):
-            return text
-        shapes: dict[str, dict[str, Any]] = {
-            "get_manipulators": {"Manipulators": []},
-            "get_position": {"Position": wire.vec4(wire.ZERO4)},
-            "set_position": {"Position": wire.vec4(wire.ZERO4)},
-            "get_angles": {"Angles": wire.vec3(wire.ZERO3)},
-            "get_shank_count": {"ShankCount": 0},
-            "set_depth": {"Depth": 0.0},
-            "set_inside_brain": {"State": False},
-        }
-        return wire.dumps({**shapes.get(event, {}), "Error": text})
-
-    # ---------------------------------------------------------------------------- events
-    async def _version(self, _: Any) -> str:
-        return self.api_version
-
-    async def _platform_info(self, _: Any) -> str:
-        info = await self.driver.platform_info()
-        return wire.dumps({"Name": info.name, "CliName": info.cli_name, "AxesCount": info.axes_count,
-                           "Dimensions": wire.vec4(info.dimensions)})
-
-    async def _manipulators(self, _: Any) -> str:
-        try:
-            ids = await self.driver.list_ids()
-        except ManipulatorError as ex:
-            return self.failure("get_manipulators", ex)
-        return wire.dumps({"Manipulators": list(ids), "Error": ""})
-
-    async def _position(self, payload: Any) -> str:
-        try:
-            pos = await self.driver.position(wire.parse_id(payload))
-        except ManipulatorError as ex:
-            return self.failure("get_position", ex)
-        return wire.dumps({"Position": wire.vec4(pos), "Error": ""})
-
-    async def _angles(self, payload: Any) -> str:
-        try:
-            angles = await self.driver.angles(wire.parse_id(payload))
-        except ManipulatorError as ex:
-            return self.failure("get_angles", ex)
-        return wire.dumps({"Angles": wire.vec3(angles), "Error": ""})
-
-    async def _shank_count(self, payload: Any) -> str:
-        try:
-            count = await self.driver.shank_count(wire.parse_id(payload))
-        except ManipulatorError as ex:
-            return self.failure("get_shank_count", ex)
-        return wire.dumps({"ShankCount": int(count), "Error": ""})
-
-    async def _set_position(self, payload: Any) -> str:
-        req = wire.parse_set_position(payload)
-        try:
-            final = await self.driver.set_position(req.manipulator_id, req.position, req.speed)
-        except ManipulatorError as ex:
-            return self.failure("set_position", ex)
-        for axis, got, want in zip("xyzw", final.as_tuple(), req.position.as_tuple(), strict=True):
-            if not math.isfinite(got) or abs(got - want) > self.tolerance:
-                text = (f"Manipulator {req.manipulator_id} did not reach target position on axis {axis}. "
-                        f"Requested: {wire.vec4(req.position)}, got: {wire.vec4(final)}.")
-                return wire.dumps({"Position": wire.vec4(final), "Error": text})
-        return wire.dumps({"Position": wire.vec4(final), "Error": ""})
-
-    async def _set_depth(self, payload: Any) -> str:
-        req = wire.parse_set_depth(payload)
-        try:
-            final = await self.driver.set_depth(req.manipulator_id, req.depth, req.speed)
-        except ManipulatorError as ex:
-            return self.failure("set_depth", ex)
-        if not math.isfinite(final) or abs(final - req.depth) > self.tolerance:
-            text = f"Manipulator {req.manipulator_id} did not reach target depth. Requested: {req.depth}, got: {final}."
-            return wire.dumps({"Depth": float(final), "Error": text})
-        return wire.dumps({"Depth": float(final), "Error": ""})
-
-    async def _set_inside_brain(self, payload: Any) -> str:
-        req = wire.parse_set_inside_brain(payload)
-        try:
-            state = await self.driver.set_inside_brain(req.manipulator_id, req.inside)
-        except ManipulatorError as ex:
-            return self.failure("set_inside_brain", ex)
-        if self.on_inside_brain is not None:
-            self.on_inside_brain(req.manipulator_id)
-        return wire.dumps({"State": bool(state), "Error": ""})
-
-    async def _stop(self, payload: Any) -> str:
-        try:
-            await self.driver.stop(wire.parse_id(payload))
-        except ManipulatorError as ex:
-            return self.failure("stop", ex)
-        return ""
-
-    async def _stop_all(self, _: Any) -> str:
-        try:
-            await self.driver.stop_all()
-        except ManipulatorError as ex:
-            return self.failure("stop_all", ex)
-        return ""
-
-
 class PositionPusher:
     """Coalesces driver position callbacks into ``position`` pushes: at most ``hz`` per second while
     moving, immediately when a manipulator starts or stops moving or its inside-brain flag changes."""
@@ -232,6 +77,7 @@ class PositionPusher:
         self._timer: asyncio.TimerHandle | None = None
         self._last = 0.0
         self._unsubscribe = driver.subscribe(self._on_position)
+        self._rlog = RateLimitedLog(log, LOG_INTERVAL)
         self.pushes = 0
 
     def _on_position(self, manipulator_id: str, pos: Vec4, moving: bool) -> None:
@@ -274,7 +120,14 @@ class PositionPusher:
                 inside = self.driver.is_inside_brain(manipulator_id)
             except ManipulatorError:
                 inside = False
-            positions[manipulator_id] = {"Position": wire.vec4(pos), "Moving": moving, "InsideBrain": inside}
+            entry = {"Position": wire.vec4(pos), "Moving": moving, "InsideBrain": inside}
+            if not wire.finite(entry):  # left out, so the others (and its next finite position) still go
+                self._rlog.warning(f"nan {manipulator_id}", "sio: manipulator %s reported a position that is not "
+                                   "finite (%s); left out of the position push", manipulator_id, entry["Position"])
+                continue
+            positions[manipulator_id] = entry
+        if not positions:
+            return
         loop = asyncio.get_running_loop()
         self._last = loop.time()
         self.pushes += 1
@@ -300,14 +153,42 @@ async def _lean_reads(request: web.Request, handler: Callable[..., Awaitable[Any
 
 
 def sio_app(connect: Callable[..., Awaitable[Any]], disconnect: Callable[..., Awaitable[Any]],
-            event: Callable[..., Awaitable[Any]]) -> tuple[socketio.AsyncServer, web.Application]:
-    """A Socket.IO server on an aiohttp app, with one catch-all event handler (as ephys-link has)."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+            event: Callable[..., Awaitable[Any]], rlog: RateLimitedLog) -> tuple[socketio.AsyncServer, web.Application]:
+    """A Socket.IO server on an aiohttp app, with one catch-all event handler (as ephys-link has).
+
+    python-socketio hands a client's *event* named ``connect`` or ``disconnect`` to the same handlers as the
+    real connection and disconnection; a client could so fake its own departure (and hand over control) or
+    crash the handler with a payload where the environ should be. The real calls come while the client is
+    not (or no longer) connected in python-socketio's books, an event only while it is: that tells them
+    apart, and such an event is answered ``Unknown event.``. Packets python-socketio could not decode
+    arrive as :data:`BAD_PACKET` events (see :mod:`transports.sio.packet_guard`), answered ``Malformed
+    request.``."""
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False,
+                               serializer=GuardedPacket)
     app = web.Application(middlewares=[_lean_reads])
     sio.attach(app)
-    sio.on("connect", connect)
-    sio.on("disconnect", disconnect)
-    sio.on("*", event)
+
+    def emitted(name: str, sid: str) -> bool:
+        if not sio.manager.is_connected(sid, "/"):
+            return False
+        rlog.warning(f"reserved {name}", "sio: refused an event named %r emitted by client %s", name, sid)
+        return True
+
+    async def on_connect(sid: str, environ: Any = None, auth: Any = None, *_: Any) -> Any:
+        return wire.UNKNOWN_EVENT if emitted("connect", sid) else await connect(sid, environ, auth)
+
+    async def on_disconnect(sid: str, reason: Any = None, *_: Any) -> Any:
+        return wire.UNKNOWN_EVENT if emitted("disconnect", sid) else await disconnect(sid, reason)
+
+    async def on_event(name: str, sid: str, *args: Any) -> Any:
+        if name == BAD_PACKET:
+            rlog.warning("bad packet", "sio: malformed packet from client %s: %s", sid, args[0] if args else "?")
+            return wire.MALFORMED
+        return await event(name, sid, *args)
+
+    sio.on("connect", on_connect)
+    sio.on("disconnect", on_disconnect)
+    sio.on("*", on_event)
     return sio, app
 
 
@@ -354,7 +235,8 @@ class SioServer:
         self.push_hz = push_hz
         self.rigdeck_version = rigdeck_version
         self.api = ManipulatorApi(driver, tolerance=tolerance, api_version=api_version)
-        self.sio, self.app = sio_app(self._connect, self._disconnect, self._event)
+        self.rlog = RateLimitedLog(log, LOG_INTERVAL)
+        self.sio, self.app = sio_app(self._connect, self._disconnect, self._event, self.rlog)
         self.clients: dict[str, str] = {}  # sid -> peer, in connection order
         self.controller: str | None = None
         self.refused = 0
@@ -429,6 +311,14 @@ class SioServer:
 
     # ------------------------------------------------------------------------- events
     async def _event(self, event: str, sid: str, *args: Any) -> str:
+        try:
+            return await self._answer(event, sid, *args)
+        except Exception as ex:  # never a traceback for a client: an error reply, one log line
+            self.rlog.warning(f"event {event!r:.40}", "sio: %r from %s failed: %s", event, self.clients.get(sid, "?"),
+                         error_of(ex))
+            return self.api.failure(event, ex) if isinstance(event, str) else wire.UNKNOWN_EVENT
+
+    async def _answer(self, event: str, sid: str, *args: Any) -> str:
         if event in wire.MOVE_EVENTS and sid != self.controller:
             return self.api.failure(event, NotInControl(
                 "this client is an observer; send take_control to move manipulators"))
@@ -440,16 +330,16 @@ class SioServer:
             return await self._take_control(sid)
         if event == "get_control":
             return wire.dumps({"Controller": sid == self.controller, "Clients": len(self.clients), "Error": ""})
-        log.info("sio: unknown event %r from %s", event[:80] if isinstance(event, str) else event,
-                 self.clients.get(sid, "?"))
+        self.rlog.info("unknown", "sio: unknown event %.80r from %s", event, self.clients.get(sid, "?"))
         return wire.UNKNOWN_EVENT
 
     async def _rigdeck_info(self, sid: str) -> str:
         positions = {}
         if self.pusher is not None:
             for manipulator_id in await self.driver.list_ids():
-                positions[manipulator_id] = self.pusher.snapshot_entry(
-                    manipulator_id, await self.driver.position(manipulator_id))
+                entry = self.pusher.snapshot_entry(manipulator_id, await self.driver.position(manipulator_id))
+                if wire.finite(entry):  # as in pushes: one manipulator's NaN does not cost the others
+                    positions[manipulator_id] = entry
         return wire.dumps({
             "Server": "RigDeck", "Version": self.rigdeck_version, "ApiVersion": self.api.api_version,
             "Rig": self.name, "Push": True, "PushRate": self.push_hz, "Controller": sid == self.controller,
@@ -496,4 +386,5 @@ async def serve_listening(address: Any, service_or_driver: Any, options: dict[st
     return server
 
 
-__all__ = ["ManipulatorApi", "NotInControl", "PositionPusher", "SioServer", "serve_listening"]
+__all__ = ["DEFAULT_TOLERANCE", "ManipulatorApi", "NotInControl", "PositionPusher", "SioServer", "error_of",
+           "serve_listening"]

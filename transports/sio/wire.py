@@ -7,6 +7,16 @@ PascalCase JSON with lowercase vector components and an ``"Error"`` text that cl
 
 Stricter than ephys-link on purpose: NaN/Infinity, non-string ids, list bodies, ``Speed <= 0`` and
 non-boolean ``Inside`` are malformed requests.
+
+Non-finite numbers never leave either: :func:`dumps` refuses them with :class:`NotFinite`, naming the field.
+Why refuse rather than send the ``NaN`` token: the other end is Pinpoint or another ephys-link client whose
+JSON parser rejects the whole message, so one NaN would silence every later push to it; a ``null`` would be
+read as 0.0 (a position that is wrong, not unknown). So the server answers that request with an error text
+saying which value was not finite, and a push leaves out only the manipulator whose position is not finite
+(logged), so every later change still arrives.
+
+Hostile requests (nesting thousands deep, integers of thousands of digits, huge strings) are
+:class:`Malformed`, never another exception.
 """
 
 from __future__ import annotations
@@ -41,8 +51,18 @@ ZERO4 = Vec4()
 ZERO3 = Vec3()
 
 
+#: longest body payload we parse; ephys-link's largest request is a few hundred bytes
+MAX_BODY = 64 * 1024
+#: longest manipulator id (they are short names: "1", "A", "left-probe")
+MAX_ID = 200
+
+
 class Malformed(ValueError):
     """A request that cannot be parsed; answered with ``{"error": "Malformed request."}``."""
+
+
+class NotFinite(ValueError):
+    """A reply or push would carry NaN or an infinity, which ephys-link's JSON cannot (see the module notes)."""
 
 
 #: one encoder for every reply: json.dumps with non-default options builds a new encoder per call
@@ -50,9 +70,32 @@ class Malformed(ValueError):
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+def _non_finite(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN/infinity in ``obj`` as (dotted path, value), or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path or "value", obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def dumps(obj: Any) -> str:
-    """Compact JSON as ephys-link's pydantic models print it; NaN never leaves the server."""
-    return _encode(obj)
+    """Compact JSON as ephys-link's pydantic models print it; :class:`NotFinite` names a NaN or infinity."""
+    try:
+        return _encode(obj)
+    except ValueError:
+        found = _non_finite(obj)
+        if found is None:
+            raise
+        raise NotFinite(f"{found[0]} is {found[1]}, which ephys-link's JSON cannot carry") from None
+
+
+def finite(obj: Any) -> bool:
+    """True when ``obj`` holds no NaN or infinity (what :func:`dumps` would refuse)."""
+    return _non_finite(obj) is None
 
 
 def vec4(v: Vec4) -> dict[str, float]:
@@ -71,10 +114,14 @@ def parse_body(payload: Any) -> dict[str, Any]:
     """A body payload: a JSON string holding an object (a dict payload is malformed, as in ephys-link)."""
     if not isinstance(payload, str) or not payload:
         raise Malformed("payload must be a JSON-encoded string")
+    if len(payload) > MAX_BODY:
+        raise Malformed(f"payload of {len(payload)} characters (at most {MAX_BODY})")
     try:
         data = json.loads(payload, parse_constant=_reject_constant)
-    except ValueError as ex:
-        raise Malformed(f"not JSON: {ex}") from None
+    except RecursionError:
+        raise Malformed("JSON nested too deeply") from None
+    except ValueError as ex:  # JSONDecodeError, an integer too long to convert, our NaN refusal
+        raise Malformed(f"not JSON: {str(ex)[:120]}") from None
     if not isinstance(data, dict):
         raise Malformed(f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -95,8 +142,8 @@ def _float(value: Any, what: str) -> float:
         raise Malformed(f"{what} must be a number")
     try:
         number = float(value)
-    except ValueError:
-        raise Malformed(f"{what} must be a number") from None
+    except (ValueError, OverflowError):  # "abc"; an integer past float's range
+        raise Malformed(f"{what} must be a number within float's range") from None
     if not math.isfinite(number):
         raise Malformed(f"{what} must be finite")
     return number
@@ -104,8 +151,8 @@ def _float(value: Any, what: str) -> float:
 
 def _id(data: dict[str, Any]) -> str:
     value = field(data, "ManipulatorId", "manipulator_id")
-    if not isinstance(value, str):
-        raise Malformed("ManipulatorId must be a string")
+    if not isinstance(value, str) or len(value) > MAX_ID:
+        raise Malformed(f"ManipulatorId must be a string of at most {MAX_ID} characters")
     return value
 
 
@@ -117,8 +164,8 @@ def _speed(data: dict[str, Any]) -> float:
 
 
 def parse_id(payload: Any) -> str:
-    if not isinstance(payload, str) or not payload:
-        raise Malformed("payload must be a manipulator id string")
+    if not isinstance(payload, str) or not payload or len(payload) > MAX_ID:
+        raise Malformed(f"payload must be a manipulator id string of 1-{MAX_ID} characters")
     return payload
 
 
