@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 
 import zmq
@@ -41,8 +42,10 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 HEARTBEAT = 0.5
 #: heartbeats missed before the other end counts as lost: 0.5 s x 3 = 1.5 s
 LIVENESS = 3
-#: messages read per wake-up of the event loop at most, so a flood cannot hold the loop
+#: messages read per wake-up of the event loop at most, and seconds spent on them at most (a state batch
+#: can carry hundreds of changes for the listeners): a flood cannot hold the loop, or a GUI's repaint
 PUMP_BATCH = 64
+PUMP_BUDGET = 0.004
 
 
 def tune(sock: zmq.Socket, hwm: int = DEFAULT_HWM, heartbeat_ms: int = int(HEARTBEAT * 1000),
@@ -111,6 +114,7 @@ class Pump:
     def _read(self) -> None:
         self._read_soon = None
         recv, on_frames = self.sock.recv_multipart, self.on_frames
+        until = time.monotonic() + PUMP_BUDGET
         for _ in range(PUMP_BATCH):
             if not self.running:
                 return
@@ -125,6 +129,8 @@ class Pump:
                 on_frames(frames)
             except Exception:  # never let one message stop the pump
                 log.exception("%s: unexpected error handling a message", self.name)
+            if time.monotonic() > until:
+                break
         self._schedule_read()  # more may be waiting: read them after the loop has run its other work
 
 
