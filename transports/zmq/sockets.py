@@ -113,13 +113,14 @@ class Pump:
 
     def _read(self) -> None:
         self._read_soon = None
-        recv, on_frames = self.sock.recv_multipart, self.on_frames
+        sock, on_frames = self.sock, self.on_frames
         until = time.monotonic() + PUMP_BUDGET
         for _ in range(PUMP_BATCH):
-            if not self.running:
-                return
             try:
-                frames = recv(zmq.DONTWAIT)
+                # asking first is cheaper than the exception a receive on an empty socket raises
+                if not self.running or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                frames = sock.recv_multipart(zmq.DONTWAIT)
             except zmq.Again:
                 return
             except zmq.ZMQError as ex:
