@@ -2,6 +2,8 @@
 
 - command round trip to 1 rig, sequential: median and p99;
 - fan-out to 32 rigs (``asyncio.gather`` of one EXPSTATUS per rig): median and p99 per round;
+- CPU per round of each, summed over the console and the server process (Linux): on a shared machine wall
+  times swing with the other jobs, CPU hardly does;
 - state stream: a rig changes a value ``--updates`` times as fast as it can; the console counts the updates
   delivered to its listeners per second and the console CPU (``time.process_time``) per update. UDP has no
   stream: its figure is back-to-back EXPSTATUS polling, the only way a UDP console sees state.
@@ -9,7 +11,7 @@
 The control (``raw``) is the floor zmq:// stands on: plain pyzmq asyncio DEALERs sending a message the size of
 a zmq:// command to ROUTERs that echo it, 1 peer and 32 peers, the echo server in its own process; zmq:// is
 reported as a ratio to it. The rigs run in separate processes (one per transport, hosting all its servers);
-the measuring console runs here, alternating zmq, UDP and raw blocks of rounds so machine noise hits all
+the measuring console runs here, alternating zmq, UDP and raw blocks of 5 rounds so machine noise hits all
 alike. Prints a table, then one JSON line.
 
     python tests/benchmarks/bench_zmq.py [--rounds 300] [--updates 50000]
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -150,18 +153,35 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
 
 
-async def measure_commands(links: dict[str, list[Any]], rounds: int, block: int = 25) -> dict[str, Any]:
-    """Median/p99 for 1 rig and for all rigs at once, alternating transports block by block."""
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds a server process has used (Linux /proc; 0 elsewhere, and the figure is left out)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_commands(links: dict[str, list[Any]], rounds: int, pids: dict[str, int] | None = None,
+                           block: int = 5) -> dict[str, Any]:
+    """Median/p99 for 1 rig and for all rigs at once, alternating transports in small blocks, so a busy spell of
+    a shared machine falls on all of them. CPU per round (console + servers) is reported too: unlike wall
+    time it hardly depends on what else the machine runs."""
     results: dict[str, dict[str, list[float]]] = {k: {"rtt": [], "fanout": []} for k in links}
+    cpu: dict[str, dict[str, float]] = {k: {"rtt": 0.0, "fanout": 0.0} for k in links}
     for kind in links:  # warm-up: connections, first-contact handshakes
         await round_trips(links[kind], 20)
     done = 0
     while done < rounds:
         for kind, group in links.items():
-            results[kind]["rtt"] += await round_trips(group[:1], block)
-            results[kind]["fanout"] += await round_trips(group, block)
+            for name, peers in (("rtt", group[:1]), ("fanout", group)):
+                pid = (pids or {}).get(kind)
+                c0, s0 = time.process_time(), server_cpu(pid)
+                results[kind][name] += await round_trips(peers, block)
+                cpu[kind][name] += time.process_time() - c0 + server_cpu(pid) - s0
         done += block
-    return {kind: {name: {"median_ms": round(statistics.median(v), 3), "p99_ms": round(p99(v), 3), "n": len(v)}
+    return {kind: {name: {"median_ms": round(statistics.median(v), 3), "p99_ms": round(p99(v), 3), "n": len(v),
+                          "cpu_us_per_round": round(cpu[kind][name] / len(v) * 1e6)}
                    for name, v in r.items()} for kind, r in results.items()}
 
 
@@ -207,13 +227,13 @@ async def measure_polling(link: Any, seconds: float = 2.0) -> dict[str, Any]:
             "console_cpu_us_per_update": round(cpu / count * 1e6, 2), "method": "EXPSTATUS polling"}
 
 
-async def console(ports: dict[str, list[int]], rounds: int, updates: int) -> dict[str, Any]:
+async def console(ports: dict[str, list[int]], rounds: int, updates: int, pids: dict[str, int]) -> dict[str, Any]:
     links = {kind: make_links(kind, p) for kind, p in ports.items()}
     for group in links.values():
         for link in group:
             await link.connect()
     try:
-        commands = await measure_commands(links, rounds)
+        commands = await measure_commands(links, rounds, pids)
         stream = {"zmq": await measure_stream(links["zmq"][0], updates),
                   "udp": await measure_polling(links["udp"][0])}
     finally:
@@ -238,6 +258,9 @@ def print_table(result: dict[str, Any]) -> None:
             ratio = f"{c['zmq'][name][stat] / c['raw'][name][stat]:7.2f}x"
             print(f"{label:34s} {c['zmq'][name][stat]:14.3f} {c['udp'][name][stat]:18.3f} "
                   f"{c['raw'][name][stat]:16.3f} {ratio:>8s}")
+        label = f"{title} CPU (us, all procs)"
+        cpu = [c[k][name]["cpu_us_per_round"] for k in ("zmq", "udp", "raw")]
+        print(f"{label:34s} {cpu[0]:14d} {cpu[1]:18d} {cpu[2]:16d} {cpu[0] / max(cpu[2], 1):7.2f}x")
     print(f"{'state updates delivered / s':34s} {s['zmq']['updates_per_s']:14d} {s['udp']['updates_per_s']:18d}")
     print(f"{'console CPU per update (us)':34s} {s['zmq']['console_cpu_us_per_update']:14.2f} "
           f"{s['udp']['console_cpu_us_per_update']:18.2f}")
@@ -260,7 +283,7 @@ def main() -> None:
              for kind in KINDS}
     try:
         ports = {kind: json.loads(proc.stdout.readline()) for kind, proc in procs.items()}
-        result = asyncio.run(console(ports, args.rounds, args.updates))
+        result = asyncio.run(console(ports, args.rounds, args.updates, {k: p.pid for k, p in procs.items()}))
     finally:
         for proc in procs.values():
             proc.stdin.close()
