@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -78,18 +79,25 @@ class Pump:
         self.running = False
         self._fd = self.sock.getsockopt(zmq.FD)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: Any = None
         self._read_soon: asyncio.Handle | None = None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._fd, self._read)
+        self._loop = self._watcher = asyncio.get_running_loop()
+        try:
+            self._loop.add_reader(self._fd, self._read)
+        except NotImplementedError:  # Windows' proactor loop: use the selector thread pyzmq's asyncio runs beside it
+            from zmq.asyncio import _get_selector
+
+            self._watcher = _get_selector(self._loop)
+            self._watcher.add_reader(self._fd, self._read)
         self.running = True
         self._schedule_read()  # whatever arrived before we watched the descriptor
 
     def stop(self) -> None:
         """Stop reading (before the socket closes); sends still work until it does."""
-        if self.running and self._loop is not None:
-            self._loop.remove_reader(self._fd)
+        if self.running and self._watcher is not None:
+            self._watcher.remove_reader(self._fd)
         self.running = False
         if self._read_soon is not None:
             self._read_soon.cancel()
