@@ -61,3 +61,7 @@ def test_integer_checks_refuse_bools():
     assert is_int(3) and not is_int(True) and not is_int(3.0) and not is_int("3")
     assert is_number(2.5) and is_number(2) and not is_number(False)
     assert is_finite(1.0) and not is_finite(float("nan")) and not is_finite(float("inf")) and not is_finite(True)
+
+
+def test_an_int_beyond_float_range_is_not_finite_and_does_not_raise():
+    assert is_finite(10**300) and not is_finite(2**4000) and not is_finite(-(2**4000))
