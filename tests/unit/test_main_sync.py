@@ -1,10 +1,10 @@
-"""Main sync: exp_ref numbering per subject and day, reserved by mkdir, and the session clock."""
+"""Main sync: exp_ref numbering per subject and day (remembered, never written to disk), the session clock."""
 
 import datetime as dt
 
 import pytest
 
-from core.drivers.main_sync import MainSync, SessionClock, session_folder
+from core.drivers.main_sync import HANDED_OUT_LIMIT, MainSync, SessionClock, session_folder
 from core.protocol import format_exp_ref
 
 DAY = dt.date(2026, 11, 23)
@@ -14,7 +14,7 @@ def test_first_session_is_1_and_numbers_increase(tmp_path):
     sync = MainSync(tmp_path, today=lambda: DAY)
     refs = [format_exp_ref(sync.allocate("KS001")) for _ in range(3)]
     assert refs == ["2026-11-23_1_KS001", "2026-11-23_2_KS001", "2026-11-23_3_KS001"]
-    assert all(session_folder(tmp_path, r).is_dir() for r in refs)
+    assert list(tmp_path.iterdir()) == []  # numbers are handed out, not reserved on disk
     assert session_folder(tmp_path, refs[0]) == tmp_path / "KS001" / "2026-11-23" / "001"
 
 
@@ -24,6 +24,16 @@ def test_numbers_are_per_subject_and_day_and_skip_existing(tmp_path):
     assert format_exp_ref(sync.allocate("KS001")) == "2026-11-23_5_KS001"
     assert format_exp_ref(sync.allocate("KS002")) == "2026-11-23_1_KS002"
     assert format_exp_ref(sync.allocate("KS001", dt.date(2026, 11, 24))) == "2026-11-24_1_KS001"
+
+
+def test_the_handed_out_table_is_bounded(tmp_path):
+    """Any peer may ask for numbers for any number of subjects: the table forgets the oldest pairs."""
+    sync = MainSync(tmp_path, today=lambda: DAY)
+    for n in range(HANDED_OUT_LIMIT + 50):
+        sync.allocate(f"S{n}")
+    assert len(sync._handed_out) == HANDED_OUT_LIMIT
+    assert format_exp_ref(sync.allocate(f"S{HANDED_OUT_LIMIT + 49}")) == f"2026-11-23_2_S{HANDED_OUT_LIMIT + 49}"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("subject", ["", "  ", "a/b", None])

@@ -164,6 +164,26 @@ def test_main_sync_hands_out_exp_ref_once_per_session(tmp_path):
     assert info3[1]["exp_ref"] == "2026-11-23_2_KS001"
 
 
+def test_expinfo_creates_nothing_on_disk_expinit_makes_the_folder(tmp_path):
+    """Any peer can send EXPINFO, as often as it likes, with any subject: a main-sync rig hands out
+    numbers without writing anything; the session folder appears when a session is initialised."""
+    async def main():
+        svc = make(tmp_path / "data", main_sync=True, recorders={})
+        for n in range(200):
+            reply = await svc.handle(M.EXPINFO, [0, {"subject": f"S{n}"}], "hostile")
+            assert reply[1]["exp_ref"] == f"2026-11-23_1_S{n}"
+        assert not (tmp_path / "data").exists() or list((tmp_path / "data").rglob("*")) == []
+        info = await svc.handle(M.EXPINFO, [0, {"subject": "KS001"}], "console")
+        ref = info[1]["exp_ref"]
+        await svc.handle(M.EXPINIT, [{"exp_ref": ref}], "console")
+        return ref
+
+    ref = run(main())
+    assert ref == REF
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in sorted((tmp_path / "data").rglob("*"))] == \
+        ["KS001", "KS001/2026-11-23", "KS001/2026-11-23/001"]
+
+
 def test_console_makes_a_rig_main_sync_for_the_session(tmp_path):
     async def main():
         aux = make(tmp_path, recorders={})
