@@ -4,17 +4,23 @@ One message is one JSON array ``[event, *data]``, encoded exactly as Python's ``
 default (``", "`` / ``": "`` separators, ASCII-escaped) so that an iblutil peer comparing an echo byte
 for byte sees what it sent. ``[0, "ExcType: message", event]`` is an error report. Decoding is strict
 where iblutil is lax: a message RigDeck cannot act on is classified (:class:`Malformed`) with a reason
-that names the problem, and never raises.
+that names the problem, and never raises: not on invalid UTF-8, not on JSON nested 10,000 deep (which
+makes ``json.loads`` raise RecursionError), not on a huge integer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from core.checks import is_int
 from core.protocol import ExpMessage
+
+#: deeper JSON nesting than this is refused: no iblutil message nests more than a few levels, and a deep
+#: one would make every later repr / json.dumps of it (logs, journal) recurse as deep
+MAX_DEPTH = 64
 
 #: the largest UDP payload IPv4 can carry (65535 - 8 byte UDP header - 20 byte IP header)
 MAX_DATAGRAM = 65_507
@@ -74,6 +80,22 @@ def _preview(raw: bytes, width: int = 60) -> str:
     return text + (f"... ({len(raw)} bytes)" if len(raw) > width else "")
 
 
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a JSON string (skipped whole) or a bracket
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep the brackets of ``raw`` nest, strings ignored (no recursion, whatever the input)."""
+    depth = deepest = 0
+    for token in _NESTING.finditer(raw):
+        first = token.group()[:1]
+        if first in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif first in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
 def decode(raw: bytes) -> Decoded:
     """Classify one received message. Never raises."""
     if not raw:
@@ -82,9 +104,12 @@ def decode(raw: bytes) -> Decoded:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as ex:
         return Malformed(f"not UTF-8 ({ex.reason} at byte {ex.start}): {_preview(raw)}")
+    # the bracket count is a cheap upper bound of the depth: most messages never pay for the scan
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and nesting_depth(raw) > MAX_DEPTH:
+        return Malformed(f"JSON nested deeper than {MAX_DEPTH} levels: {_preview(raw)}")
     try:
         msg = json.loads(text)
-    except ValueError as ex:
+    except (ValueError, RecursionError) as ex:  # ValueError: bad JSON, or an integer over 4300 digits
         return Malformed(f"not JSON ({ex}): {_preview(raw)}")
     if not isinstance(msg, list):
         return Malformed(f"expected a JSON array [event, data...], got {type(msg).__name__}: {_preview(raw)}")
