@@ -22,7 +22,7 @@ from iblutil.io.net import app as net_app  # noqa: E402
 from iblutil.io.net import base as net_base  # noqa: E402
 from udp_helpers import EchoRig, run, udp_spec  # noqa: E402
 
-from core.link import LinkState  # noqa: E402
+from core.link import LinkState, RequestTimeout  # noqa: E402
 from core.protocol import ExpMessage, RigAddress  # noqa: E402
 from transports import registry  # noqa: E402
 from transports.ibl.tcp import serve_tcp  # noqa: E402
@@ -178,6 +178,50 @@ def test_rigdeck_link_drives_an_iblutil_server(scheme, make_server):
             assert server.is_connected
         finally:
             await link.close()
+            server.close()
+
+    run(main(), timeout=60)
+
+
+def test_an_iblutil_rig_never_receives_a_resend_nor_a_tag():
+    """RigDeck resends (and tags) requests only to a rig whose replies carry the RigDeck tail: an iblutil
+    rig gets each request once, as from an iblutil console, whatever is lost on the way back (a resent
+    EXPINIT would run twice there; a resent EXPSTATUS would make it send two replies while it can await
+    one echo). Through a relay that loses every datagram back to the console, then none, then every one."""
+    from udp_faults import FaultyRelay
+
+    port = free_port("udp")
+
+    async def main():
+        server = await iblutil_server(f"udp://127.0.0.1:{port}")
+        server.assign_callback("EXPSTATUS", lambda data, addr: asyncio.ensure_future(
+            server.status(net_base.ExpStatus.CONNECTED, addr=addr)))
+        relay = FaultyRelay(("127.0.0.1", port))
+        link = registry.make_link(udp_spec(await relay.start(), name="iblutil_aux", retry_after=0.05,
+                                           echo_timeout=0.3, late_window=0.3))
+        await link.connect()
+        S = ExpMessage
+        # (not EXPSTATUS here: the iblutil rig answers it, and closes itself when that reply's echo is lost)
+        sent = [(S.EXPINFO, 0, {"subject": "KS001"}), (S.EXPINIT, {"exp_ref": "2026-11-22_1_KS001"})]
+        try:
+            relay.to_console.drop = 1.0
+            for event, *data in sent:
+                with pytest.raises(RequestTimeout, match="not resent"):
+                    await link.request(event, *data, timeout=2)
+            relay.to_console.drop = 0.0
+            assert await link.request(S.EXPSTATUS, 0, timeout=2) == [0]  # a plain reply: no tail, no tags
+            relay.to_console.drop = 1.0
+            with pytest.raises(RequestTimeout, match="not resent"):
+                await link.request(S.EXPINIT, {"exp_ref": "2026-11-22_2_KS001"}, timeout=2)
+            assert relay.rig_counts.log == [
+                b'[64, 0, {"subject": "KS001"}]', b'[1, {"exp_ref": "2026-11-22_1_KS001"}]',
+                b'[32, 0]', b'[32, 0]',  # the status request, and the echo of its (identical) reply
+                b'[1, {"exp_ref": "2026-11-22_2_KS001"}]']
+            assert server.is_connected
+            assert not any(b"\t\n" in raw for raw in relay.rig_counts.log)
+        finally:
+            await link.close()
+            relay.close()
             server.close()
 
     run(main(), timeout=60)

@@ -6,6 +6,7 @@ import logging
 import time
 
 import pytest
+from udp_faults import FaultyRelay
 from udp_helpers import EchoRig, Mirror, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
 
 from core.config import parse_rig
@@ -83,7 +84,7 @@ def test_a_whole_exchange_between_rigdeck_link_and_server():
             # every reply was echoed back to the server: nothing left awaiting an echo there
             conv = next(iter(server.endpoint.conversations.values()))
             await until(lambda: conv.stats.echoes == 5)  # the last echo is sent just before the reply is handed over
-            assert not conv._unechoed
+            assert conv.echoes_due == 0
         finally:
             await link.close()
             await server.close()
@@ -225,38 +226,59 @@ def test_a_late_reply_does_not_hold_up_requests_with_another_event():
     run(main())
 
 
-def test_lost_datagrams_are_retried_for_idempotent_requests_only():
+def test_a_lost_request_is_never_resent_to_a_rig_not_known_to_be_rigdeck():
+    """An iblutil rig would run a resent request twice (and send two replies while it can await one
+    echo): whatever the event, a request to a peer whose replies are plain is sent once."""
     seen = []
-    replies = set()
 
-    def lossy_rig(peer, raw, addr):
-        if raw in replies:
-            return  # the echo of one of our replies (as an iblutil rig recognises it)
+    def iblutil_like_rig(peer, raw, addr):
         seen.append(raw)
-        if len(seen) in (1, 2):
-            return  # the first two datagrams are lost
-        peer.send(raw, addr)
-        reply = dumps(json.loads(raw)[0], 20)
-        replies.add(reply)
-        peer.send(reply, addr)
+        if len(seen) == 1:
+            return  # the first datagram is lost
+        if raw.startswith(b"[32"):
+            peer.send(raw, addr)
+            peer.send(dumps(32, 20), addr)
 
     async def main():
-        peer = await RawPeer.bind(lossy_rig)
-        link = UdpLink(udp_spec(peer.port, retry_after=0.05))
+        peer = await RawPeer.bind(iblutil_like_rig)
+        link = UdpLink(udp_spec(peer.port, retry_after=0.05, echo_timeout=0.3, late_window=0.3))
         await link.connect()
-        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [20]
-        assert len(seen) >= 3
-        conv = link.endpoint.conversation(link.endpoint.remote)
-        assert conv.stats.retries >= 2
-        seen.clear()
-        seen.append(b"lose the next")
-        # a lost EXPSTART is not resent (it may have started the rig): it fails alone ...
-        with pytest.raises(RequestTimeout, match="not resent: EXPSTART is not idempotent"):
-            await link.request(S.EXPSTART, "ref", None, timeout=3)
-        assert seen.count(b'[2, "ref", null]') == 1
-        # ... and the link still works
-        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [20]
+        with pytest.raises(RequestTimeout, match="not resent: only a RigDeck rig is sent a request twice"):
+            await link.request(S.EXPSTATUS, 0, timeout=3)
+        assert seen == [b"[32, 0]"]
+        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [20]  # the link still works
+        assert seen == [b"[32, 0]"] * 2 and link.endpoint.conversation(link.endpoint.remote).stats.retries == 0
         await link.close()
+
+    run(main(), timeout=30)
+
+
+def test_lost_datagrams_are_resent_to_a_rigdeck_rig_which_runs_each_request_once():
+    """Once a rig's reply carried the RigDeck tail, every request to it carries an id and is resent until
+    its reply comes; the rig runs an id once and answers its copies from a reply cache."""
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig)
+        relay = FaultyRelay(("127.0.0.1", server.port))
+        relay_port = await relay.start()
+        link = UdpLink(udp_spec(relay_port, retry_after=0.05))
+        await link.connect()
+        assert await link.request(S.EXPSTATUS, 0, timeout=3) == [0]  # plain: the rig's reply teaches
+        conv = link.endpoint.conversation(link.endpoint.remote)
+        assert conv.rigdeck_peer
+        relay.to_rig.drop = 1.0  # the request is lost twice, then its reply twice
+        asyncio.get_running_loop().call_later(0.12, setattr, relay.to_rig, "drop", 0.0)
+        asyncio.get_running_loop().call_later(0.12, setattr, relay.to_console, "drop", 1.0)
+        asyncio.get_running_loop().call_later(0.5, setattr, relay.to_console, "drop", 0.0)
+        assert await link.request(S.EXPSTART, "ref", None, timeout=5) == ["ref", {"status": 20}]
+        assert [name for name, _ in rig.calls] == ["EXPSTATUS", "EXPSTART"]  # run once
+        rig_conv = next(iter(server.endpoint.conversations.values()))
+        assert conv.stats.retries >= 3 and rig_conv.stats.replayed >= 1
+        starts = [raw for raw in relay.rig_counts.log if raw.startswith(b'[2, "ref", null]')]
+        assert len(set(starts)) == 1 and len(starts) == conv.stats.retries + 1  # one id, every attempt
+        await link.close()
+        relay.close()
+        await server.close()
 
     run(main(), timeout=30)
 
@@ -331,9 +353,11 @@ def test_the_largest_message_a_datagram_carries_goes_through_whole_both_ways():
         link = UdpLink(udp_spec(server.port))
         await link.connect()
         try:
-            text = "x" * (ibl_wire.MAX_DATAGRAM - len(ibl_wire.encode(S.EXPINFO, "")))
-            assert len(ibl_wire.encode(S.EXPINFO, text)) == ibl_wire.MAX_DATAGRAM
-            assert await link.request(S.EXPINFO, text) == [text]
+            # (the mirrored reply has no room for the RigDeck tail: it is byte-identical to the request,
+            # which only an EXPSTATUS reply may be)
+            text = "x" * (ibl_wire.MAX_DATAGRAM - len(ibl_wire.encode(S.EXPSTATUS, "")))
+            assert len(ibl_wire.encode(S.EXPSTATUS, text)) == ibl_wire.MAX_DATAGRAM
+            assert await link.request(S.EXPSTATUS, text) == [text]
         finally:
             await link.close()
             await server.close()

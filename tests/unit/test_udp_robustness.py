@@ -28,18 +28,19 @@ def test_a_reply_whose_echo_is_lost_never_stops_the_server(caplog):
         rig = EchoRig()
         server = await serve_udp(LOOPBACK, rig, {"echo_timeout": 0.1})
         mute = await RawPeer.bind()  # takes replies, never echoes them
-        for _ in range(3):  # (a request byte-identical to the reply would read as its echo: iblutil's rule)
-            mute.send(b"[32, 20]", ("127.0.0.1", server.port))
+        for status in (10, 20, 30):  # (one byte-identical request three times would be read as copies)
+            mute.send(dumps(S.EXPSTATUS, status), ("127.0.0.1", server.port))
         await asyncio.sleep(0.5)  # well past the server's echo timeout
         # each request echoed and answered once; the unechoed replies are not resent, nothing closes
-        assert mute.received.count(b"[32, 20]") == 3 and mute.received.count(b"[32, 0]") == 3
+        assert [r for r in mute.received if r != b"[32, 0]\t\n"] == [b"[32, 10]", b"[32, 20]", b"[32, 30]"]
+        assert mute.received.count(b"[32, 0]\t\n") == 3
         assert server.endpoint.is_connected
         link = UdpLink(udp_spec(server.port))
         await link.connect()
         assert await link.request(S.EXPINIT, {"exp_ref": "r"}) == [{"status": 10, "exp_ref": "r"}]
         mute.send(b"[32, 20]", ("127.0.0.1", server.port))  # and the mute peer is still served too
         await asyncio.sleep(0.2)
-        assert mute.received[-1] == b"[32, 10]"
+        assert mute.received[-1] == b"[32, 10]\t\n"  # (the whitespace tail marks a RigDeck rig's reply)
         await link.close()
         await server.close()
 
@@ -107,7 +108,7 @@ def test_a_datagram_over_the_ipv4_limit_is_dropped_and_logged(caplog):
 
 
 def test_resends_back_off_and_the_backoff_is_bounded():
-    """EXPSTATUS to a rig that never answers: resent with doubling intervals, never more often than the
+    """EXPSTATUS to a RigDeck rig that never answers: resent with doubling intervals, never more often than the
     first interval, never less often than the cap; the request fails alone at its deadline."""
     arrivals = []
 
@@ -116,6 +117,7 @@ def test_resends_back_off_and_the_backoff_is_bounded():
         peer = await RawPeer.bind(lambda p, raw, addr: arrivals.append(loop.time()))
         tuning = Tuning(retry_after=0.05, max_retry_interval=0.2)
         endpoint = await UdpEndpoint.client(f"udp://127.0.0.1:{peer.port}", tuning=tuning)
+        endpoint.conversation(endpoint.remote).rigdeck_peer = True  # (only a RigDeck rig is sent resends)
         start = loop.time()
         with pytest.raises(RequestTimeout, match=r"no reply to EXPSTATUS within 1.5 s \(no echo; \d+ attempts\)"):
             await endpoint.request(S.EXPSTATUS, 0, timeout=1.5)
@@ -142,7 +144,7 @@ def test_the_echo_is_the_exact_bytes_received_and_comes_before_the_reply():
         peer.send(b'[0, "ValueError: a report", 32]', ("127.0.0.1", server.port))
         await asyncio.sleep(0.2)
         assert peer.received == [b'[64,0,{"subject":"KS001"}]',
-                                 b'[64, 0, {"exp_ref": "2026-11-22_1_KS001", "main_sync": true}]']
+                                 b'[64, 0, {"exp_ref": "2026-11-22_1_KS001", "main_sync": true}]\t\n']
         await server.close()
 
     run(main())

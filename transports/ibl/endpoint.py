@@ -35,6 +35,11 @@ Callback = Callable[..., Any] | asyncio.Future
 class IblEndpoint:
     """Shared logic of the UDP and TCP endpoints; subclasses create conversations and move bytes."""
 
+    #: whether conversations follow the copy rules and speak the tagged exchange with RigDeck peers
+    #: (datagrams; see :mod:`conversation`); ``rigdeck_tags = False`` keeps the rules, drops the tags
+    rigdeck_wire = False
+    rigdeck_tags = True
+
     def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
                  limit: int | None = ibl_wire.MAX_DATAGRAM) -> None:
         self.name = name
@@ -77,6 +82,8 @@ class IblEndpoint:
                 on_report=lambda report, a=addr: self._on_report(a, report),
                 tuning=self.tuning,
                 limit=self.limit,
+                rigdeck_wire=self.rigdeck_wire,
+                tags=self.rigdeck_tags,
             )
             self.conversations[addr] = conv
         return conv
@@ -130,12 +137,12 @@ class IblEndpoint:
             except Exception as ex:  # the rig answers an error report and keeps serving
                 log.info("%s: %s from %s failed: %s", self.name, msg.event.name, self._describe(addr),
                          error_text(ex))
-                self._send_to(addr, ibl_wire.error_report(error_text(ex), int(msg.event)))
-                return
-            if ibl_wire.is_one_way(msg.event, msg.data):
-                return  # a token delivery: iblutil senders wait for no reply, and choke on one
-            if not self.closed:
-                self.conversation(addr).send_unconfirmed(raw)  # its echo is recognised, not awaited
+                raw = ibl_wire.error_report(error_text(ex), int(msg.event))
+            else:
+                if ibl_wire.is_one_way(msg.event, msg.data):
+                    return  # a token delivery: iblutil senders wait for no reply, and choke on one
+            if not self.closed:  # (a reply's echo is recognised, not awaited; a report is never echoed)
+                self.conversation(addr).reply(msg, raw)
 
     def _dispatch_callbacks(self, addr: Address, msg: Message) -> None:
         self._run_callbacks(int(msg.event), msg.data, addr, msg.event)

@@ -56,6 +56,8 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
     Build with ``await UdpEndpoint.client(uri)`` or ``await UdpEndpoint.server(uri, service=...)``.
     """
 
+    rigdeck_wire = True  # datagrams get lost, duplicated and reordered: two RigDeck peers tag theirs
+
     def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
                  remote: tuple[str, int] | None = None, allow: list[str] | None = None,
                  max_peers: int = 1024) -> None:

@@ -46,12 +46,67 @@ def error_report(text: str, event: int | None) -> bytes:
     return json.dumps([0, text, int(event) if event else 0]).encode()[:MAX_DATAGRAM]
 
 
+# ---------------------------------------------------------------------------- the RigDeck tail
+# iblutil has no message ids, so on a network that duplicates, delays or drops datagrams it cannot tell a
+# resend from a new request or a late reply from a fresh one. Two RigDeck peers add what is missing after
+# the JSON, where an iblutil peer never looks:
+#
+#   <json>\t\n               a RigDeck rig's reply to a plain request. JSON allows trailing whitespace, so
+#                             an iblutil console decodes it as it always did (and echoes it byte for byte);
+#                             a RigDeck console learns from it that this rig understands the rest.
+#   <json>\t\nq<nonce>.<seq>  a request from a RigDeck console to a rig it knows is RigDeck: the id makes
+#                             every request's bytes unique, so a byte-identical copy is a resend or a dup.
+#   <json>\t\nr<nonce>.<seq>  the rig's reply (or error report) to that request.
+#
+# json.dumps never ends a message with whitespace, so no iblutil peer sends the tail, and it never receives
+# a tagged request (a console only tags requests to a rig whose replies carried the tail).
+
+#: what a RigDeck peer puts after the JSON of a message (whitespace, so it is invisible to JSON decoders)
+TAIL = b"\t\n"
+_TAGGED = re.compile(rb"([qr])([0-9a-f]{8}\.[0-9]{1,18})")
+
+
+@dataclass(frozen=True)
+class Tag:
+    """What followed the JSON of a message: ``kind`` ``""`` (the bare tail), ``"q"`` (a request with an id)
+    or ``"r"`` (the reply to the request with that id)."""
+
+    kind: str
+    rid: str = ""
+
+
+BARE = Tag("")
+
+
+def split_tail(raw: bytes) -> tuple[bytes, Tag | None]:
+    """The JSON part of ``raw`` and its RigDeck tag (None: a plain iblutil message, or not one of ours)."""
+    if raw[-1:] == b"]":  # the common case, an iblutil message: no search
+        return raw, None
+    at = raw.rfind(TAIL)
+    if at < 0:
+        return raw, None
+    rest = raw[at + len(TAIL):]
+    if not rest:
+        return raw[:at], BARE
+    tagged = _TAGGED.fullmatch(rest)
+    if tagged is None:
+        return raw, None  # someone else's bytes: decode judges them whole
+    return raw[:at], Tag(tagged.group(1).decode(), tagged.group(2).decode())
+
+
+def with_tail(raw: bytes, kind: str = "", rid: str = "") -> bytes:
+    """``raw`` with the RigDeck tail: bare, or carrying a request (``q``) or reply (``r``) id."""
+    return raw + TAIL + (kind.encode() + rid.encode() if kind else b"")
+
+
 @dataclass(frozen=True)
 class Message:
-    """A well-formed message: an event with its data (the array without its first element)."""
+    """A well-formed message: an event with its data (the array without its first element); ``tag`` is
+    its RigDeck tail, if it had one."""
 
     event: ExpMessage
     data: list[Any]
+    tag: Tag | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +115,7 @@ class ErrorReport:
 
     text: str
     event: int | None
+    tag: Tag | None = None
 
 
 @dataclass(frozen=True)
