@@ -26,6 +26,10 @@ The rig's published live state (``self.state``): ``name``, ``status``, ``exp_ref
 ``manipulators/<id>/{x, y, z, w, moving, inside_brain}``, ``alyx/{base_url, user, has_token}``,
 ``last_command/{event, peer, time}``, ``last_error``.
 
+Each session command the rig runs (EXPINIT, EXPSTART, EXPEND, EXPINTERRUPT, repeats included) is recorded
+in the session folder, one JSON line each in :data:`COMMANDS_FILE`: what the rig itself did and for whom,
+next to the data (a console's journal says what it asked; this says what arrived and ran, once or twice).
+
 EXPINFO extension for RigDeck consoles: ``main_sync_rig: NAME`` in the info dict makes the rig called
 NAME main sync for this session and every other rig not (``main_sync: true`` alone promotes the rig it
 is sent to; ``main_sync: false`` does not demote, because iblrig sends it to describe *itself*).
@@ -35,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import itertools
+import json
 import logging
 import os
 import time
@@ -55,6 +61,9 @@ log = logging.getLogger(__name__)
 
 SESSION_EVENTS = frozenset({ExpMessage.EXPINFO, ExpMessage.EXPINIT, ExpMessage.EXPSTART, ExpMessage.EXPEND,
                             ExpMessage.EXPINTERRUPT, ExpMessage.EXPCLEANUP})
+#: the session commands the rig records in the session folder, and the file they go to
+RECORDED_EVENTS = frozenset({ExpMessage.EXPINIT, ExpMessage.EXPSTART, ExpMessage.EXPEND, ExpMessage.EXPINTERRUPT})
+COMMANDS_FILE = "_rigdeck_rig_commands.jsonl"
 
 
 class ServiceError(RuntimeError):
@@ -123,6 +132,7 @@ class RigService:
         if alyx and alyx.get("token"):
             self._alyx = {"base_url": alyx["base_url"], "user": alyx["user"], "token": {"token": alyx["token"]}}
         self._lock = asyncio.Lock()
+        self._commands_run = itertools.count(1)  # numbers the recorded commands, in the order they ran
         self._unsubscribe: list[Callable[[], None]] = []
         self._started = False
         self._closed = False
@@ -236,7 +246,10 @@ class RigService:
             handler = getattr(self, f"_on_{name.lower()}")
             if event in SESSION_EVENTS:
                 async with self._lock:
-                    return await handler(data, peer)
+                    reply = await handler(data, peer)
+                    if event in RECORDED_EVENTS:
+                        self._record(name, peer)
+                    return reply
             return await handler(data, peer)
         except Exception as ex:
             text = error_text(ex)
@@ -413,6 +426,19 @@ class RigService:
         return [self._alyx["base_url"], {self._alyx["user"]: dict(self._alyx["token"])}]
 
     # ------------------------------------------------------------------ helpers
+    def _record(self, name: str, peer: str) -> None:
+        """One line in the session folder's command record (a failure to write it is logged, not fatal:
+        the command has run)."""
+        if self.session_dir is None:
+            return
+        line = {"n": next(self._commands_run), "time": time.time(), "event": name, "peer": str(peer),
+                "exp_ref": self.exp_ref, "status": int(self.status)}
+        try:
+            with open(self.session_dir / COMMANDS_FILE, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        except OSError as ex:
+            log.warning("rig %s: cannot record %s in %s: %s", self.name, name, self.session_dir, ex)
+
     async def _finish(self) -> None:
         await self._stop_recorders()
         self.main_sync_driver.clock.reset()

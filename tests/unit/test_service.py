@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import json
 import logging
 
 import pytest
@@ -10,7 +11,7 @@ from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.drivers.recorder import SimulatedRecorder, read_recording
 from core.link import error_text
 from core.protocol import ExpMessage as M
-from core.service import InjectedFailure, OutOfOrder, RigService, ServiceError
+from core.service import COMMANDS_FILE, InjectedFailure, OutOfOrder, RigService, ServiceError
 
 DAY = dt.date(2026, 11, 23)
 REF = "2026-11-23_1_KS001"
@@ -87,6 +88,12 @@ def test_repeats_are_idempotent_and_never_restart_recorders(tmp_path):
     assert c == d == [REF, {"status": 20}]
     assert e == [{"status": 20, "exp_ref": REF}]
     assert f[0]["status"] == g[0]["status"] == 30 and f[0]["recorders"] == g[0]["recorders"]
+    # the rig's own record of what ran, repeats included, in order, next to the session's data
+    lines = [json.loads(line) for line in (tmp_path / "KS001" / "2026-11-23" / "001" / COMMANDS_FILE).open()]
+    assert [(x["n"], x["event"], x["status"], x["exp_ref"]) for x in lines] == [
+        (1, "EXPINIT", 10, REF), (2, "EXPINIT", 10, REF), (3, "EXPSTART", 20, REF), (4, "EXPSTART", 20, REF),
+        (5, "EXPINIT", 20, REF), (6, "EXPEND", 30, REF), (7, "EXPEND", 30, REF)]
+    assert {x["peer"] for x in lines} == {"t"}
 
 
 @pytest.mark.parametrize("steps, event, data, match", [
@@ -181,7 +188,7 @@ def test_expinfo_creates_nothing_on_disk_expinit_makes_the_folder(tmp_path):
     ref = run(main())
     assert ref == REF
     assert [p.relative_to(tmp_path / "data").as_posix() for p in sorted((tmp_path / "data").rglob("*"))] == \
-        ["KS001", "KS001/2026-11-23", "KS001/2026-11-23/001"]
+        ["KS001", "KS001/2026-11-23", "KS001/2026-11-23/001", f"KS001/2026-11-23/001/{COMMANDS_FILE}"]
 
 
 def test_console_makes_a_rig_main_sync_for_the_session(tmp_path):
