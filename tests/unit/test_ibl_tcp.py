@@ -155,3 +155,45 @@ def test_writes_on_a_connection_are_spaced_so_iblutil_reads_them_apart():
         await server.close()
 
     run(main())
+
+
+def test_a_peer_that_never_reads_is_paused_then_dropped_once(caplog):
+    """Past ``max_backlog`` bytes owed to a peer, the endpoint stops reading from it; still stalled after
+    ``stall_timeout`` seconds, the peer is dropped with one warning, and others are served throughout."""
+    import logging
+    import socket
+
+    from transports.ibl.tcp import TcpEndpoint
+
+    async def main():
+        endpoint = TcpEndpoint("rig tcp", service=EchoRig(), write_gap=0, max_backlog=64 * 1024,
+                               stall_timeout=0.3)
+        server = await asyncio.start_server(endpoint.run_connection, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        mute = socket.create_connection(("127.0.0.1", port))
+        mute.setblocking(False)
+        mute.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it never reads: keep its buffers small
+        message = json.dumps([32, "x" * 30_000]).encode()
+        written = 0
+        loop = asyncio.get_running_loop()
+        while not endpoint.dropped:
+            try:
+                written += await loop.sock_sendall(mute, message) or len(message)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            assert written < 64 * 1024 * 1024, "the endpoint kept reading"
+        assert endpoint.dropped == 1 and not endpoint.writers
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # the next peer is served
+        writer.write(b"[32, 20]")
+        echo_and_reply = b""
+        while echo_and_reply != b"[32, 20][32, 0]":
+            echo_and_reply += await asyncio.wait_for(reader.read(100), 5)
+        writer.close()
+        mute.close()
+        endpoint.close()
+        server.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(main(), timeout=60)
+    drops = [r for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(drops) == 1 and "has not read" in drops[0].getMessage()

@@ -32,6 +32,13 @@ MAX_STREAM_MESSAGE = 1 << 20
 DEFAULT_TIMEOUT = 5.0
 #: seconds between two writes on one connection, so an iblutil peer reads them apart (see TcpEndpoint)
 DEFAULT_WRITE_GAP = 0.005
+#: bytes waiting to go out to one peer (paced queue + transport buffer) above which its reading pauses
+MAX_BACKLOG = 256 * 1024
+#: a peer whose backlog passes this, or stays over MAX_BACKLOG this many seconds, is dropped
+DROP_BACKLOG = 8 * 1024 * 1024
+STALL_TIMEOUT = 30.0
+#: how often a paused connection looks again whether its writes have drained
+_ROOM_POLL = 0.02
 
 class StreamError(ValueError):
     """The stream cannot be cut into messages any more (a message over the size limit)."""
@@ -122,23 +129,69 @@ class TcpEndpoint(IblEndpoint):
     right behind it (or our echo of a reply and the next request) reach an iblutil peer as one chunk it
     rejects, closing itself. Writes on one connection are therefore spaced by at least ``write_gap``
     seconds (0 turns pacing off: RigDeck peers split streams themselves).
+
+    Backpressure: every message read is echoed (and a request answered), so a peer that writes and never
+    reads would have us buffer without end (a rig grew by 2 GB in 23 s). When the bytes waiting to go
+    to a peer (``backlog``) pass ``max_backlog``, we stop reading from it until they drain to half; its
+    own writes then block in its kernel buffers. A peer whose backlog passes ``drop_backlog``, or stays
+    over ``max_backlog`` for ``stall_timeout`` seconds, is dropped (logged once).
     """
 
     _ids = itertools.count(1)
 
     def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
-                 write_gap: float = DEFAULT_WRITE_GAP) -> None:
+                 write_gap: float = DEFAULT_WRITE_GAP, max_backlog: int = MAX_BACKLOG,
+                 drop_backlog: int = DROP_BACKLOG, stall_timeout: float = STALL_TIMEOUT) -> None:
         super().__init__(name, service, tuning, limit=MAX_STREAM_MESSAGE)
         self.writers: dict[int, asyncio.StreamWriter] = {}
         self.peers: dict[int, str] = {}
         self.client_conn: int | None = None
         self.write_gap = write_gap
+        self.max_backlog = max_backlog
+        self.drop_backlog = max(drop_backlog, max_backlog)
+        self.stall_timeout = stall_timeout
+        self.dropped = 0  # peers dropped for not reading
         self._next_write: dict[int, float] = {}
         self._queued: dict[int, collections.deque[bytes]] = {}
+        self._queued_bytes: dict[int, int] = {}
+
+    def backlog(self, addr: Any) -> int:
+        """Bytes waiting to go out to this connection: the paced queue and the transport's buffer."""
+        writer = self.writers.get(addr)
+        buffered = writer.transport.get_write_buffer_size() if writer is not None else 0
+        return buffered + self._queued_bytes.get(addr, 0)
+
+    def _drop(self, addr: Any, why: str) -> None:
+        """Close a connection that does not read what we write (once: it leaves ``writers`` here)."""
+        writer = self.writers.pop(addr, None)
+        if writer is None:
+            return
+        self.dropped += 1
+        log.warning("%s: dropping %s: %s", self.name, self._describe(addr), why)
+        self._queued.pop(addr, None)
+        self._queued_bytes.pop(addr, None)
+        writer.transport.abort()  # what is buffered for it is discarded, not flushed
+
+    async def _room_to_read(self, addr: Any) -> bool:
+        """Wait while this connection's backlog is over ``max_backlog`` (until it is under half); False
+        if the connection is gone or was dropped for stalling meanwhile."""
+        if self.backlog(addr) <= self.max_backlog:
+            return addr in self.writers
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.stall_timeout
+        while addr in self.writers and self.backlog(addr) > self.max_backlog // 2:
+            if loop.time() >= give_up:
+                self._drop(addr, f"it has not read {self.backlog(addr)} bytes for {self.stall_timeout:g} s")
+                return False
+            await asyncio.sleep(_ROOM_POLL)  # (only while a peer is stalled)
+        return addr in self.writers
 
     def _send_to(self, addr: Any, raw: bytes) -> None:
         writer = self.writers.get(addr)
         if writer is None or writer.is_closing():
+            return
+        if self.backlog(addr) + len(raw) > self.drop_backlog:
+            self._drop(addr, f"over {self.drop_backlog} bytes written to it are waiting (it does not read)")
             return
         if self.write_gap <= 0:
             writer.write(raw)
@@ -146,6 +199,7 @@ class TcpEndpoint(IblEndpoint):
         queue = self._queued.get(addr)
         if queue is not None:  # already pacing this connection: keep the order
             queue.append(raw)
+            self._queued_bytes[addr] = self._queued_bytes.get(addr, 0) + len(raw)
             return
         loop = asyncio.get_running_loop()
         due = self._next_write.get(addr, 0.0)
@@ -154,6 +208,7 @@ class TcpEndpoint(IblEndpoint):
             self._next_write[addr] = loop.time() + self.write_gap
         else:
             self._queued[addr] = collections.deque([raw])
+            self._queued_bytes[addr] = len(raw)
             loop.call_at(due, self._write_queued, addr)
 
     def _write_queued(self, addr: Any) -> None:
@@ -161,14 +216,18 @@ class TcpEndpoint(IblEndpoint):
         writer = self.writers.get(addr)
         if not queue or writer is None or writer.is_closing():
             self._queued.pop(addr, None)
+            self._queued_bytes.pop(addr, None)
             return
-        writer.write(queue.popleft())
+        raw = queue.popleft()
+        self._queued_bytes[addr] -= len(raw)
+        writer.write(raw)
         loop = asyncio.get_running_loop()
         self._next_write[addr] = loop.time() + self.write_gap
         if queue:
             loop.call_later(self.write_gap, self._write_queued, addr)
         else:
             del self._queued[addr]
+            self._queued_bytes.pop(addr, None)
 
     def _default_addr(self) -> Any:
         return self.client_conn
@@ -189,7 +248,7 @@ class TcpEndpoint(IblEndpoint):
     async def _read(self, conn: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         splitter = StreamSplitter()
         try:
-            while not self.closed:
+            while not self.closed and await self._room_to_read(conn):
                 data = await reader.read(65536)
                 if not data:
                     break
@@ -208,6 +267,7 @@ class TcpEndpoint(IblEndpoint):
         finally:
             self.writers.pop(conn, None)
             self._queued.pop(conn, None)
+            self._queued_bytes.pop(conn, None)
             self._next_write.pop(conn, None)
             conv = self.conversations.pop(conn, None)
             if conv is not None:
