@@ -1,8 +1,9 @@
 """IBL iblutil ``io.net`` over UDP (scheme ``udp://``), wire-compatible with iblutil in both roles.
 
 - Console side, :class:`UdpLink`: one socket *connected* to the rig (as iblutil's client, so only the
-  rig's listening address can answer), request/reply with echo confirmation, retries for idempotent
-  requests and late-reply protection (:mod:`transports.ibl.conversation`).
+  rig's listening address can answer), request/reply with echo confirmation, copies never echoed twice,
+  late-reply protection, and with a rig known to be RigDeck, request ids and resends
+  (:mod:`transports.ibl.conversation`).
 - Rig side, :func:`serve_udp`: binds the rig's URI, answers from the listening socket, keys peers by
   ``(host, port)``, hands each message to the rig service; an optional ``allow`` list of peer hosts
   drops (and logs) everyone else.
