@@ -113,3 +113,37 @@ def test_a_tagged_request_seen_again_is_answered_from_the_cache_and_an_older_one
         assert sent[-1] == second and rig.stats.replayed == 1 and rig.stats.stale == 1
 
     run(main())
+
+
+def test_an_iblutil_console_repeating_a_request_is_heard_each_time_but_a_copy_is_not():
+    """An iblutil console polls with identical bytes, but only after it has echoed the previous reply:
+    that request is new. The same bytes again before anything moved on are a copy (not run, not echoed)."""
+    from udp_helpers import RawPeer, until
+
+    async def main():
+        rig = EchoRig()
+        server = await serve_udp(LOOPBACK, rig)
+        address = ("127.0.0.1", server.port)
+
+        def iblutil_console(peer, raw, addr):
+            if raw.startswith(b"[32, 0]\t"):  # the rig's reply: echoed, as iblutil does
+                peer.send(raw, addr)
+
+        console = await RawPeer.bind(iblutil_console)
+
+        def rig_side():
+            return server.endpoint.conversations[("127.0.0.1", console.port)]
+        for n in range(1, 4):
+            console.send(b"[32, 20]", address)
+            await until(lambda n=n: console.received.count(b"[32, 0]\t\n") == n)
+            await until(lambda: rig_side().echoes_due == 0)  # (its echo of the reply has arrived)
+        assert len(rig.calls) == 3
+        console.on_datagram = None  # from now on the replies are not echoed: nothing moves on
+        console.send(b"[32, 30]", address)
+        console.send(b"[32, 30]", address)  # a copy
+        await until(lambda: len(rig.calls) == 4)
+        await asyncio.sleep(0.2)
+        assert len(rig.calls) == 4 and console.received.count(b"[32, 30]") == 1
+        await server.close()
+
+    run(main())

@@ -17,7 +17,9 @@ next request, and one duplicated datagram can start two peers echoing each other
 - **A copy is not a new message.** A plain message we echoed comes back byte-identical before anything
   has moved on (no echo of ours confirmed, no new request of ours sent, within ``dup_window``): it is a
   duplicate or our echo bounced back, and is dropped. An iblutil peer repeating a message on purpose
-  (a status poll) does so only after the exchange moved on, so it is still heard.
+  (a status poll) does so only after the exchange moved on (it echoed our reply first), so it is still
+  heard; only if that echo is lost is its next identical request, within ``dup_window``, taken for a
+  copy (the iblutil peer then times out, as it does on any lost datagram).
 - **Replies.** One request per peer is in flight at a time. A message carrying the pending request's
   event code is its reply, whether it arrives before or after the echo (the reply may overtake it).
 - **Late replies.** When a plain request times out, a late reply for that event is *expected* for
