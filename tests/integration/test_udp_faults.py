@@ -39,9 +39,9 @@ def test_expinits_through_drop_duplicate_and_delay_each_run_once_and_in_order(tm
         async def main() -> tuple[list, FaultyRelay, object]:
             relay = FaultyRelay((address.host, address.port), to_rig=FAULTS, to_console=FAULTS, seed=14)
             port = await relay.start()
-            # short timings keep the test to a few seconds: resends from 50 ms, and a lost first status
+            # short timings keep the test to a few seconds: resends from 30 ms, and a lost first status
             # (sent once: the rig is not known to be RigDeck yet) fails and is asked again sooner
-            options = {"timeout": 10, "retry_after": 0.05, "echo_timeout": 0.3, "late_window": 0.3}
+            options = {"timeout": 10, "retry_after": 0.03, "echo_timeout": 0.3, "late_window": 0.3}
             link = UdpLink(parse_rig("rig", {"uri": f"udp://127.0.0.1:{port}", **options}))
             await link.connect()
             conversation = link.endpoint.conversation(link.endpoint.remote)
