@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import operator
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,11 +179,13 @@ class Conversation:
         self.stats = Stats()
         self.pending: _Pending | None = None
         self._lock = asyncio.Lock()
-        self._unechoed: dict[bytes, _Sent] = {}
+        # both kept in the order their entries expire (each lives a fixed time from its last refresh), so
+        # forgetting looks at their oldest entries only
+        self._unechoed: collections.OrderedDict[bytes, _Sent] = collections.OrderedDict()
         self._late: dict[ExpMessage, collections.deque[float]] = {}
         self._late_changed = asyncio.Event()
         # plain messages we echoed -> (the progress count then, until when a copy is a duplicate)
-        self._echoed: dict[bytes, tuple[int, float]] = {}
+        self._echoed: collections.OrderedDict[bytes, tuple[int, float]] = collections.OrderedDict()
         self._progress = 0  # moves on with every echo of ours confirmed and every new message we send
         # our request ids; the rig side's newest request run (and its reply) per console nonce
         self._nonce = secrets.token_hex(4)
@@ -257,6 +260,7 @@ class Conversation:
             sent = self._unechoed[raw] = _Sent(until)
         else:
             sent.until = until
+            self._unechoed.move_to_end(raw)
         sent.own = own and self.rigdeck_wire
         sent.due += 1
         if fut is not None:
@@ -272,12 +276,8 @@ class Conversation:
         when something may have expired (``_next_expiry``), not on every datagram."""
         if now < self._next_expiry:
             return
-        soonest = float("inf")
-        for raw, sent in list(self._unechoed.items()):
-            if sent.until < now:
-                del self._unechoed[raw]
-            else:
-                soonest = min(soonest, sent.until)
+        soonest = min(_forget_oldest(self._unechoed, now, operator.attrgetter("until")),
+                      _forget_oldest(self._echoed, now, lambda seen: seen[1]))
         for event, marks in list(self._late.items()):
             while marks and marks[0] < now:
                 marks.popleft()
@@ -286,11 +286,6 @@ class Conversation:
             else:
                 del self._late[event]
                 self._late_changed.set()
-        for raw, (_, until) in list(self._echoed.items()):
-            if until < now:
-                del self._echoed[raw]
-            else:
-                soonest = min(soonest, until)
         self._next_expiry = soonest
 
     async def request(self, event: ExpMessage, data: list[Any], timeout: float) -> list[Any]:
@@ -555,6 +550,7 @@ class Conversation:
             return True
         until = now + self.tuning.dup_window
         self._echoed[raw] = (self._progress, until)
+        self._echoed.move_to_end(raw)
         self._expires(until)
         return False
 
@@ -637,6 +633,17 @@ class Conversation:
                 if not fut.done():
                     fut.cancel()
         self._unechoed.clear()
+
+def _forget_oldest(table: collections.OrderedDict[bytes, Any], now: float, until_of: Callable[[Any], float]) -> float:
+    """Drop the entries of ``table`` (kept in expiry order) whose time has passed; return when the next
+    one expires."""
+    while table:
+        until = until_of(next(iter(table.values())))
+        if until >= now:
+            return until
+        table.popitem(last=False)
+    return float("inf")
+
 
 def tuning_from(options: dict[str, Any]) -> Tuning:
     """The conversation timing named in a rig's options (unknown keys are ignored here)."""
