@@ -34,6 +34,7 @@ from core.listeners import Listeners, Unsubscribe
 from core.monitor import RIG_ERROR, Incident, RigMonitor
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
 from core.state import LiveState
+from transports.registry import TRANSPORTS
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Console:
 
     async def load(self, path: str | Path) -> None:
         """Load a rigs file and connect to every rig. A bad file raises ConfigError and changes nothing."""
-        specs = load_rigs(path)  # all or nothing: on error the current rigs stay
+        specs = load_rigs(path, TRANSPORTS)  # all or nothing: on error the current rigs stay
         await self._use(specs, Path(path))
         self.logbook.add("info", "", f"loaded {len(specs)} rig(s) from {path}")
 
@@ -136,7 +137,7 @@ class Console:
     async def put_rig(self, name: str, value: Any, replace: str | None = None) -> RigSpec:
         """Add a rig (or replace the rig called ``replace``) from a rigs-file entry, then reconnect."""
         self._refuse_during_session("edit the rigs")
-        spec = parse_rig(name, value, str(self.rigs_path or "<console>"))
+        spec = parse_rig(name, value, TRANSPORTS, str(self.rigs_path or "<console>"))
         if spec.name in self.specs and spec.name != replace:
             raise ConfigError(f"rig {spec.name!r}: duplicate name")
         specs = {}

@@ -11,7 +11,6 @@ skipped with a warning (so the demo works while a transport is still being built
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import queue
@@ -27,7 +26,7 @@ from typing import Any
 import yaml
 
 from core.config import ConfigError, load_yaml_mapping
-from transports.registry import SERVERS
+from transports.registry import TRANSPORTS
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +173,8 @@ def start_rig_processes(rigs: dict[str, Path], data_dirs: dict[str, Path | None]
 
 
 def transport_available(scheme: str) -> bool:
-    """True when the module serving ``scheme`` exists (a transport still being built may not)."""
-    target = SERVERS.get(scheme.lower())
-    if target is None:
-        return False
-    return importlib.util.find_spec(target.partition(":")[0]) is not None
+    """True when this build has a transport for ``scheme``."""
+    return any(t.scheme == scheme.lower() for t in TRANSPORTS)
 
 
 @dataclass

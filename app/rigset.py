@@ -51,7 +51,7 @@ class RigSet:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> RigSet:
-        return cls(load_rigs(path), **kwargs)
+        return cls(load_rigs(path, registry.TRANSPORTS), **kwargs)
 
     @classmethod
     def from_journal(cls, summary: SessionSummary, override: Mapping[str, RigSpec] | None = None,
@@ -71,7 +71,7 @@ class RigSet:
                 raise ConfigError(f"{summary.path}: rig {name!r} has no recorded URI; pass --rigs FILE")
             options = {k: v for k, v in (rec.get("options") or {}).items() if v != REDACTED}
             specs[name] = parse_rig(name, {"uri": rec["uri"], "role": rec.get("role", "aux"), **options},
-                                    str(summary.path))
+                                    registry.TRANSPORTS, str(summary.path))
         return cls(specs, **kwargs)
 
     def prepare(self) -> RigMonitor:

@@ -14,27 +14,25 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core.checks import is_int, is_number
 from core.protocol import RigAddress, parse_uri
-
-#: Schemes a rigs file may use. ``transports.registry`` maps each to its link class (a test checks both
-#: lists agree). Schemes that address a target inside a server take a path (``rpc://host:port/target``).
-DEFAULT_SCHEMES: frozenset[str] = frozenset({"udp", "tcp", "zmq", "sio", "rpc"})
-PATH_SCHEMES: frozenset[str] = frozenset({"rpc"})
-#: schemes whose console URI may carry a path: ``sio://relay:port/PINPOINT_ID`` reaches a manipulator
-#: server through a ``rigdeck relay`` (listen URIs of rig files never take one)
-OPTIONAL_PATH_SCHEMES: frozenset[str] = frozenset({"sio"})
-#: what a Pinpoint ID at a relay may be (the relay, the CLI and rigs files share this one rule)
-PINPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
-DEFAULT_PORTS: dict[str, int] = {"udp": 11001, "tcp": 11001, "zmq": 11002, "sio": 3000, "rpc": 3251}
+from core.transport_spec import (
+    Option,
+    OptionError,
+    PathRule,
+    TransportSpec,
+    boolean,
+    by_scheme,
+    free_text,
+    misplaced_options,
+    positive_number,
+)
 
 
 class Role(enum.StrEnum):
@@ -43,103 +41,19 @@ class Role(enum.StrEnum):
     MANIPULATOR = "manipulator"
 
 
-#: Keys the extended form accepts, and what each is for. Transports read their own from ``options``.
-EXTENDED_KEYS: dict[str, str] = {
+#: Keys every rig of a rigs file may have, whatever its scheme. Each transport declares its own on top
+#: (``TransportSpec.console_options``); the transports are handed in by the caller (``transports.registry``).
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("timeout", positive_number, "per-request timeout in seconds"),
+    Option("poll_interval", positive_number, "EXPSTATUS polling period in seconds for rigs that don't push state"),
+    Option("description", free_text, "free text shown in the console"),
+    Option("enabled", boolean, "false keeps the rig in the file but out of sessions"),
+)
+#: the keys of the extended form that are not options
+FORM_KEYS: dict[str, str] = {
     "uri": "where the rig listens (required)",
     "role": "main_sync | aux | manipulator (default aux)",
-    "timeout": "per-request timeout in seconds",
-    "poll_interval": "EXPSTATUS polling period in seconds for rigs that don't push state",
-    "description": "free text shown in the console",
-    "token": "shared secret for Socket.IO manipulator servers (never logged)",
-    "notifier": "sync_struct notifier name to watch, for rpc:// controllers",
-    "server_key": "path of the rig's CURVE public key file, for zmq://",
-    "enabled": "false keeps the rig in the file but out of sessions",
-    "echo_timeout": "udp/tcp: seconds to wait for the echo of a non-idempotent message (default 1)",
-    "retry_after": "udp/tcp: first resend interval of EXPSTATUS/EXPINFO in seconds (default 0.2, doubles)",
-    "late_window": "udp/tcp: seconds a late reply is expected after a timeout (default 3)",
-    "write_gap": "tcp: seconds between two writes on the connection, so iblutil reads them apart (0.005)",
-    "client_key": "zmq: path of the console's CURVE secret key file",
-    "heartbeat": "zmq: heartbeat interval in seconds",
-    "liveness": "zmq: heartbeats missed before the rig counts as unreachable",
-    "retry_initial": "zmq: first resend interval in seconds",
-    "retry_max": "zmq: longest resend interval in seconds",
-    "hwm": "zmq: socket high-water mark (messages)",
-    "stream": "zmq: false takes commands only, no state stream",
 }
-
-#: options that only mean something for some schemes (a udp:// rig with a notifier is a mistake)
-OPTION_SCHEMES: dict[str, frozenset[str]] = {
-    **dict.fromkeys(("echo_timeout", "retry_after", "late_window"), frozenset({"udp", "tcp"})),
-    **dict.fromkeys(("server_key", "client_key", "heartbeat", "liveness", "retry_initial", "retry_max", "hwm",
-                     "stream"), frozenset({"zmq"})),
-    "write_gap": frozenset({"tcp"}),
-    "token": frozenset({"sio"}),
-    "notifier": frozenset({"rpc"}),
-}
-
-
-def _positive_number(value: Any) -> str | None:
-    if not is_number(value) or not value > 0 or value != value:
-        return f"must be a positive number, not {value!r}"
-    return None
-
-
-def _non_negative_number(value: Any) -> str | None:
-    if not is_number(value) or not value >= 0:
-        return f"must be a number of seconds >= 0, not {value!r}"
-    return None
-
-
-def _positive_int(value: Any) -> str | None:
-    if not is_int(value) or value <= 0:
-        return f"must be a positive whole number, not {value!r}"
-    return None
-
-
-def _boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"must be true or false, not {value!r}"
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, not {value!r}"
-
-
-def _notifier(value: Any) -> str | None:
-    try:
-        parse_notifier(value, 1)
-    except ValueError as ex:
-        return str(ex).removeprefix(f"notifier {value!r}: ")
-    return None
-
-
-#: how each option's value is checked when the file is loaded, so a bad value never reaches a transport
-OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    **dict.fromkeys(("timeout", "poll_interval", "echo_timeout", "retry_after", "late_window", "heartbeat",
-                     "liveness", "retry_initial", "retry_max"), _positive_number),
-    "hwm": _positive_int,
-    "write_gap": _non_negative_number,
-    **dict.fromkeys(("enabled", "stream"), _boolean),
-    **dict.fromkeys(("token", "server_key", "client_key"), _text),
-    "description": lambda v: None if isinstance(v, str) else f"must be a string, not {v!r}",
-    "notifier": _notifier,
-}
-
-
-def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
-    """An rpc:// rig's ``notifier`` option: ``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
-    if not (isinstance(value, str) or is_int(value)):
-        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
-    text = str(value).strip()
-    port_text, sep, name = text.partition("/")
-    if not sep:
-        port_text, name = "", text
-    if not name or any(c.isspace() for c in name):
-        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
-    if not port_text:
-        return rpc_port + 1, name
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"notifier {value!r}: {port_text!r} is not a TCP port")
-    return int(port_text), name
 
 
 class ConfigError(ValueError):
@@ -196,22 +110,24 @@ class RigSpec:
         return out
 
 
-def parse_rig(
-    name: Any, value: Any, source: str = "<rigs>", schemes: Collection[str] = DEFAULT_SCHEMES
-) -> RigSpec:
-    """Validate one entry; raise ConfigError naming ``source`` and the rig."""
+def parse_rig(name: Any, value: Any, transports: Collection[TransportSpec], source: str = "<rigs>") -> RigSpec:
+    """Validate one entry against the ``transports`` this console has; raise ConfigError naming
+    ``source`` and the rig."""
 
     def fail(problem: str) -> ConfigError:
         return ConfigError(f"{source}: rig {name!r}: {problem}")
 
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{source}: rig name {name!r} must be a non-empty string")
+    schemes = by_scheme(transports)
     options: dict[str, Any] = {}
     role = Role.AUX
     if isinstance(value, Mapping):
-        unknown = sorted(set(map(str, value)) - set(EXTENDED_KEYS))
+        known = {*FORM_KEYS, *(o.name for o in COMMON_OPTIONS),
+                 *(o.name for t in transports for o in t.console_options)}
+        unknown = sorted(set(map(str, value)) - known)
         if unknown:
-            raise fail(f"unknown key(s) {unknown}; allowed: {sorted(EXTENDED_KEYS)}")
+            raise fail(f"unknown key(s) {unknown}; allowed: {sorted(known)}")
         if "uri" not in value:
             raise fail("missing 'uri'")
         uri = value["uri"]
@@ -220,11 +136,7 @@ def parse_rig(
                 role = Role(str(value["role"]).strip().lower())
             except ValueError:
                 raise fail(f"unknown role {value['role']!r}; expected one of {[r.value for r in Role]}") from None
-        options = {k: v for k, v in value.items() if k not in ("uri", "role")}
-        for key, option in options.items():
-            problem = OPTION_CHECKS[key](option) if key in OPTION_CHECKS else None
-            if problem:
-                raise fail(f"{key} {problem}")
+        options = {k: v for k, v in value.items() if k not in FORM_KEYS}
     elif isinstance(value, str):
         uri = value
     elif value is None:
@@ -234,27 +146,32 @@ def parse_rig(
     if not isinstance(uri, str):
         raise fail(f"uri must be a string, not {type(uri).__name__}")
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else "udp"
-    if scheme not in schemes:
+    transport = schemes.get(scheme)
+    if transport is None:
         raise fail(f"unknown scheme {scheme!r} in {uri!r}; known: {sorted(schemes)}")
+    misplaced = misplaced_options(options, scheme, transports, "console")
+    if misplaced:
+        raise fail(misplaced)
+    common = {o.name: o for o in COMMON_OPTIONS}
+    for key, option_value in options.items():
+        option = common.get(key) or transport.console_option(key)
+        assert option is not None  # unknown and misplaced keys were refused above
+        try:
+            options[key] = option.parse(option_value)
+        except OptionError as ex:
+            raise fail(f"{key} {ex}") from None
     try:
-        address = parse_uri(
-            uri,
-            resolve_host=False,
-            default_port=DEFAULT_PORTS.get(scheme, 11001),
-            allow_path=scheme in PATH_SCHEMES | OPTIONAL_PATH_SCHEMES,
-        )
+        address = parse_uri(uri, resolve_host=False, default_port=transport.default_port,
+                            allow_path=transport.console_path is not PathRule.NONE)
     except (TypeError, ValueError) as ex:
         raise fail(str(ex)) from None
     address = dataclasses.replace(address, scheme=scheme)
-    if scheme in PATH_SCHEMES and not address.path:
-        raise fail(f"{scheme}:// URIs name a target: {scheme}://host:port/target")
-    if scheme in OPTIONAL_PATH_SCHEMES and address.path and not PINPOINT_ID.match(address.path):
-        raise fail(f"the path of {uri!r} must be a Pinpoint ID (3-32 letters, digits, - or _)")
-    misplaced = sorted(k for k in options if k in OPTION_SCHEMES and scheme not in OPTION_SCHEMES[k])
-    if misplaced:
-        where = "; ".join(f"{k} is for {' and '.join(f'{s}://' for s in sorted(OPTION_SCHEMES[k]))} rigs"
-                          for k in misplaced)
-        raise fail(f"option(s) {misplaced} do not apply to {scheme}:// rigs ({where})")
+    if transport.console_path is PathRule.REQUIRED and not address.path:
+        raise fail(f"{scheme}:// URIs name a {transport.path_doc}: {scheme}://host:port/{transport.path_doc}")
+    if address.path and transport.path_check is not None:
+        problem = transport.path_check(address.path)
+        if problem:
+            raise fail(f"the path of {uri!r} {problem}")
     return RigSpec(name=name.strip(), address=address, role=role, options=options, raw=value, source=source)
 
 
@@ -304,12 +221,13 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[
     return data
 
 
-def load_rigs(path: str | os.PathLike[str], schemes: Collection[str] = DEFAULT_SCHEMES) -> dict[str, RigSpec]:
-    """Load a rigs file into ``{name: RigSpec}`` (file order kept). All or nothing."""
+def load_rigs(path: str | os.PathLike[str], transports: Collection[TransportSpec]) -> dict[str, RigSpec]:
+    """Load a rigs file into ``{name: RigSpec}`` (file order kept), checked against the ``transports`` this
+    console has (``transports.registry.TRANSPORTS``). All or nothing."""
     data = load_yaml_mapping(path, "rigs file")
     rigs: dict[str, RigSpec] = {}
     for name, value in data.items():
-        spec = parse_rig(name, value, str(path), schemes)
+        spec = parse_rig(name, value, transports, str(path))
         if spec.name in rigs:
             raise ConfigError(f"{path}: rig {spec.name!r}: duplicate name")
         rigs[spec.name] = spec

@@ -5,9 +5,11 @@ raises :class:`core.config.ConfigError` naming the file, the key and the problem
 started. Keys:
 
 - ``name`` (required): the rig's name, as the console's rigs file calls it.
-- ``uris`` (required): where to listen, a list of ``scheme://host:port`` (``udp tcp zmq sio rpc``), each
-  either a string or a mapping ``{uri: ..., <transport options>}`` (e.g. ``token``, ``allow``). Port 0
-  picks a free port (``rigdeck serve`` prints the real one). ``uri: ...`` (one) is accepted too.
+- ``uris`` (required): where to listen, a list of ``scheme://host:port`` (the schemes of the transports
+  handed in), each either a string or a mapping ``{uri: ..., <transport options>}`` (e.g. ``token``,
+  ``allow``; each transport declares its own, an unknown or misplaced one is refused). Port 0 picks a free
+  port (``rigdeck serve`` prints the real one). ``uri: ...`` (one) is accepted too. A URI beyond loopback
+  needs an access control or ``open: true`` (:func:`core.transport_spec.binding_problem`).
 - ``main_sync`` (default false): this rig owns the session clock and hands out exp_refs.
 - ``data_dir``: where sessions are filed (relative paths are relative to the rig file; ``--data-dir``
   on the command line wins; default: the platform data directory, see :mod:`core.paths`).
@@ -25,15 +27,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.checks import is_finite, is_int, is_number
-from core.config import DEFAULT_PORTS, DEFAULT_SCHEMES, PATH_SCHEMES, ConfigError, load_yaml_mapping
+from core.config import ConfigError, load_yaml_mapping
 from core.drivers.recorder import KINDS, MAX_FRAME_SIZE, MAX_RATE
 from core.protocol import ExpMessage, RigAddress, parse_uri
+from core.transport_spec import (
+    OPEN,
+    OptionError,
+    PathRule,
+    TransportSpec,
+    binding_problem,
+    by_scheme,
+    misplaced_options,
+)
 
 TOP_KEYS: dict[str, str] = {
     "name": "the rig's name (required)",
@@ -99,20 +110,51 @@ class RigConfig:
         return self if data_dir is None else dataclasses.replace(self, data_dir=Path(data_dir).expanduser())
 
 
-def parse_listen_uri(uri: Any, schemes: frozenset[str] = DEFAULT_SCHEMES) -> RigAddress:
+def parse_listen_uri(uri: Any, transports: Collection[TransportSpec]) -> RigAddress:
     """A listening URI; unlike a rigs-file URI it may say port 0 (any free port) and never resolves DNS."""
+    schemes = by_scheme(transports)
     if not isinstance(uri, str):
         raise ValueError(f"a URI must be a string, not {type(uri).__name__}")
     if "://" not in uri:
         raise ValueError(f"{uri!r} needs a scheme ({'/'.join(sorted(schemes))}://host:port)")
     scheme = uri.split("://", 1)[0].lower()
-    if scheme not in schemes:
+    transport = schemes.get(scheme)
+    if transport is None:
         raise ValueError(f"unknown scheme {scheme!r} in {uri!r}; known: {sorted(schemes)}")
     any_port = bool(_PORT0.search(uri.split("://", 1)[1]))
     text = _PORT0.sub(":1", uri, count=1) if any_port else uri
-    address = parse_uri(text, resolve_host=False, default_port=DEFAULT_PORTS.get(scheme, 11001),
-                        allow_path=scheme in PATH_SCHEMES)
+    address = parse_uri(text, resolve_host=False, default_port=transport.default_port,
+                        allow_path=transport.listen_path is not PathRule.NONE)
     return dataclasses.replace(address, scheme=scheme, port=0 if any_port else address.port)
+
+
+def parse_listen_options(raw: Mapping[Any, Any], transport: TransportSpec,
+                         transports: Collection[TransportSpec]) -> dict[str, Any]:
+    """A listen URI's options, each parsed by the transport that declares it; ValueError names the key.
+
+    An option no transport knows, or one another scheme takes, is refused: a misspelt ``tokn`` must not
+    start a server with no token.
+    """
+    options = {str(k): v for k, v in raw.items()}
+    known = {OPEN.name, *(o.name for t in transports for o in t.listen_options)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        allowed = sorted({OPEN.name, *(o.name for o in transport.listen_options)})
+        raise ValueError(f"unknown option(s) {unknown} for {transport.scheme}://; allowed: {allowed}")
+    misplaced = misplaced_options(options, transport.scheme, transports, "listen")
+    if misplaced:
+        raise ValueError(misplaced)
+    for key, value in options.items():
+        option = OPEN if key == OPEN.name else transport.listen_option(key)
+        assert option is not None
+        try:
+            options[key] = option.parse(value)
+        except OptionError as ex:
+            raise ValueError(f"{key} {ex}") from None
+    problem = transport.listen_check(options) if transport.listen_check else None
+    if problem:
+        raise ValueError(problem)
+    return options
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:
@@ -136,8 +178,10 @@ def _events(value: Any, what: str) -> list[str]:
     return names
 
 
-def parse_rig_config(data: Mapping[Any, Any], source: str = "<rig>", base_dir: Path | None = None) -> RigConfig:
-    """Validate a rig mapping (what the YAML file holds). Raises ConfigError naming ``source``."""
+def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSpec], source: str = "<rig>",
+                     base_dir: Path | None = None) -> RigConfig:
+    """Validate a rig mapping (what the YAML file holds) against the ``transports`` this rig has
+    (``transports.registry.TRANSPORTS``). Raises ConfigError naming ``source``."""
 
     def fail(problem: str) -> ConfigError:
         return ConfigError(f"{source}: {problem}")
@@ -157,25 +201,19 @@ def parse_rig_config(data: Mapping[Any, Any], source: str = "<rig>", base_dir: P
     if not isinstance(raw_uris, list) or not raw_uris:
         raise fail("'uris' must be a non-empty list of URIs to listen on")
     listen: list[ListenSpec] = []
+    schemes = by_scheme(transports)
     for i, entry in enumerate(raw_uris):
-        options: dict[str, Any] = {}
+        raw_options: Mapping[Any, Any] = {}
         if isinstance(entry, Mapping):
             if "uri" not in entry:
                 raise fail(f"uris[{i}]: a mapping needs 'uri'")
-            options = {str(k): v for k, v in entry.items() if k != "uri"}
+            raw_options = {k: v for k, v in entry.items() if k != "uri"}
             entry = entry["uri"]
         try:
-            address = parse_listen_uri(entry)
+            address = parse_listen_uri(entry, transports)
+            options = parse_listen_options(raw_options, schemes[address.scheme], transports)
         except (TypeError, ValueError) as ex:
             raise fail(f"uris[{i}]: {ex}") from None
-        if "allow" in options:
-            allow = options["allow"]
-            if isinstance(allow, str):
-                options["allow"] = [allow]
-            elif not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-                raise fail(f"uris[{i}]: 'allow' must be a list of addresses, not {allow!r}")
-        if "token" in options and not isinstance(options["token"], str):
-            raise fail(f"uris[{i}]: 'token' must be a string")
         if any(spec.address == address and address.port for spec in listen):
             raise fail(f"uris[{i}]: {address} is listed twice")
         listen.append(ListenSpec(address, options))
@@ -258,6 +296,10 @@ def parse_rig_config(data: Mapping[Any, Any], source: str = "<rig>", base_dir: P
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail("'description' must be text")
+    for i, spec in enumerate(listen):  # last, so that a file's other mistakes are named first
+        problem = binding_problem(spec.address.host, spec.options, schemes[spec.scheme])
+        if problem:
+            raise fail(f"uris[{i}]: {spec.uri}: {problem}")
     return RigConfig(name=name, listen=tuple(listen), main_sync=main_sync, data_dir=data_dir,
                      recorders=tuple(recorders), manipulator=manipulator, fsync=fsync, alyx=alyx,
                      fail_on=fail_on, delay_on=delay_on, description=description, source=source)
@@ -304,9 +346,9 @@ def _check_manipulator(spec: Any, fail: Any) -> dict[str, Any]:
     return out
 
 
-def load_rig_config(path: str | os.PathLike[str]) -> RigConfig:
+def load_rig_config(path: str | os.PathLike[str], transports: Collection[TransportSpec]) -> RigConfig:
     """Read and validate a rig file (ConfigError names the file and the problem)."""
     data = load_yaml_mapping(path, "rig file")
     if not data:
         raise ConfigError(f"{path}: empty rig file (needs at least name and uris)")
-    return parse_rig_config(data, str(path), Path(path).resolve().parent)
+    return parse_rig_config(data, transports, str(path), Path(path).resolve().parent)

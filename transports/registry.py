@@ -1,57 +1,57 @@
-"""Scheme registry: the URI scheme of a rig picks its transport. Adding a transport = one module + one line.
+"""The transports this build has: a plain list of descriptors. Adding a transport = one package + one line.
 
-Entries are ``"module:attribute"`` strings imported on first use, so the console starts without loading
-ZeroMQ or Socket.IO unless a rig needs them.
-
-- link classes are constructed as ``cls(spec: core.config.RigSpec)`` and are :class:`core.link.RigLink`;
-- server starters are ``async def serve(address, service, options) -> handle`` where ``service`` is a rig
-  service (a :class:`core.link.MessageHandler` that may also carry drivers and live state) and the handle
-  has ``async close()``.
+Each entry is a :class:`core.transport_spec.TransportSpec` declared in its protocol package (scheme,
+default port, URI path rule, rigs-file and rig-file options, link class, server starter). Pass
+:data:`TRANSPORTS` to :func:`core.config.load_rigs` and :func:`core.rig_config.load_rig_config`; build
+links and find server starters with :func:`make_link` and :func:`server_factory`.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.config import RigSpec
+from core.config import COMMON_OPTIONS, RigSpec
 from core.link import RigLink
+from core.transport_spec import OPEN, TransportSpec, by_scheme, options_table
+from transports.ibl.descriptor import TCP, UDP
+from transports.rpc.descriptor import RPC
+from transports.sio.descriptor import SIO
+from transports.zmq.descriptor import ZMQ
 
-LINKS: dict[str, str] = {
-    "udp": "transports.ibl.udp:UdpLink",
-    "tcp": "transports.ibl.tcp:TcpLink",
-    "zmq": "transports.zmq:ZmqLink",
-    "sio": "transports.sio:SioLink",
-    "rpc": "transports.rpc.link:RpcLink",
-}
+TRANSPORTS: tuple[TransportSpec, ...] = (
+    UDP,
+    TCP,
+    ZMQ,
+    SIO,
+    RPC,
+)
 
-SERVERS: dict[str, str] = {
-    "udp": "transports.ibl.udp:serve_udp",
-    "tcp": "transports.ibl.tcp:serve_tcp",
-    "zmq": "transports.zmq:serve_zmq",
-    "sio": "transports.sio:serve_sio",
-    "rpc": "transports.rpc.rig_server:serve_rpc",
-}
+_BY_SCHEME = by_scheme(TRANSPORTS)
 
 
 class UnknownScheme(ValueError):
     """No transport is registered for a URI scheme."""
 
 
-def _resolve(table: dict[str, str], scheme: str) -> Any:
+def transport(scheme: str) -> TransportSpec:
+    """The descriptor of ``scheme`` (UnknownScheme when this build has none)."""
     try:
-        target = table[scheme.lower()]
+        return _BY_SCHEME[scheme.lower()]
     except KeyError:
-        raise UnknownScheme(f"no transport for scheme {scheme!r}; known: {sorted(table)}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+        raise UnknownScheme(f"no transport for scheme {scheme!r}; known: {sorted(_BY_SCHEME)}") from None
 
 
 def make_link(spec: RigSpec) -> RigLink:
     """The console-side link for one rig of the rigs file."""
-    return _resolve(LINKS, spec.scheme)(spec)
+    return transport(spec.scheme).link(spec)
 
 
-def server_factory(scheme: str) -> Any:
+def server_factory(scheme: str) -> Callable[..., Awaitable[Any]]:
     """The ``serve`` coroutine function that hosts a rig service on a URI of this scheme."""
-    return _resolve(SERVERS, scheme)
+    return transport(scheme).serve
+
+
+def options_markdown() -> str:
+    """The README's option tables, from the descriptors (a test keeps the README equal to this)."""
+    return options_table(TRANSPORTS, COMMON_OPTIONS, (OPEN,))

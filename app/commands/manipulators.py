@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import PINPOINT_ID
 from core.drivers.manipulator import ManipulatorError, Vec4
 from core.protocol import parse_uri
 from transports.sio.client import (
@@ -50,6 +49,7 @@ from transports.sio.client import (
     SioUnavailable,
     sio_url,
 )
+from transports.sio.wire import PINPOINT_ID
 
 EXIT_REMOTE = 1
 EXIT_USAGE = 2

@@ -32,6 +32,7 @@ from core.journal import JOURNAL_NAME, find_unfinished, load_session
 from core.paths import check_subject, resolve_data_dir, session_folder
 from core.protocol import parse_exp_ref
 from core.session import FINAL, Outcome, Phase, Progress, Session, StepResult, status_name
+from transports.registry import TRANSPORTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -189,7 +190,7 @@ class Runner:
         summary = load_session(folder)
         for problem in summary.problems:
             self.note(problem)
-        override = load_rigs(args.rigs) if args.rigs else None
+        override = load_rigs(args.rigs, TRANSPORTS) if args.rigs else None
         rigset = RigSet.from_journal(summary, override, link_factory=LINK_FACTORY, poll_interval=args.poll,
                                      timeout=args.timeout)
         links = await rigset.open()
@@ -327,7 +328,7 @@ async def _main(args: argparse.Namespace) -> int:
                 check_subject(args.subject)
             except ValueError as ex:
                 raise ConfigError(f"--subject: {ex}") from None
-            specs = load_rigs(args.rigs)
+            specs = load_rigs(args.rigs, TRANSPORTS)
             if args.main_sync is not None and args.main_sync not in specs:
                 raise ConfigError(f"--main-sync {args.main_sync!r}: no such rig in {args.rigs} ({sorted(specs)})")
             session = await runner.run_new(specs, data_dir)

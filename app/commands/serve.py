@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import logging
 import signal
 import sys
@@ -26,9 +25,12 @@ from collections.abc import Callable
 from typing import Any
 
 from core.config import ConfigError
+from core.drivers.manipulator import Manipulator
 from core.rig_config import RigConfig, load_rig_config
-from core.service import RigService
-from transports.registry import server_factory
+from core.service import RigService, build_manipulator
+from core.transport_spec import open_warning
+from transports.registry import TRANSPORTS, server_factory, transport
+from transports.sio.proxy import EphysLinkManipulator
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +49,25 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def make_manipulator(config: RigConfig) -> Any:
-    """The manipulator driver of the rig file: simulated (built by core) or an ephys-link proxy."""
+#: the manipulator driver each ``drivers.manipulator.type`` of a rig file builds (core.rig_config checks the
+#: type is one of these names)
+MANIPULATORS: dict[str, Callable[[Any, str], Manipulator]] = {
+    "simulated": build_manipulator,
+    "ephys_link": lambda spec, source: EphysLinkManipulator(spec["ephys_link"]),
+}
+
+
+def make_manipulator(config: RigConfig) -> Manipulator | None:
+    """The manipulator driver the rig file declares (``type``), or None when it has none."""
     spec = config.manipulator
-    if spec is None or spec.get("type") != "ephys_link":
-        return None  # RigService.from_config builds the simulated one
+    if spec is None:
+        return None
     try:
-        module = importlib.import_module("transports.sio.proxy")
-    except ImportError as ex:
-        raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: proxy not available ({ex})") from None
-    for attr in ("EphysLinkProxy", "SioProxy", "ProxyManipulator", "EphysLinkManipulator"):
-        factory = getattr(module, attr, None)
-        if factory is not None:
-            return factory(spec["ephys_link"])
-    raise ConfigError(f"{config.source}: drivers.manipulator.ephys_link: no proxy driver in transports.sio.proxy")
+        build = MANIPULATORS[spec["type"]]
+    except KeyError:
+        raise ConfigError(f"{config.source}: drivers.manipulator.type {spec['type']!r}: no such driver; "
+                          f"known: {sorted(MANIPULATORS)}") from None
+    return build(spec, config.source)
 
 
 def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
@@ -92,17 +99,15 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
         await service.start()
         for spec in config.listen:
             try:
-                factory = server_factory(spec.scheme)
-            except ImportError as ex:
-                raise ConfigError(f"{config.source}: {spec.uri}: transport for {spec.scheme}:// "
-                                  f"is not available ({ex})") from None
-            try:
-                handle = await factory(spec.address, service, dict(spec.options))
+                handle = await server_factory(spec.scheme)(spec.address, service, dict(spec.options))
             except OSError as ex:
                 raise ConfigError(f"{config.source}: cannot listen on {spec.uri}: {ex.strerror or ex}") from None
             except ValueError as ex:
                 raise ConfigError(f"{config.source}: {spec.uri}: {ex}") from None
             handles.append(handle)
+            warning = open_warning(spec.address.host, spec.options, transport(spec.scheme))
+            if warning:
+                log.warning("%s", warning)
             # a handle may name its own URI (a manipulator server reached through a relay: .../PINPOINT_ID)
             bound = getattr(handle, "public_uri", None) or dataclasses.replace(spec.address, port=int(handle.port))
             say(f"READY {config.name} {bound}")
@@ -127,7 +132,7 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_rig_config(args.rig_file).with_data_dir(args.data_dir)
+    config = load_rig_config(args.rig_file, TRANSPORTS).with_data_dir(args.data_dir)
     try:
         return asyncio.run(serve(config))
     except ConfigError as ex:

@@ -72,8 +72,10 @@ async def one_size(ports: list[int], n: int, rounds: int, warmup: int, data_dir:
     from app.rigset import RigSet
     from core.config import parse_rig
     from core.session import Progress, Session
+    from transports.registry import TRANSPORTS
 
-    specs = {f"rig{i:02d}": parse_rig(f"rig{i:02d}", f"udp://127.0.0.1:{port}") for i, port in enumerate(ports[:n])}
+    specs = {f"rig{i:02d}": parse_rig(f"rig{i:02d}", f"udp://127.0.0.1:{port}", TRANSPORTS)
+             for i, port in enumerate(ports[:n])}
     rigset = RigSet(specs)
     links = await rigset.open()
     times: dict[str, list[float]] = {key: [] for key in (

@@ -75,8 +75,9 @@ async def clients_rigdeck(ports: list[int]):
     from core.config import parse_rig
     from core.protocol import ExpMessage
     from transports.ibl.udp import UdpLink
+    from transports.registry import TRANSPORTS
 
-    links = [UdpLink(parse_rig(f"r{i}", f"udp://127.0.0.1:{p}")) for i, p in enumerate(ports)]
+    links = [UdpLink(parse_rig(f"r{i}", f"udp://127.0.0.1:{p}", TRANSPORTS)) for i, p in enumerate(ports)]
     for link in links:
         await link.connect()
 

@@ -132,9 +132,9 @@ def make_links(kind: str, ports: list[int]) -> list[Any]:
     if kind == "raw":
         return [RawPeer(port) for port in ports]
     from core.config import parse_rig
-    from transports.registry import make_link
+    from transports.registry import TRANSPORTS, make_link
 
-    return [make_link(parse_rig(f"r{i}", f"{kind}://127.0.0.1:{p}")) for i, p in enumerate(ports)]
+    return [make_link(parse_rig(f"r{i}", f"{kind}://127.0.0.1:{p}", TRANSPORTS)) for i, p in enumerate(ports)]
 
 
 async def round_trips(links: list[Any], rounds: int) -> list[float]:

@@ -45,6 +45,7 @@ from app.demo_rigs import RigProcess, start_rig_processes
 from core.config import RigSpec, load_rigs, parse_rig
 from core.drivers.recorder import SUFFIX, read_recording
 from core.paths import session_folder
+from transports.registry import TRANSPORTS
 
 
 class RigCluster:
@@ -57,7 +58,7 @@ class RigCluster:
         self.rigs_file = rigs_file
         self._data_dirs = data_dirs
         self.uris = {name: list(proc.uris) for name, proc in procs.items()}
-        self.specs: dict[str, RigSpec] = load_rigs(rigs_file)
+        self.specs: dict[str, RigSpec] = load_rigs(rigs_file, TRANSPORTS)
 
     def uri(self, name: str) -> str:
         return self.uris[name][0]
@@ -96,7 +97,7 @@ class RigCluster:
 
     def specs_for(self, names: list[str], **kwargs: Any) -> dict[str, RigSpec]:
         """RigSpecs for :meth:`entries` (for an in-process :class:`core.session.Session`)."""
-        return {name: parse_rig(name, entry) for name, entry in self.entries(names, **kwargs).items()}
+        return {name: parse_rig(name, entry, TRANSPORTS) for name, entry in self.entries(names, **kwargs).items()}
 
     def recorder_names(self, name: str) -> set[str]:
         """The recorders the rig file of ``name`` configures (one .rdrec file each per session)."""

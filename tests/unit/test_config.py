@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError, Role, load_rigs, save_rigs
+from transports.registry import TRANSPORTS
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
@@ -16,7 +17,7 @@ def write(tmp_path, text):
 
 
 def test_shipped_example_loads():
-    rigs = load_rigs(RESOURCES / "remote_rigs.yaml")
+    rigs = load_rigs(RESOURCES / "remote_rigs.yaml", TRANSPORTS)
     assert rigs["neuropixel"].uri == "udp://10.0.0.6:11001"
     assert rigs["cameras:left"].scheme == "tcp"
     assert rigs["timeline"].role is Role.MAIN_SYNC and rigs["timeline"].options["timeout"] == 2.0
@@ -69,22 +70,22 @@ def test_shipped_example_loads():
 def test_bad_files_name_file_rig_and_problem(tmp_path, text, words):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_rigs(path)
+        load_rigs(path, TRANSPORTS)
     assert str(path) in str(info.value)
     assert words in str(info.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such rigs file"):
-        load_rigs(tmp_path / "nope.yaml")
+        load_rigs(tmp_path / "nope.yaml", TRANSPORTS)
 
 
 def test_save_round_trip_keeps_forms(tmp_path):
     path = write(tmp_path, "a: 10.0.0.1\nb: {uri: zmq://10.0.0.2:5555, role: main_sync, timeout: 3}\n")
-    rigs = load_rigs(path)
+    rigs = load_rigs(path, TRANSPORTS)
     out = tmp_path / "out.yaml"
     save_rigs(out, rigs)
-    again = load_rigs(out)
+    again = load_rigs(out, TRANSPORTS)
     assert {n: (s.uri, s.role, dict(s.options)) for n, s in again.items()} == {
         n: (s.uri, s.role, dict(s.options)) for n, s in rigs.items()
     }
@@ -96,11 +97,11 @@ def test_nothing_is_half_loaded(tmp_path):
     and what the caller already had is untouched (load_rigs builds a new mapping or raises)."""
     good = "a: 10.0.0.1\nb: {uri: tcp://10.0.0.2, role: main_sync}\n"
     path = write(tmp_path, good)
-    rigs = load_rigs(path)
+    rigs = load_rigs(path, TRANSPORTS)
     path.write_text(good + "c: {uri: 10.0.0.3, colour: red}\n")
     result = None
     with pytest.raises(ConfigError, match="rig 'c'"):
-        result = load_rigs(path)
+        result = load_rigs(path, TRANSPORTS)
     assert result is None and list(rigs) == ["a", "b"]
 
 
@@ -114,7 +115,7 @@ sio_rig: {uri: 'sio://10.0.0.3', role: manipulator, token: s3cret}
 tcp_rig: {uri: 'tcp://10.0.0.5', write_gap: 0, echo_timeout: 2}
 rpc_rig: {uri: 'rpc://10.0.0.4:3251/laser', notifier: 3250/laser_state}
 """)
-    rigs = load_rigs(path)
+    rigs = load_rigs(path, TRANSPORTS)
     assert rigs["zmq_rig"].options["stream"] is False and rigs["rpc_rig"].options["notifier"] == "3250/laser_state"
     assert rigs["udp_rig"].options["late_window"] == 4 and rigs["sio_rig"].options["token"] == "s3cret"
 
@@ -124,7 +125,7 @@ def test_yaml_anchors_and_merge_keys_share_options(tmp_path):
 cams: &udp_rig {uri: 10.0.0.1, timeout: 2, echo_timeout: 0.5}
 ephys: {<<: *udp_rig, uri: 10.0.0.2, timeout: 3}
 """)
-    rigs = load_rigs(path)
+    rigs = load_rigs(path, TRANSPORTS)
     assert rigs["ephys"].uri == "udp://10.0.0.2:11001"
     assert dict(rigs["ephys"].options) == {"timeout": 3, "echo_timeout": 0.5}
 
@@ -136,7 +137,7 @@ def test_key_file_options_are_relative_to_the_rigs_file(tmp_path, monkeypatch):
     rigs.parent.mkdir()
     rigs.write_text("cams: {uri: 'zmq://127.0.0.1:11002', server_key: keys/cams.key, client_key: /abs/me.key_secret}\n")
     monkeypatch.chdir(tmp_path)  # not the rigs file's folder
-    spec = load_rigs(rigs)["cams"]
+    spec = load_rigs(rigs, TRANSPORTS)["cams"]
     assert spec.path_option("server_key") == rigs.parent.resolve() / "keys" / "cams.key"
     assert str(spec.path_option("client_key")) == "/abs/me.key_secret"
     assert spec.path_option("hwm") is None

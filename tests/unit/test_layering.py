@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from core.config import DEFAULT_SCHEMES
 from transports import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,5 +44,9 @@ def test_transports_never_import_qt_or_app(path):
     assert not roots & QT and "app" not in roots
 
 
-def test_every_rigs_file_scheme_has_a_transport():
-    assert set(registry.LINKS) == set(DEFAULT_SCHEMES) == set(registry.SERVERS)
+def test_every_transport_has_one_scheme_a_link_and_a_server():
+    schemes = [t.scheme for t in registry.TRANSPORTS]
+    assert sorted(schemes) == ["rpc", "sio", "tcp", "udp", "zmq"] and len(set(schemes)) == len(schemes)
+    for transport in registry.TRANSPORTS:
+        assert registry.transport(transport.scheme.upper()) is transport
+        assert isinstance(transport.link, type) and callable(transport.serve)

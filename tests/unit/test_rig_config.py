@@ -6,12 +6,13 @@ import pytest
 
 from core.config import ConfigError
 from core.rig_config import load_rig_config, parse_listen_uri, parse_rig_config
+from transports.registry import TRANSPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_loads():
-    cfg = load_rig_config(ROOT / "resources" / "rig_example.yaml")
+    cfg = load_rig_config(ROOT / "resources" / "rig_example.yaml", TRANSPORTS)
     assert cfg.name == "cameras"
     assert [s.uri for s in cfg.listen] == ["udp://127.0.0.1:11001"]
     assert [(r.name, r.kind, r.rate) for r in cfg.recorders] == [("left", "camera", 60.0), ("right", "camera", 30.0)]
@@ -29,7 +30,7 @@ def test_full_form(tmp_path):
                     "manipulator": {"ids": [1, 2, 3], "dimensions": 15}},
         "fail_on": "EXPSTART",
         "delay_on": {"expinit": 0.5},
-    }, "x.yaml", tmp_path)
+    }, TRANSPORTS, "x.yaml", tmp_path)
     assert [(s.scheme, s.address.port, s.address.path) for s in cfg.listen] == [
         ("udp", 0, ""), ("sio", 0, ""), ("rpc", 0, "rig")]
     assert cfg.listen[1].options == {"token": "s3", "allow": ["127.0.0.1"]}
@@ -42,7 +43,7 @@ def test_full_form(tmp_path):
 
 def test_ephys_link_proxy_form():
     cfg = parse_rig_config({"name": "r", "uri": "sio://127.0.0.1:3000",
-                            "drivers": {"manipulator": {"ephys_link": "sio://10.0.0.1:3000"}}})
+                            "drivers": {"manipulator": {"ephys_link": "sio://10.0.0.1:3000"}}}, TRANSPORTS)
     assert cfg.manipulator == {"ephys_link": "sio://10.0.0.1:3000", "type": "ephys_link"}
 
 
@@ -72,26 +73,26 @@ def test_ephys_link_proxy_form():
 ])
 def test_bad_config_names_file_and_problem(data, match):
     with pytest.raises(ConfigError, match=match) as info:
-        parse_rig_config(data, "bad.yaml")
+        parse_rig_config(data, TRANSPORTS, "bad.yaml")
     assert str(info.value).startswith("bad.yaml: ")
 
 
 def test_bad_files(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match="no such rig file"):
-        load_rig_config(missing)
+        load_rig_config(missing, TRANSPORTS)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     with pytest.raises(ConfigError, match="empty rig file"):
-        load_rig_config(empty)
+        load_rig_config(empty, TRANSPORTS)
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_rig_config(broken)
+        load_rig_config(broken, TRANSPORTS)
 
 
 def test_listen_uri_port_zero_and_ipv6():
-    assert parse_listen_uri("udp://127.0.0.1:0").port == 0
-    assert parse_listen_uri("tcp://[::1]:0").host == "::1"
-    assert parse_listen_uri("zmq://localhost:7000").host == "localhost"
-    assert parse_listen_uri("udp://127.0.0.1").port == 11001
+    assert parse_listen_uri("udp://127.0.0.1:0", TRANSPORTS).port == 0
+    assert parse_listen_uri("tcp://[::1]:0", TRANSPORTS).host == "::1"
+    assert parse_listen_uri("zmq://localhost:7000", TRANSPORTS).host == "localhost"
+    assert parse_listen_uri("udp://127.0.0.1", TRANSPORTS).port == 11001

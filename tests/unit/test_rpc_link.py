@@ -5,13 +5,15 @@ import dataclasses
 import pytest
 from rpc_helpers import Target, run, wait_until
 
-from core.config import parse_notifier, parse_rig
+from core.config import parse_rig
 from core.link import LinkState, RemoteError, RigError
 from core.protocol import ExpMessage, ExpStatus, RigAddress
 from core.state import LiveState
 from transports import registry
+from transports.registry import TRANSPORTS
 from transports.rpc import RpcLink, serve_rpc
 from transports.rpc.client import RpcClient
+from transports.rpc.link import parse_notifier
 from transports.rpc.server import RpcServer
 from transports.rpc.sync_struct import Notifier, Publisher, Subscriber
 from transports.rpc.wire import RemoteException
@@ -19,7 +21,7 @@ from transports.rpc.wire import RemoteException
 
 def spec_for(port, target="tgt", **options):
     value = {"uri": f"rpc://127.0.0.1:{port}/{target}", **options} if options else f"rpc://127.0.0.1:{port}/{target}"
-    return parse_rig("ctl", value)
+    return parse_rig("ctl", value, TRANSPORTS)
 
 
 def test_parse_notifier():

@@ -12,6 +12,7 @@ from core.journal import REDACTED, load_session, read_description, read_journal
 from core.link import LinkState
 from core.protocol import ExpMessage
 from core.session import Phase, Session, SessionError
+from transports.registry import TRANSPORTS
 
 DAY = dt.date(2026, 11, 22)
 REF = "2026-11-22_5_KS001"
@@ -107,8 +108,8 @@ def test_user_choice_of_main_sync_is_told_true_others_false(tmp_path):
 
 def test_rigs_file_role_counts_as_the_choice(tmp_path):
     rigs, links = make_rigs("a", "b")
-    specs = {"a": parse_rig("a", "udp://127.0.0.1:1"), "b": parse_rig("b", {"uri": "udp://127.0.0.1:2",
-                                                                          "role": "main_sync"})}
+    specs = {"a": parse_rig("a", "udp://127.0.0.1:1", TRANSPORTS), "b": parse_rig("b", {"uri": "udp://127.0.0.1:2",
+                                                                          "role": "main_sync"}, TRANSPORTS)}
 
     async def main():
         s = new_session(links, tmp_path, specs=specs)
@@ -500,8 +501,8 @@ def test_interrupt_and_abort(tmp_path):
 
 def test_manipulator_rigs_take_no_session_messages(tmp_path):
     rigs, links = make_rigs("sync", "probes", main="sync")
-    specs = {"sync": parse_rig("sync", "udp://127.0.0.1:1"),
-             "probes": parse_rig("probes", {"uri": "sio://127.0.0.1:3000", "role": "manipulator"})}
+    specs = {"sync": parse_rig("sync", "udp://127.0.0.1:1", TRANSPORTS),
+             "probes": parse_rig("probes", {"uri": "sio://127.0.0.1:3000", "role": "manipulator"}, TRANSPORTS)}
 
     async def main():
         s = new_session(links, tmp_path, specs=specs)

@@ -10,12 +10,12 @@ from core.drivers.manipulator import Vec4
 from core.link import LinkState, RigError
 from core.protocol import ExpMessage
 from core.state import LiveState
-from transports.registry import make_link, server_factory
+from transports.registry import TRANSPORTS, make_link, server_factory
 from transports.sio.client import SioUnavailable
 
 
 def spec(port, **options):
-    return parse_rig("manip", {"uri": f"sio://{LOOPBACK}:{port}", "role": "manipulator", **options})
+    return parse_rig("manip", {"uri": f"sio://{LOOPBACK}:{port}", "role": "manipulator", **options}, TRANSPORTS)
 
 
 def test_registry_resolves_sio():

@@ -24,6 +24,7 @@ from app.cli import main
 from app.demo_rigs import RigProcess
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
+from transports.registry import TRANSPORTS
 from transports.sio import serve_sio
 from transports.sio.client import SioManipulatorClient, SioRemoteError, SioUnavailable
 from transports.sio.relay import RelayedSioServer, SioRelay
@@ -218,7 +219,8 @@ def test_a_rigs_file_entry_reaches_a_manipulator_server_through_the_relay():
 
     async def main_():
         async with relayed(ids=("a", "b"), pinpoint_id="rig7-probes") as (relay, _server, sim):
-            spec = parse_rig("probes", {"uri": f"sio://{LOOPBACK}:{relay.port}/rig7-probes", "role": "manipulator"})
+            spec = parse_rig("probes", {"uri": f"sio://{LOOPBACK}:{relay.port}/rig7-probes", "role": "manipulator"},
+                             TRANSPORTS)
             link = SioLink(spec)
             mods: list = []
             link.on_update(mods.append)

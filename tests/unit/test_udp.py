@@ -15,6 +15,7 @@ from core.protocol import ExpMessage, RigAddress
 from transports import registry
 from transports.ibl import wire as ibl_wire
 from transports.ibl.udp import UdpEndpoint, UdpLink, serve_udp
+from transports.registry import TRANSPORTS
 
 LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
 S = ExpMessage
@@ -97,7 +98,7 @@ def test_a_rig_named_by_hostname_answers():
     IP address, and must still reach the request (they once went to a conversation of their own)."""
     async def main():
         server = await serve_udp(LOOPBACK, EchoRig())
-        link = UdpLink(parse_rig("rig", f"udp://localhost:{server.port}"))
+        link = UdpLink(parse_rig("rig", f"udp://localhost:{server.port}", TRANSPORTS))
         await link.connect()
         try:
             assert await link.request(S.EXPSTATUS, 20, timeout=2) == [0]  # the rig's status: CONNECTED

@@ -16,6 +16,7 @@ from core.protocol import ExpMessage, RigAddress
 from transports.ibl import wire as ibl_wire
 from transports.ibl.conversation import Tuning
 from transports.ibl.udp import UdpEndpoint, UdpLink, serve_udp
+from transports.registry import TRANSPORTS
 
 S = ExpMessage
 LOOPBACK = RigAddress("udp", "127.0.0.1", 0)
@@ -100,7 +101,7 @@ def test_a_datagram_over_the_ipv4_limit_is_dropped_and_logged(caplog):
             raw.sendto(big, ("::1", server.port))
         await asyncio.sleep(0.2)
         assert rig.calls == []
-        await assert_still_serves_then_close(server, parse_rig("rig6", f"udp://[::1]:{server.port}"))
+        await assert_still_serves_then_close(server, parse_rig("rig6", f"udp://[::1]:{server.port}", TRANSPORTS))
 
     with caplog.at_level(logging.WARNING):
         run(main())

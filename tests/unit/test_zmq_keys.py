@@ -1,12 +1,12 @@
 """zmq:// security: ``rigdeck keys`` (real subprocesses), CURVE accept and refuse, allow-list without restart,
-loopback-only binding without keys, and that no secret key ever reaches a log line or the terminal."""
+and that no secret key ever reaches a log line or the terminal. (Binding beyond loopback follows the rule of
+every scheme: tests/unit/test_transport_options.py.)"""
 
 import logging
 import subprocess
 import sys
 
 import pytest
-import zmq
 from zmq_helpers import make_link, run, start_rig
 
 from core.link import LinkState, RequestTimeout
@@ -149,48 +149,6 @@ def test_console_key_files_that_cannot_be_used_are_clear_errors(keyring, tmp_pat
 
     text = run(main())
     assert "holds no secret key" in text and "console.key" in text
-
-
-def _bound(server):
-    return server._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-
-
-def test_a_rig_without_keys_binds_loopback_only_unless_told_to_listen_openly(caplog):
-    caplog.set_level(logging.WARNING, logger="transports.zmq.server")
-
-    async def main():
-        _, closed = await start_rig(host="0.0.0.0")
-        closed_at = _bound(closed)
-        await closed.close()
-        _, opened = await start_rig(host="0.0.0.0", options={"listen_openly": True})
-        opened_at = _bound(opened)
-        link = make_link(opened.port)
-        await link.connect()
-        await link.request(ExpMessage.EXPSTATUS, "x")
-        await link.close()
-        await opened.close()
-        return closed_at, opened_at
-
-    closed_at, opened_at = run(main())
-    assert closed_at.startswith("tcp://127.0.0.1:")
-    assert opened_at.startswith("tcp://0.0.0.0:")
-    lines = [r.getMessage() for r in caplog.records]
-    assert any("binding 127.0.0.1 instead of 0.0.0.0" in line for line in lines)
-    assert any("listens OPENLY" in line and "WITHOUT CURVE" in line for line in lines)
-
-
-def test_serve_says_loudly_on_stderr_when_a_keyless_rig_listens_openly(tmp_path):
-    rig_file = tmp_path / "open.rig.yaml"
-    rig_file.write_text("name: open\nuris:\n  - {uri: 'zmq://0.0.0.0:0', listen_openly: true}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", str(rig_file), "--data-dir",
-                             str(tmp_path / "data")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        ready = proc.stdout.readline()
-        assert ready.startswith("READY open zmq://"), ready
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    assert "listens OPENLY" in err and "WITHOUT CURVE" in err
 
 
 def test_allow_list_reload_is_cheap_and_skips_bad_files(keyring):

@@ -16,12 +16,13 @@ from core.config import parse_rig
 from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout
 from core.protocol import ExpMessage
 from transports import registry
+from transports.registry import TRANSPORTS
 from transports.zmq import ZmqLink, serve_zmq
 from transports.zmq.wire import Envelope, decode, encode
 
 
 def test_registry_builds_a_zmq_link_with_exactly_once_and_push():
-    link = registry.make_link(parse_rig("r", "zmq://127.0.0.1:11002"))
+    link = registry.make_link(parse_rig("r", "zmq://127.0.0.1:11002", TRANSPORTS))
     assert isinstance(link, ZmqLink) and link.exactly_once and link.pushes_status
     assert registry.server_factory("zmq") is serve_zmq
 

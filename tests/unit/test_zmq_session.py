@@ -12,13 +12,14 @@ from core.rig_config import parse_rig_config
 from core.service import RigService
 from core.session import Phase, Session
 from transports import registry
+from transports.registry import TRANSPORTS
 from transports.zmq import RemoteFile, TransferError, serve_zmq
 from transports.zmq.files import PART_SUFFIX, fetch_file
 
 
 async def start_service_rig(tmp_path, name, main_sync=False):
     config = parse_rig_config({"name": name, "uris": ["zmq://127.0.0.1:0"], "main_sync": main_sync,
-                               "drivers": {"recorders": {"left": {"kind": "camera", "rate": 100}}}},
+                               "drivers": {"recorders": {"left": {"kind": "camera", "rate": 100}}}}, TRANSPORTS,
                               base_dir=tmp_path).with_data_dir(tmp_path / "rigs" / name)
     service = RigService.from_config(config)
     await service.start()
@@ -30,7 +31,7 @@ def test_full_session_over_zmq_then_files_fetched_into_the_session_folder(tmp_pa
     async def main():
         rigs = {name: await start_service_rig(tmp_path, name, main_sync=(name == "sync"))
                 for name in ("sync", "cams", "ephys")}
-        specs = {name: parse_rig(name, {"uri": f"zmq://127.0.0.1:{server.port}", "timeout": 5})
+        specs = {name: parse_rig(name, {"uri": f"zmq://127.0.0.1:{server.port}", "timeout": 5}, TRANSPORTS)
                  for name, (_, server) in rigs.items()}
         links = {name: registry.make_link(spec) for name, spec in specs.items()}
         for link in links.values():

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.config import parse_rig
 from core.protocol import ExpMessage, ExpStatus
+from transports.registry import TRANSPORTS
 
 
 class EchoRig:
@@ -94,7 +95,7 @@ def dumps(*msg: Any) -> bytes:
 
 def udp_spec(port: int, name: str = "rig", scheme: str = "udp", **options: Any):
     uri = f"{scheme}://127.0.0.1:{port}"
-    return parse_rig(name, {"uri": uri, **options} if options else uri)
+    return parse_rig(name, {"uri": uri, **options} if options else uri, TRANSPORTS)
 
 
 def run(coro: Any, timeout: float = 20) -> Any:

@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any
 
-from core.config import RigSpec, parse_notifier
+from core.config import RigSpec
 from core.link import LinkState, RemoteError, RigError, RigLink, error_text
 from core.protocol import ExpMessage
 from core.state import Mod
@@ -34,6 +34,23 @@ from transports.rpc.wire import RemoteException
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
+
+
+def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
+    """The ``notifier`` option: ``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
+    text = str(value).strip()
+    port_text, sep, name = text.partition("/")
+    if not sep:
+        port_text, name = "", text
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
+    if not port_text:
+        return rpc_port + 1, name
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"notifier {value!r}: {port_text!r} is not a TCP port")
+    return int(port_text), name
 
 
 class RpcLink(RigLink):

@@ -5,7 +5,7 @@ side, serves ``service.manipulator`` to Pinpoint or any ephys-link 2.x client). 
 modules: ``sio_wire`` (payloads), ``sio_server``, ``sio_client``, ``sio_link`` and ``sio_proxy`` (a core
 Manipulator driver forwarding to an ephys-link server).
 
-Server options (rig file): ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
+Options of both sides: :data:`transports.sio.descriptor.SIO` (what the registry lists).
 """
 
 from __future__ import annotations

@@ -37,7 +37,6 @@ from urllib.parse import parse_qs
 import socketio
 from aiohttp import web
 
-from core.config import PINPOINT_ID
 from core.link import error_text
 from transports.rate_log import RateLimitedLog
 from transports.sio import wire
@@ -116,7 +115,7 @@ class SioRelay:
         pinpoint_id = auth.get("pinpoint_id") if isinstance(auth.get("pinpoint_id"), str) else None
         pinpoint_id = pinpoint_id or _query(environ, "pinpoint_id")
         if auth.get("role") == "server":
-            if pinpoint_id is None or not PINPOINT_ID.match(pinpoint_id):
+            if pinpoint_id is None or not wire.PINPOINT_ID.match(pinpoint_id):
                 self._refuse(peer, "a manipulator server must offer a Pinpoint ID of 3-32 letters, digits, - or _")
             if pinpoint_id in self.servers:
                 self._refuse(peer, f"Pinpoint ID {pinpoint_id!r} is already in use on this relay")
@@ -208,7 +207,7 @@ class RelayedSioServer(SioServer):
         super().__init__(driver, token=None, **kwargs)  # the relay checks the token, for servers and clients
         self.relay_url = relay_url
         self.pinpoint_id = pinpoint_id or new_pinpoint_id()
-        if not PINPOINT_ID.match(self.pinpoint_id):
+        if not wire.PINPOINT_ID.match(self.pinpoint_id):
             raise ValueError(f"pinpoint_id {self.pinpoint_id!r}: use 3-32 letters, digits, - or _")
         self._relay_token = token or None
         self._refusal: str | None = None

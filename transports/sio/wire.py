@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ MOVE_EVENTS = BODY_EVENTS  # refused for observers; stop/stop_all are safety com
 #: RigDeck's own events (an ephys-link server answers "Unknown event." to them)
 POSITION_EVENT = "position"  # server -> clients push
 CONTROL_EVENT = "control"  # server -> one client: your control changed
+#: what a Pinpoint ID at a relay may be (the relay, the CLI and rigs files share this one rule)
+PINPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
 
 #: vector placeholders in error replies, as ephys-link sends
 ZERO4 = Vec4()

@@ -41,7 +41,7 @@ from transports.eager import start_eagerly
 from transports.rate_log import RateLimitedLog
 from transports.zmq import keys as zmq_keys
 from transports.zmq.files import FileStore
-from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, is_loopback, tcp_endpoint, tune
+from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, tcp_endpoint, tune
 from transports.zmq.wire import (
     ACK,
     BYE,
@@ -188,18 +188,8 @@ class ZmqServer:
             self._ctx, self._own_ctx = zmq.asyncio.Context(), True  # ZAP handlers are per context
             self._auth = zmq_keys.start_authenticator(self._ctx, self.allow_list)
             self.curve = True
-        else:
+        else:  # binds what it is asked: the rig file's binding rule (core.transport_spec) decided already
             self._ctx = zmq.asyncio.Context.instance()
-            if not is_loopback(host):
-                if self.options.get("listen_openly"):
-                    log.warning("!!! zmq rig %s listens OPENLY on %s:%s WITHOUT CURVE: anyone who can reach "
-                                "this port can run session commands and read its files. Configure 'keys' to "
-                                "encrypt and authenticate. !!!", self.name, host, port)
-                else:
-                    log.warning("zmq rig %s: no CURVE keys configured, so binding 127.0.0.1 instead of %s "
-                                "(set 'keys' for remote consoles, or 'listen_openly: true' to accept anyone)",
-                                self.name, host)
-                    host = "127.0.0.1"
         sock = self._ctx.socket(zmq.ROUTER)
         tune(sock, hwm=int(self.options["hwm"]), heartbeat_ms=int(self.heartbeat * 1000))
         # a ROUTER silently drops what a full (slow console) or vanished pipe cannot take; MANDATORY makes that
@@ -537,7 +527,7 @@ async def serve_zmq(address: RigAddress, service: Any, options: dict[str, Any] |
 
     Options: ``keys`` (keys folder: CURVE on, rig keypair ``<keys>/<key>.key_secret`` with ``key``
     default ``rig``, allow-list ``<keys>/allowed``), ``key_file`` (explicit secret-key file),
-    ``listen_openly`` (bind a non-loopback address without keys), ``data_dir`` (files served after EXPEND;
+    ``data_dir`` (files served after EXPEND;
     default the service's ``data_dir``), and the tuning knobs of :data:`DEFAULTS`.
     """
     server = ZmqServer(service, options)

@@ -26,7 +26,6 @@ console must agree on them, or one would call the other lost while it is only qu
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -161,15 +160,6 @@ def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
     if isinstance(exc, zmq.ZMQError):  # Again (HWM / no connected peer), EHOSTUNREACH, ETERM...
         return False
     raise exc
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def tcp_endpoint(host: str, port: int) -> str:
