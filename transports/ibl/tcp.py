@@ -21,6 +21,7 @@ from typing import Any
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, RigAddress
+from transports.access import allow_list
 from transports.ibl.conversation import Tuning, tuning_from
 from transports.ibl.endpoint import IblEndpoint
 from transports.read_size import read_at_most
@@ -360,10 +361,16 @@ async def serve_tcp(address: RigAddress, service: MessageHandler, options: dict[
     options = dict(options or {})
     endpoint = TcpEndpoint(f"{name} tcp", service=service, tuning=tuning_from(options),
                            write_gap=float(options.get("write_gap", DEFAULT_WRITE_GAP)))
+    allow = allow_list(options.get("allow"))
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if allow is not None and not allow.admits(str(peer[0]) if peer else "?", endpoint.name):
+            writer.close()  # before a byte is read: a refused peer reaches no conversation
+            return
         await endpoint.run_connection(reader, writer)
 
     server = await asyncio.start_server(accept, address.host, address.port)
-    log.info("tcp: rig %s listens on %s:%s", name, address.host, server.sockets[0].getsockname()[1])
+    log.info("tcp: rig %s listens on %s:%s%s", name, address.host, server.sockets[0].getsockname()[1],
+             f" (allow: {allow})" if allow else "")
     return TcpServer(server, endpoint)

@@ -29,6 +29,7 @@ from typing import Any
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, RigAddress
+from transports.access import AllowList, allow_list
 from transports.ibl import wire as ibl_wire
 from transports.ibl.conversation import Tuning, tuning_from
 from transports.ibl.endpoint import IblEndpoint
@@ -60,26 +61,16 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
     rigdeck_wire = True  # datagrams get lost, duplicated and reordered: two RigDeck peers tag theirs
 
     def __init__(self, name: str, service: MessageHandler | None = None, tuning: Tuning | None = None,
-                 remote: tuple[str, int] | None = None, allow: list[str] | None = None,
+                 remote: tuple[str, int] | None = None, allow: AllowList | None = None,
                  max_peers: int = 1024) -> None:
         super().__init__(name, service, tuning)
         self.remote = remote
         self.transport: asyncio.DatagramTransport | None = None
-        self.allow = {self._normal_host(h) for h in allow} if allow else None
+        self.allow = allow
         self.max_peers = max_peers
         self.on_error: Any = None  # called with OSError (e.g. ICMP port unreachable)
         self.sock: socket.socket | None = None  # the socket :meth:`open` made (a client drains it)
         self.refused = 0
-
-    @staticmethod
-    def _normal_host(host: str) -> str:
-        try:
-            return str(ipaddress.ip_address(host))
-        except ValueError:
-            try:
-                return socket.gethostbyname(host)
-            except OSError:
-                return host
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -164,10 +155,8 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
             peer = self.remote
         else:
             peer = (addr[0], addr[1])
-            if self.allow is not None and peer[0] not in self.allow:
+            if self.allow is not None and not self.allow.admits(peer[0], self.name):
                 self.refused += 1
-                self._rlog.warning(f"refused {peer[0]}", "%s: dropped a datagram from %s:%s (not in the allow "
-                                   "list)", self.name, *peer)
                 return
             if len(data) > ibl_wire.MAX_DATAGRAM:
                 self._rlog.warning(f"large {peer}", "%s: dropped a %d-byte datagram from %s:%s (over %d bytes)",
@@ -314,13 +303,10 @@ class UdpServer:
 async def serve_udp(address: RigAddress, service: MessageHandler, options: dict[str, Any] | None = None) -> UdpServer:
     """Serve ``service`` (a rig service) on ``address`` over iblutil UDP."""
     options = dict(options or {})
-    allow = options.get("allow")
-    if allow is not None and (isinstance(allow, str) or not isinstance(allow, list | tuple)):
-        raise ValueError(f"option allow must be a list of hosts, got {allow!r}")
     name = getattr(service, "name", None) or "rig"
     endpoint = UdpEndpoint(f"{name} udp", service=service, tuning=tuning_from(options),
-                           allow=list(allow) if allow else None, max_peers=int(options.get("max_peers", 1024)))
+                           allow=allow_list(options.get("allow")), max_peers=int(options.get("max_peers", 1024)))
     await endpoint.open(address.host, address.port)
     log.info("udp: rig %s listens on %s:%s%s", name, address.host, endpoint.port,
-             f" (allow: {', '.join(sorted(endpoint.allow))})" if endpoint.allow else "")
+             f" (allow: {endpoint.allow})" if endpoint.allow else "")
     return UdpServer(endpoint)

@@ -4,7 +4,8 @@
 when the rig has one, ``recorders`` (read-only) when it has recorders) and its live state as a sync_struct
 notifier, so ARTIQ tools can use RigDeck rigs. Options: ``notify_port`` (default port+1, also for port 0
 when that is free; ``false`` turns it off), ``notifier`` (name, default ``"state"``), ``allow_parallel``
-(default false), ``queue_limit`` (mods per subscriber, default 1000), ``description``.
+(default false), ``queue_limit`` (mods per subscriber, default 1000), ``description``, ``allow`` (peers let
+in, to pc_rpc and to the notifier alike).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.protocol import RigAddress
+from transports.access import allow_list
 from transports.rpc.server import RpcServer
 from transports.rpc.sync_struct import Publisher
 from transports.rpc.targets import ManipulatorTarget, RecordersTarget, RigTarget
@@ -76,6 +78,8 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
         description=str(options.get("description", f"RigDeck rig {name}")),
         allow_parallel=bool(options.get("allow_parallel", False)),
     )
+    allow = allow_list(options.get("allow"))
+    server.allow = allow
     await server.start(address.host, address.port)
     publisher = None
     notifier = None
@@ -84,6 +88,7 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
     if state is not None and notify_port is not False and notify_port is not None:
         notifier = str(options.get("notifier", DEFAULT_NOTIFIER))
         publisher = Publisher({notifier: state}, queue_limit=int(options.get("queue_limit", 1000)))
+        publisher.allow = allow
         try:
             await _start_publisher(publisher, address, server.port, notify_port)
         except BaseException:

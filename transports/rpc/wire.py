@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from core.link import RemoteError
+from transports.access import AllowList
 from transports.read_size import read_at_most
 from transports.rpc import pyon
 
@@ -68,6 +69,8 @@ class LineServer:
     """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines."""
 
     _server: asyncio.base_events.Server | None = None
+    #: peers let in (the rig file's ``allow``); None lets everyone in
+    allow: AllowList | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -79,6 +82,11 @@ class LineServer:
         self._server = await asyncio.start_server(self._accept, host, port, limit=SERVER_LINE_LIMIT)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.allow is not None:
+            peer = writer.get_extra_info("peername")
+            if not self.allow.admits(str(peer[0]) if peer else "?", type(self).__name__):
+                writer.close()  # before the banner: a refused peer learns nothing
+                return
         read_at_most(writer.transport)
         await self._handle(reader, writer)
 

@@ -17,7 +17,7 @@ from transports.sio.server import serve_listening
 async def serve_sio(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> Any:
     """Serve ``service.manipulator`` (or a bare Manipulator) on ``address``; see the module docstring.
 
-    Listening options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``; relay options:
+    Listening options: ``token``, ``allow``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``; relay options:
     ``relay: true``, ``pinpoint_id``, ``token``. Returns a handle with ``async close()``.
     """
     options = dict(options or {})

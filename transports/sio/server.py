@@ -16,7 +16,7 @@ Beyond ephys-link:
 - ``get_rigdeck_info`` tells a RigDeck client it may rely on pushes (an ephys-link server answers
   ``Unknown event.``, so clients fall back to polling);
 - an optional shared token (``auth={"token": ...}`` or ``?token=`` in the URL), refused and logged (without
-  the token) when missing or wrong.
+  the token) when missing or wrong; an optional ``allow`` list of peer addresses (others are refused).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import socketio
 from aiohttp import web
 
 from core.drivers.manipulator import Manipulator, ManipulatorError, Vec4
+from transports.access import AllowList, allow_list
 from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.sio import wire
@@ -226,12 +227,13 @@ class SioServer:
 
     def __init__(self, driver: Manipulator, *, token: str | None = None, push_hz: float = DEFAULT_PUSH_HZ,
                  tolerance: float = DEFAULT_TOLERANCE, name: str = "rig", api_version: str = wire.API_VERSION,
-                 rigdeck_version: str = "0.1.0") -> None:
+                 rigdeck_version: str = "0.1.0", allow: AllowList | None = None) -> None:
         if not (math.isfinite(push_hz) and push_hz > 0):
             raise ValueError(f"push_hz must be > 0, got {push_hz}")
         self.driver = driver
         self.name = name
         self.token = token or None
+        self.allow = allow
         self.push_hz = push_hz
         self.rigdeck_version = rigdeck_version
         self.api = ManipulatorApi(driver, tolerance=tolerance, api_version=api_version)
@@ -260,8 +262,8 @@ class SioServer:
         except OSError:
             self.close_pusher()
             raise
-        log.info("sio: rig %s serves manipulators on %s:%d%s", self.name, host, self._port,
-                 " (token required)" if self.token else "")
+        log.info("sio: rig %s serves manipulators on %s:%d%s%s", self.name, host, self._port,
+                 " (token required)" if self.token else "", f" (allow: {self.allow})" if self.allow else "")
 
     def close_pusher(self) -> None:
         if self.pusher is not None:
@@ -276,6 +278,9 @@ class SioServer:
     # ------------------------------------------------------------------------- connections
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
         peer = peer_address(environ)
+        if self.allow is not None and not self.allow.admits(peer, f"sio: rig {self.name}"):
+            self.refused += 1
+            raise socketio.exceptions.ConnectionRefusedError("Connection rejected by server: address not allowed")
         if self.token is not None:
             offered = offered_token(environ, auth)
             if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
@@ -366,7 +371,8 @@ def resolve_driver(service_or_driver: Any) -> Manipulator:
 
 async def serve_listening(address: Any, service_or_driver: Any, options: dict[str, Any] | None = None) -> SioServer:
     """Serve ``service.manipulator`` (or a bare Manipulator) on ``address`` (a RigAddress; loopback and
-    port 3000 when not given). Options: ``token``, ``push_hz`` (50), ``tolerance`` (0.001 mm), ``api_version``.
+    port 3000 when not given). Options: ``token``, ``allow``, ``push_hz`` (50), ``tolerance`` (0.001 mm),
+    ``api_version``.
     Returns the started server (``.port``, ``async close()``). :func:`transports.sio.rig_server.serve_sio`
     picks this or a connection out to a relay."""
     options = dict(options or {})
@@ -381,6 +387,7 @@ async def serve_listening(address: Any, service_or_driver: Any, options: dict[st
         tolerance=float(options.get("tolerance", DEFAULT_TOLERANCE)),
         name=str(getattr(service_or_driver, "name", "rig")),
         api_version=str(options.get("api_version", wire.API_VERSION)),
+        allow=allow_list(options.get("allow")),
     )
     await server.start(host, port)
     return server

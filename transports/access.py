@@ -1,0 +1,77 @@
+"""The ``allow`` option of a listen URI, enforced the same way by every server that sees its peers' addresses.
+
+Entries are addresses (``10.0.0.5``, ``::1``), networks (``10.0.0.0/24``) or hostnames; a hostname is
+resolved once, when the server starts (a name that does not resolve is an error then, not a silent
+hole later). Peers arriving as IPv4-mapped IPv6 (``::ffff:10.0.0.5``, a dual-stack socket) match their
+IPv4 entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+#: a refused host is logged at most once per this many seconds (a scan must not flood the log)
+LOG_EVERY = 10.0
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AllowList:
+    """Which peer addresses a server lets in."""
+
+    def __init__(self, entries: str | Iterable[str]) -> None:
+        self.entries = [entries] if isinstance(entries, str) else [str(e) for e in entries]
+        if not self.entries:
+            raise ValueError("allow: an empty list would refuse everyone; leave the option out instead")
+        self.networks: list[Network] = [net for entry in self.entries for net in _networks(entry)]
+        self.refused = 0
+        self._logged: dict[str, float] = {}
+
+    def permits(self, host: str) -> bool:
+        """True when ``host`` (a peer's address as the socket reports it) is in the list."""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.networks)
+
+    def admits(self, host: str, server: str) -> bool:
+        """:meth:`permits`, counting and logging (rate-limited, per host) a refusal by ``server``."""
+        if self.permits(host):
+            return True
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._logged.get(host, -LOG_EVERY) >= LOG_EVERY:
+            if len(self._logged) > 1024:
+                self._logged.clear()
+            self._logged[host] = now
+            log.warning("%s: refused %s (not in the allow list: %s)", server, host, self)
+        return False
+
+    def __str__(self) -> str:
+        return ", ".join(self.entries)
+
+
+def _networks(entry: str) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(entry, strict=False)]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+    except OSError as ex:
+        raise ValueError(f"allow: {entry!r} is neither an address nor a name that resolves ({ex})") from None
+    return [ipaddress.ip_network(info[4][0].split("%", 1)[0]) for info in infos]
+
+
+def allow_list(value: str | Iterable[str] | None) -> AllowList | None:
+    """The ``allow`` option as an :class:`AllowList`, or None when the option is absent."""
+    return None if value is None else AllowList(value)
