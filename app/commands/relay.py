@@ -8,7 +8,8 @@ prints the URI to use, ``sio://RELAY:PORT/PINPOINT_ID``. Clients reach it throug
 
 The relay only pairs and forwards (ephys-link's former proxy mode, with RigDeck's pushes and observers).
 With a token (``--token-file`` or ``$RIGDECK_SIO_TOKEN``) servers and clients alike must present it.
-It listens on loopback unless ``--host`` says otherwise.
+It listens on loopback unless ``--host`` says otherwise; beyond loopback it needs a token, or ``--open`` to
+accept anyone (logged loudly): the binding rule of every rig URI.
 
 Output, one line each, flushed: ``READY relay sio://HOST:PORT`` once listening, ``STOPPED relay`` after a
 clean shutdown (SIGINT/SIGTERM). A port in use or a bad token file: one line on stderr, exit 2.
@@ -23,6 +24,7 @@ import sys
 
 from app.commands.manipulators import UsageError, read_token
 from app.commands.serve import on_stop_signals
+from core.transport_spec import is_loopback
 from transports.sio.relay import DEFAULT_PORT, SioRelay
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as ex:
         print(f"rigdeck relay: {ex}", file=sys.stderr)
         return EXIT_USAGE
+    if not is_loopback(args.host) and not token:
+        if not args.open:
+            print(f"rigdeck relay: listening on {args.host} (not loopback) with no token: anyone who can reach it "
+                  "could drive the manipulators behind it; give --token-file (or $RIGDECK_SIO_TOKEN), or --open "
+                  "to accept anyone", file=sys.stderr)
+            return EXIT_USAGE
+        log.warning("!!! relay on %s listens OPENLY with no token (--open): anyone who can reach this port can "
+                    "drive the manipulators behind it !!!", args.host)
     return asyncio.run(relay(args.host, args.port, token))
 
 
@@ -69,4 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
     parser.add_argument("--token-file", metavar="PATH", help="file holding the shared token (default: "
                         "$RIGDECK_SIO_TOKEN; none: no token required)")
+    parser.add_argument("--open", action="store_true",
+                        help="listen beyond loopback with no token (accept anyone; warned at start-up)")
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ is then refused) and then 127.0.0.1 (the same client gets in).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,22 @@ def test_open_true_binds_every_interface_loudly_and_ready_says_what_is_bound(tmp
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert "zmq://0.0.0.0 listens OPENLY with no access control (open: true)" in err
+
+
+def test_the_relay_follows_the_same_rule(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RIGDECK_SIO_TOKEN"}
+    refused = subprocess.run([sys.executable, "-m", "app.cli", "relay", "--host", "0.0.0.0", "--port", "0"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "not loopback) with no token" in refused.stderr and "--open" in refused.stderr
+    opened = subprocess.Popen([sys.executable, "-m", "app.cli", "relay", "--host", "0.0.0.0", "--port", "0", "--open"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        assert opened.stdout.readline().startswith("READY relay sio://0.0.0.0:")
+    finally:
+        opened.terminate()
+        _, err = opened.communicate(timeout=20)
+    assert "listens OPENLY with no token" in err
 
 
 async def session_link_reaches_zmq(uri: str) -> bool:
