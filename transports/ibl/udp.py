@@ -9,9 +9,10 @@
   drops (and logs) everyone else.
 
 Options (remote_rigs.yaml for links, rig.yaml for servers): ``timeout`` (request seconds, default 5),
-``echo_timeout`` (1), ``retry_after`` (0.2), ``late_window`` (3), and for servers ``allow`` (list of
-hosts/IPs) and ``max_peers`` (1024). The TCP variant lives in :mod:`transports.ibl.tcp` (extra option
-``write_gap``) and is re-exported here for the registry.
+``echo_timeout`` (1), ``retry_after`` (0.2), ``late_window`` (3), and for servers ``allow`` (addresses,
+networks, hostnames: :class:`transports.access.AllowList`) and ``max_peers`` (1024); declared in
+:mod:`transports.ibl.descriptor`. The TCP variant lives in :mod:`transports.ibl.tcp` (extra option
+``write_gap``).
 
 Alyx token deliveries (``[128, base_url, {user: token}]``) are one-way, as in iblutil: confirmed by their
 echo and never answered (see :func:`transports.ibl_wire.is_one_way`).

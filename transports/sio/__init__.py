@@ -1,9 +1,9 @@
 """ephys-link Socket.IO as a RigDeck transport (scheme ``sio://host:port``, default port 3000).
 
-The registry entry point: :class:`SioLink` (console side, a manipulator rig) and :func:`serve_sio` (rig
-side, serves ``service.manipulator`` to Pinpoint or any ephys-link 2.x client). The pieces live in small
-modules: ``sio_wire`` (payloads), ``sio_server``, ``sio_client``, ``sio_link`` and ``sio_proxy`` (a core
-Manipulator driver forwarding to an ephys-link server).
+The two roles: :class:`SioLink` (console side, a manipulator rig) and :func:`serve_sio` (rig side, serves
+``service.manipulator`` to Pinpoint or any ephys-link 2.x client). The pieces live in small modules:
+``sio_wire`` (payloads), ``sio_server``, ``sio_client``, ``sio_link`` and ``sio_proxy`` (a core Manipulator
+driver forwarding to an ephys-link server).
 
 Options of both sides: :data:`transports.sio.descriptor.SIO` (what the registry lists).
 """

@@ -15,7 +15,8 @@ The console holds one DEALER per rig (:class:`ZmqLink`); the rig service sits be
 Wire format: ``transports.zmq.wire`` (JSON, never pickle). Module layout: ``zmq_client`` (link),
 ``zmq_server`` (rig), ``zmq_sockets`` (socket options), ``zmq_keys``, ``zmq_files``.
 
-This module is the registry entry; importing it has no side effects.
+The registry lists :data:`transports.zmq.descriptor.ZMQ` (scheme, options, these two roles); importing this
+package has no side effects.
 """
 
 from __future__ import annotations
