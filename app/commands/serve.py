@@ -21,15 +21,18 @@ import dataclasses
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from core.config import ConfigError
 from core.drivers.manipulator import Manipulator
+from core.protocol import parse_uri
 from core.rig_config import RigConfig, load_rig_config
 from core.service import RigService, build_manipulator
 from core.transport_spec import open_warning
 from transports.registry import TRANSPORTS, server_factory, transport
+from transports.sio.client import SioUnavailable, sio_url
+from transports.sio.descriptor import SIO
 from transports.sio.proxy import EphysLinkManipulator
 
 log = logging.getLogger(__name__)
@@ -49,15 +52,37 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+async def simulated_manipulator(spec: Mapping[str, Any], source: str) -> Manipulator:
+    return build_manipulator(spec, source)
+
+
+async def ephys_link_proxy(spec: Mapping[str, Any], source: str) -> Manipulator:
+    """A proxy to the ephys-link server ``ephys_link`` names (``sio://host:port[/PINPOINT_ID]``), connected:
+    the rig service asks it for its manipulators as it starts, so an absent server is one clear error."""
+    where = f"{source}: drivers.manipulator.ephys_link"
+    try:
+        address = parse_uri(spec["ephys_link"], resolve_host=False, default_port=SIO.default_port, allow_path=True)
+    except (TypeError, ValueError) as ex:
+        raise ConfigError(f"{where}: {ex}") from None
+    proxy = EphysLinkManipulator(sio_url(address.host, address.port, address.path or None))
+    try:
+        await proxy.client.connect()  # one attempt now: the server must be there when the rig starts
+    except SioUnavailable as ex:
+        await proxy.close()
+        raise ConfigError(f"{where}: cannot reach {address}: {ex}") from None
+    await proxy.start()  # and from now on it reconnects by itself after a loss
+    return proxy
+
+
 #: the manipulator driver each ``drivers.manipulator.type`` of a rig file builds (core.rig_config checks the
 #: type is one of these names)
-MANIPULATORS: dict[str, Callable[[Any, str], Manipulator]] = {
-    "simulated": build_manipulator,
-    "ephys_link": lambda spec, source: EphysLinkManipulator(spec["ephys_link"]),
+MANIPULATORS: dict[str, Callable[[Mapping[str, Any], str], Awaitable[Manipulator]]] = {
+    "simulated": simulated_manipulator,
+    "ephys_link": ephys_link_proxy,
 }
 
 
-def make_manipulator(config: RigConfig) -> Manipulator | None:
+async def make_manipulator(config: RigConfig) -> Manipulator | None:
     """The manipulator driver the rig file declares (``type``), or None when it has none."""
     spec = config.manipulator
     if spec is None:
@@ -67,7 +92,7 @@ def make_manipulator(config: RigConfig) -> Manipulator | None:
     except KeyError:
         raise ConfigError(f"{config.source}: drivers.manipulator.type {spec['type']!r}: no such driver; "
                           f"known: {sorted(MANIPULATORS)}") from None
-    return build(spec, config.source)
+    return await build(spec, config.source)
 
 
 def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
@@ -90,7 +115,7 @@ def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
 
 async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
     """Bind every URI, announce them, serve until ``stop`` is set (or a signal), then shut down cleanly."""
-    service = RigService.from_config(config, manipulator=make_manipulator(config))
+    service = RigService.from_config(config, manipulator=await make_manipulator(config))
     stop = stop or asyncio.Event()
     remove_signal_handlers = on_stop_signals(stop)
     handles: list[Any] = []

@@ -227,13 +227,30 @@ async def session_link_reaches_zmq(uri: str) -> bool:
 
 
 def test_the_manipulator_driver_is_the_one_the_rig_file_declares():
-    simulated = parse_rig_config({"name": "r", "uri": "sio://127.0.0.1:0", "drivers": MANIPULATOR}, TRANSPORTS)
-    proxy = parse_rig_config({"name": "r", "uri": "sio://127.0.0.1:0",
-                              "drivers": {"manipulator": {"ephys_link": "http://10.0.0.1:3000"}}}, TRANSPORTS)
-    none = parse_rig_config({"name": "r", "uri": "udp://127.0.0.1:0"}, TRANSPORTS)
-    assert isinstance(make_manipulator(simulated), SimulatedManipulator)
-    assert isinstance(make_manipulator(proxy), EphysLinkManipulator)
-    assert make_manipulator(none) is None
+    """simulated builds the simulator; ephys_link a proxy, connected to the server its URI names (here a
+    RigDeck manipulator server), or one clear error when nothing answers there."""
+    def rig(manipulator: dict) -> object:
+        return parse_rig_config({"name": "r", "uri": "udp://127.0.0.1:0", "drivers": {"manipulator": manipulator}},
+                                TRANSPORTS, "r.yaml")
+
+    async def main():
+        simulated = await make_manipulator(rig(MANIPULATOR["manipulator"]))
+        none = await make_manipulator(parse_rig_config({"name": "r", "uri": "udp://127.0.0.1:0"}, TRANSPORTS))
+        service, handle = await serve_one("sio", {})
+        try:
+            proxy = await make_manipulator(rig({"ephys_link": f"sio://127.0.0.1:{handle.port}"}))
+            ids = await proxy.list_ids()
+            await proxy.close()
+        finally:
+            await handle.close()
+            await service.close()
+        with pytest.raises(ConfigError, match=r"r.yaml: drivers.manipulator.ephys_link: cannot reach sio://"):
+            await make_manipulator(rig({"ephys_link": f"sio://127.0.0.1:{handle.port}"}))
+        return simulated, none, proxy, ids
+
+    simulated, none, proxy, ids = run(main(), timeout=60)
+    assert isinstance(simulated, SimulatedManipulator) and none is None
+    assert isinstance(proxy, EphysLinkManipulator) and ids == ["1"]
 
 
 def test_readme_documents_the_options_the_descriptors_declare():
