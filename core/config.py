@@ -30,7 +30,7 @@ from core.transport_spec import (
     boolean,
     by_scheme,
     free_text,
-    misplaced_options,
+    parse_options,
     positive_number,
 )
 
@@ -149,17 +149,10 @@ def parse_rig(name: Any, value: Any, transports: Collection[TransportSpec], sour
     transport = schemes.get(scheme)
     if transport is None:
         raise fail(f"unknown scheme {scheme!r} in {uri!r}; known: {sorted(schemes)}")
-    misplaced = misplaced_options(options, scheme, transports, "console")
-    if misplaced:
-        raise fail(misplaced)
-    common = {o.name: o for o in COMMON_OPTIONS}
-    for key, option_value in options.items():
-        option = common.get(key) or transport.console_option(key)
-        assert option is not None  # unknown and misplaced keys were refused above
-        try:
-            options[key] = option.parse(option_value)
-        except OptionError as ex:
-            raise fail(f"{key} {ex}") from None
+    try:
+        options = parse_options(options, COMMON_OPTIONS, transport, transports, "console")
+    except OptionError as ex:
+        raise fail(str(ex)) from None
     try:
         address = parse_uri(uri, resolve_host=False, default_port=transport.default_port,
                             allow_path=transport.console_path is not PathRule.NONE)

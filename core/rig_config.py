@@ -38,12 +38,11 @@ from core.drivers.recorder import KINDS, MAX_FRAME_SIZE, MAX_RATE
 from core.protocol import ExpMessage, RigAddress, parse_uri
 from core.transport_spec import (
     OPEN,
-    OptionError,
     PathRule,
     TransportSpec,
     binding_problem,
     by_scheme,
-    misplaced_options,
+    parse_options,
 )
 
 TOP_KEYS: dict[str, str] = {
@@ -141,20 +140,7 @@ def parse_listen_options(raw: Mapping[Any, Any], transport: TransportSpec,
     if unknown:
         allowed = sorted({OPEN.name, *(o.name for o in transport.listen_options)})
         raise ValueError(f"unknown option(s) {unknown} for {transport.scheme}://; allowed: {allowed}")
-    misplaced = misplaced_options(options, transport.scheme, transports, "listen")
-    if misplaced:
-        raise ValueError(misplaced)
-    for key, value in options.items():
-        option = OPEN if key == OPEN.name else transport.listen_option(key)
-        assert option is not None
-        try:
-            options[key] = option.parse(value)
-        except OptionError as ex:
-            raise ValueError(f"{key} {ex}") from None
-    problem = transport.listen_check(options) if transport.listen_check else None
-    if problem:
-        raise ValueError(problem)
-    return options
+    return parse_options(options, (OPEN,), transport, transports, "listen")
 
 
 def _number(value: Any, what: str, low: float, high: float) -> float:

@@ -77,11 +77,9 @@ class TransportSpec:
     #: whether a listen URI with these options binds a socket (sio's relay mode connects out instead)
     listens: Callable[[Mapping[str, Any]], bool] = field(default=lambda options: True)
 
-    def console_option(self, name: str) -> Option | None:
-        return next((o for o in self.console_options if o.name == name), None)
-
-    def listen_option(self, name: str) -> Option | None:
-        return next((o for o in self.listen_options if o.name == name), None)
+    def options(self, side: str) -> tuple[Option, ...]:
+        """The rigs file's options (``side="console"``) or a listen URI's (``side="listen"``)."""
+        return self.console_options if side == "console" else self.listen_options
 
 
 def by_scheme(transports: Collection[TransportSpec]) -> dict[str, TransportSpec]:
@@ -94,6 +92,29 @@ def by_scheme(transports: Collection[TransportSpec]) -> dict[str, TransportSpec]
     return table
 
 
+def parse_options(raw: Mapping[str, Any], common: Collection[Option], transport: TransportSpec,
+                  transports: Collection[TransportSpec], side: str) -> dict[str, Any]:
+    """One rig's (``side="console"``) or one listen URI's (``side="listen"``) options, each parsed by its
+    declaration; OptionError says what is wrong: another scheme's option, or ``"<key> must be ..."``.
+
+    Keys no transport knows are the caller's to refuse first (its message lists what it allows).
+    """
+    misplaced = misplaced_options(raw, transport.scheme, transports, side)
+    if misplaced:
+        raise OptionError(misplaced)
+    declared = {o.name: o for o in (*common, *transport.options(side))}
+    options: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            options[key] = declared[key].parse(value)
+        except OptionError as ex:
+            raise OptionError(f"{key} {ex}") from None
+    problem = transport.listen_check(options) if side == "listen" and transport.listen_check else None
+    if problem:
+        raise OptionError(problem)
+    return options
+
+
 def misplaced_options(keys: Collection[str], scheme: str, transports: Collection[TransportSpec],
                       side: str) -> str | None:
     """Keys that other schemes take but ``scheme`` does not, as one sentence (None when there are none).
@@ -101,8 +122,7 @@ def misplaced_options(keys: Collection[str], scheme: str, transports: Collection
     ``side`` is ``"console"`` or ``"listen"``. A key no transport knows is the caller's "unknown key".
     """
     def owners(key: str) -> list[str]:
-        return sorted(t.scheme for t in transports
-                      if (t.console_option(key) if side == "console" else t.listen_option(key)))
+        return sorted(t.scheme for t in transports if any(o.name == key for o in t.options(side)))
 
     misplaced = sorted(k for k in keys if owners(k) and scheme not in owners(k))
     if not misplaced:
@@ -234,7 +254,7 @@ def options_table(transports: Collection[TransportSpec], common_console: Collect
             lines.append(f"| `{option.name}` | all | {option.doc} |")
         rows: dict[tuple[str, str], tuple[list[str], bool]] = {}  # one row per (name, meaning)
         for t in transports:
-            for option in t.console_options if side == "console" else t.listen_options:
+            for option in t.options(side):
                 rows.setdefault((option.name, option.doc), ([], option.guards))[0].append(t.scheme)
         for (name, doc), (schemes, guards) in rows.items():
             mark = " (access control)" if guards else ""
