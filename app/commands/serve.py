@@ -10,7 +10,10 @@ tests read them)::
     STOPPED <rig>                                   after a clean shutdown (recorders closed)
 
 SIGINT / SIGTERM stop it cleanly: servers close, recorders write their footers and close their files.
-A bad rig file, an unknown transport or a port in use is one line on stderr and exit code 2.
+A bad rig file, an unknown transport or a port in use is one line on stderr and exit code 2; so is a URI
+beyond loopback with no access control (allow, token, CURVE keys) unless it says ``open: true``, which
+start-up then warns about loudly (:func:`core.transport_spec.binding_problem`). An ``ephys_link``
+manipulator proxy connects before anything is bound: an absent server is one line, too.
 """
 
 from __future__ import annotations
