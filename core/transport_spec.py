@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.checks import is_int, is_number
+
 #: an option's parser: the value to keep, or OptionError("must be ..., not ...")
 Parser = Callable[[Any], Any]
 
@@ -135,19 +137,19 @@ def misplaced_options(keys: Collection[str], scheme: str, transports: Collection
 # ----------------------------------------------------------------------------------------- parsers
 
 def positive_number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or value != value:
+    if not is_number(value) or not value > 0 or value != value:
         raise OptionError(f"must be a positive number, not {value!r}")
     return value
 
 
 def non_negative_number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if not is_number(value) or not value >= 0:
         raise OptionError(f"must be a number of seconds >= 0, not {value!r}")
     return value
 
 
 def positive_int(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise OptionError(f"must be a positive whole number, not {value!r}")
     return value
 
@@ -168,12 +170,6 @@ def text(value: Any) -> Any:
 def free_text(value: Any) -> Any:
     if not isinstance(value, str):
         raise OptionError(f"must be a string, not {value!r}")
-    return value
-
-
-def port(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise OptionError(f"must be a TCP port 0..65535, not {value!r}")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.checks import is_int
 from core.transport_spec import (
     ALLOW,
     Option,
@@ -31,7 +32,7 @@ def _notifier(value: Any) -> Any:
 
 
 def _notify_port(value: Any) -> Any:
-    if value is False or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535):
+    if value is False or (is_int(value) and 0 <= value <= 65535):
         return value
     raise OptionError(f"must be a TCP port 0..65535 or false, not {value!r}")
 

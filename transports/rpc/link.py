@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from core.checks import is_int
 from core.config import RigSpec
 from core.link import LinkState, RemoteError, RigError, RigLink, error_text
 from core.protocol import ExpMessage
@@ -38,7 +39,7 @@ DEFAULT_TIMEOUT = 5.0
 
 def parse_notifier(value: Any, rpc_port: int) -> tuple[int, str]:
     """The ``notifier`` option: ``"name"`` -> (rpc_port + 1, name); ``"port/name"`` -> (port, name)."""
-    if not isinstance(value, str | int) or isinstance(value, bool):
+    if not (isinstance(value, str) or is_int(value)):
         raise ValueError(f"notifier {value!r}: expected 'name' or 'port/name'")
     text = str(value).strip()
     port_text, sep, name = text.partition("/")
