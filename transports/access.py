@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Iterable
+
+from transports.rate_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class AllowList:
             raise ValueError("allow: an empty list would refuse everyone; leave the option out instead")
         self.networks: list[Network] = [net for entry in self.entries for net in _networks(entry)]
         self.refused = 0
-        self._logged: dict[str, float] = {}
+        self._rlog = RateLimitedLog(log, LOG_EVERY)
 
     def permits(self, host: str) -> bool:
         """True when ``host`` (a peer's address as the socket reports it) is in the list."""
@@ -48,12 +49,7 @@ class AllowList:
         if self.permits(host):
             return True
         self.refused += 1
-        now = time.monotonic()
-        if now - self._logged.get(host, -LOG_EVERY) >= LOG_EVERY:
-            if len(self._logged) > 1024:
-                self._logged.clear()
-            self._logged[host] = now
-            log.warning("%s: refused %s (not in the allow list: %s)", server, host, self)
+        self._rlog.warning(host, "%s: refused %s (not in the allow list: %s)", server, host, self)
         return False
 
     def __str__(self) -> str:
