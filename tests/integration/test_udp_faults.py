@@ -20,6 +20,7 @@ from core.link import RequestTimeout  # noqa: E402
 from core.protocol import ExpMessage  # noqa: E402
 from core.service import COMMANDS_FILE  # noqa: E402
 from transports.ibl.udp import UdpLink  # noqa: E402
+from transports.registry import TRANSPORTS  # noqa: E402
 
 REQUESTS = 100
 FAULTS = Faults(drop=0.2, duplicate=0.2, delay=0.2, max_delay=0.2)
@@ -42,7 +43,7 @@ def test_expinits_through_drop_duplicate_and_delay_each_run_once_and_in_order(tm
             # short timings keep the test to a few seconds: resends from 30 ms, and a lost first status
             # (sent once: the rig is not known to be RigDeck yet) fails and is asked again sooner
             options = {"timeout": 10, "retry_after": 0.03, "echo_timeout": 0.3, "late_window": 0.3}
-            link = UdpLink(parse_rig("rig", {"uri": f"udp://127.0.0.1:{port}", **options}))
+            link = UdpLink(parse_rig("rig", {"uri": f"udp://127.0.0.1:{port}", **options}, TRANSPORTS))
             await link.connect()
             conversation = link.endpoint.conversation(link.endpoint.remote)
             try:
