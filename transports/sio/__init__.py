@@ -2,7 +2,8 @@
 
 The two roles: :class:`SioLink` (console side, a manipulator rig) and :func:`serve_sio` (rig side, serves
 ``service.manipulator`` to Pinpoint or any ephys-link 2.x client). The pieces live in small modules:
-``sio_wire`` (payloads), ``sio_server``, ``sio_client``, ``sio_link`` and ``sio_proxy`` (a core Manipulator
+``wire`` (payloads), ``api`` (the ephys-link event table), ``server`` (listening), ``relay`` (reach by
+Pinpoint ID), ``rig_server`` (picks one of the two), ``client``, ``link`` and ``proxy`` (a core Manipulator
 driver forwarding to an ephys-link server).
 
 Options of both sides: :data:`transports.sio.descriptor.SIO` (what the registry lists).

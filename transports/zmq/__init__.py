@@ -12,8 +12,9 @@ The console holds one DEALER per rig (:class:`ZmqLink`); the rig service sits be
 - CURVE encryption and an allow-list of console keys (``transports.zmq.keys``, ``rigdeck keys``);
 - chunked, checksummed, resumable transfer of session files (``ZmqLink.list_files/fetch_files``).
 
-Wire format: ``transports.zmq.wire`` (JSON, never pickle). Module layout: ``zmq_client`` (link),
-``zmq_server`` (rig), ``zmq_sockets`` (socket options), ``zmq_keys``, ``zmq_files``.
+Wire format: ``transports.zmq.wire`` (JSON, never pickle). Modules: ``link`` (console side),
+``server`` (rig side), ``sockets`` (socket options, heartbeat defaults shared by both ends), ``keys``
+(CURVE), ``files`` (session-file transfer).
 
 The registry lists :data:`transports.zmq.descriptor.ZMQ` (scheme, options, these two roles); importing this
 package has no side effects.
