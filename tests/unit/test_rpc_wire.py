@@ -147,38 +147,60 @@ def test_bad_clients_are_dropped_with_a_log_line_and_the_server_keeps_serving(ca
         reader, _, _ = await handshake(port, b"tgt pyon_v2 teleport\n")
         await assert_closed(reader)
 
-    async def garbage_line(port):
-        reader, writer, _ = await handshake(port)
-        await read_line(reader)
-        writer.write(b"print(open('/etc/passwd').read())\n")
-        await assert_closed(reader)
-
-    async def not_a_request(port):
-        reader, writer, _ = await handshake(port)
-        await read_line(reader)
-        writer.write(b"[1,2,3]\n")
-        await assert_closed(reader)
-
     async def too_long(port):
         reader, writer, _ = await handshake(port)
         await read_line(reader)
         writer.write(b'{"action":"call","name":"echo","args":["' + b"x" * (SERVER_LINE_LIMIT + 10))
+        reply = json.loads(await read_line(reader))  # told why, then hung up on: the framing is lost
+        assert reply["status"] == "failed" and "line limit" in reply["exception"]["message"]
         await assert_closed(reader)
 
-    async def main():
-        server = await demo_server()
-        for bad in (bad_banner, unknown_target, pyon_v1, unknown_feature, garbage_line, not_a_request, too_long):
-            await bad(server.port)
-            await assert_still_serving(server.port)
+    async def main(bad):
+        server = await demo_server()  # one server per case: each gets its own rate-limited log line
+        await bad(server.port)
+        await assert_still_serving(server.port)
         rejected = server.rejected
         await server.close()
         return rejected
 
-    assert run(main()) == 7
-    text = caplog.text
-    for needle in ["bad banner", "unknown target 'nope'", "PYON v1", "unknown feature", "not PYON",
-                   "not an object with an action", "line limit"]:
-        assert needle in text, needle
+    cases = {bad_banner: "bad banner", unknown_target: "unknown target 'nope'", pyon_v1: "PYON v1",
+             unknown_feature: "unknown feature", too_long: "line limit"}
+    for bad, needle in cases.items():
+        caplog.clear()
+        assert run(main(bad)) == 1
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and needle in lines[0] and "closing that connection" in lines[0], (needle, lines)
+
+
+def test_unreadable_requests_get_failed_replies_and_the_connection_goes_on(caplog):
+    caplog.set_level(logging.WARNING, "transports.rpc.server")
+    bad_lines = [b"print(open('/etc/passwd').read())\n", b"[1,2,3]\n", b'{"__jsonclass__":["Fraction",["1e10000000",1]]}\n',
+                 b"9" * 5000 + b"\n", b"[" * 10000 + b"]" * 10000 + b"\n", b"\xff\xfe\n"]
+
+    async def main():
+        server = await demo_server()
+        reader, writer, _ = await handshake(server.port)
+        await read_line(reader)
+        replies = []
+        for line in bad_lines:
+            writer.write(line)
+            replies.append(json.loads(await read_line(reader)))
+        writer.write(ECHO_CALL)
+        assert await read_line(reader) == ECHO_REPLY
+        writer.close()
+        refused, rejected = server.refused, server.rejected
+        await server.close()
+        return replies, refused, rejected
+
+    replies, refused, rejected = run(main())
+    assert (refused, rejected) == (len(bad_lines), 0)
+    assert all(r["status"] == "failed" and r["exception"]["class"] == "ValueError" for r in replies)
+    messages = [r["exception"]["message"] for r in replies]
+    assert "not valid PYON" in messages[0] and "not an object with an action" in messages[1]
+    assert "Fraction marker needs two integers" in messages[2] and "at most 1500 digits" in messages[3]
+    assert "nested too deep" in messages[4]
+    # one peer, a burst of bad lines: one log line (the rest are counted, then summarised)
+    assert len([r for r in caplog.records if "request refused" in r.getMessage()]) == 1
 
 
 def test_well_formed_but_wrong_requests_get_failed_replies():
