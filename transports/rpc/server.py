@@ -32,6 +32,7 @@ from transports.rpc.wire import (
     FEATURE_PYON_V2,
     RPC_BANNER,
     SERVER_FEATURES,
+    URGENT_NAMES,
     LineServer,
     ProtocolError,
     encode_line,
@@ -43,9 +44,6 @@ from transports.rpc.wire import (
 log = logging.getLogger(__name__)
 
 TERMINATE = "terminate"
-#: method names that never wait for the call lock, whether marked or not
-URGENT_NAMES = frozenset({"stop", "stop_all"})
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 

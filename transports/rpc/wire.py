@@ -25,6 +25,10 @@ SYNC_BANNER = b"ARTIQ sync_struct\n"
 FEATURE_PYON_V2 = "pyon_v2"
 SERVER_FEATURES = (FEATURE_PYON_V2,)
 
+#: methods that run at once on a server and take their own connection on a busy client (a stop must never
+#: wait behind the move it stops); a server also honours methods marked ``@urgent``
+URGENT_NAMES = frozenset({"stop", "stop_all"})
+
 SERVER_LINE_LIMIT = 4 * 1024 * 1024
 CLIENT_LINE_LIMIT = 100 * 1024 * 1024
 
