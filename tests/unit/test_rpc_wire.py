@@ -174,8 +174,9 @@ def test_bad_clients_are_dropped_with_a_log_line_and_the_server_keeps_serving(ca
 
 def test_unreadable_requests_get_failed_replies_and_the_connection_goes_on(caplog):
     caplog.set_level(logging.WARNING, "transports.rpc.server")
-    bad_lines = [b"print(open('/etc/passwd').read())\n", b"[1,2,3]\n", b'{"__jsonclass__":["Fraction",["1e10000000",1]]}\n',
-                 b"9" * 5000 + b"\n", b"[" * 10000 + b"]" * 10000 + b"\n", b"\xff\xfe\n"]
+    bad_lines = [b"print(open('/etc/passwd').read())\n", b"[1,2,3]\n",
+                 b'{"__jsonclass__":["Fraction",["1e10000000",1]]}\n', b"9" * 5000 + b"\n",
+                 b"[" * 10000 + b"]" * 10000 + b"\n", b"\xff\xfe\n"]
 
     async def main():
         server = await demo_server()
@@ -197,7 +198,7 @@ def test_unreadable_requests_get_failed_replies_and_the_connection_goes_on(caplo
     assert all(r["status"] == "failed" and r["exception"]["class"] == "ValueError" for r in replies)
     messages = [r["exception"]["message"] for r in replies]
     assert "not valid PYON" in messages[0] and "not an object with an action" in messages[1]
-    assert "Fraction marker needs two integers" in messages[2] and "at most 1500 digits" in messages[3]
+    assert "Fraction marker needs two integers" in messages[2] and "at most 4300 digits" in messages[3]
     assert "nested too deep" in messages[4]
     # one peer, a burst of bad lines: one log line (the rest are counted, then summarised)
     assert len([r for r in caplog.records if "request refused" in r.getMessage()]) == 1
@@ -221,3 +222,50 @@ def test_well_formed_but_wrong_requests_get_failed_replies():
 
     replies = run(main())
     assert [r["exception"]["class"] for r in replies] == ["ValueError", "TypeError", "AttributeError"]
+
+
+def test_hostile_lines_on_one_connection_while_another_keeps_being_answered():
+    """Issue item 3: one 107-byte line (a Fraction of 1e10000000) used to stop the whole loop for 6 s. Now
+    every hostile line is refused at once on its own connection while a second connection's calls go on:
+    all of them answered, each hostile line answered "failed", no connection dropped."""
+    hostile = [b'{"action":"call","name":"echo","args":[{"__jsonclass__":["Fraction",["1e%d",1]]}],"kwargs":{}}\n'
+               % exp for exp in (10_000_000, 20_000_000)]
+    hostile += [b'{"action":"call","name":"echo","args":[{"__jsonclass__":["complex",["1e10000000j"]]}],"kwargs":{}}\n',
+                b'{"action":"call","name":"echo","args":[' + b"7" * 100_000 + b'],"kwargs":{}}\n',
+                b'{"__jsonclass__":["set",[[' + b",".join(b"%d" % (k * (2**61 - 1)) for k in range(1, 3000))
+                + b"]]]}\n",
+                b'{"__jsonclass__":["nparray",[[0,99999999999999999999999],"<i4",""]]}\n',
+                b"[" * 10_000 + b"]" * 10_000 + b"\n"] * 3
+
+    async def main():
+        server = await demo_server()
+        reader_a, writer_a, _ = await handshake(server.port)
+        reader_b, writer_b, _ = await handshake(server.port)
+        await read_line(reader_a)
+        await read_line(reader_b)
+        answered = 0
+
+        async def keep_calling():
+            nonlocal answered
+            for _ in range(200):
+                writer_b.write(ECHO_CALL)
+                assert await read_line(reader_b) == ECHO_REPLY
+                answered += 1
+
+        async def be_hostile():
+            replies = []
+            for line in hostile:
+                writer_a.write(line)
+                replies.append(json.loads(await read_line(reader_a)))
+            return replies
+
+        _, replies = await asyncio.gather(keep_calling(), be_hostile())
+        writer_a.close()
+        writer_b.close()
+        counts = answered, server.refused, server.rejected
+        await server.close()
+        return replies, counts
+
+    replies, (answered, refused, rejected) = run(main())
+    assert [r["status"] for r in replies] == ["failed"] * len(hostile)
+    assert (answered, refused, rejected) == (200, len(hostile), 0)

@@ -29,6 +29,7 @@ from typing import Any
 from core.link import RequestTimeout, RigError
 from core.listeners import Listeners, Unsubscribe
 from transports.read_size import read_at_most
+from transports.rpc import pyon
 from transports.rpc.wire import (
     CLIENT_LINE_LIMIT,
     FEATURE_PYON_V2,
@@ -155,7 +156,7 @@ class RpcClient:
         writer.write(RPC_BANNER)
         ident = decode_line(await read_line(reader, "the server identification"), "server identification")
         if not isinstance(ident, dict) or not isinstance(ident.get("targets"), list):
-            raise ProtocolError(f"not a pc_rpc server identification: {str(ident)[:80]}")
+            raise ProtocolError(f"not a pc_rpc server identification: {pyon.brief(ident)}")
         self.targets = [str(t) for t in ident["targets"]]
         self.description = ident.get("description")
         self.features = [str(f) for f in ident.get("features") or []]
@@ -164,10 +165,10 @@ class RpcClient:
             return  # list-targets only: no selection
         if target is AUTO_TARGET:
             if len(self.targets) != 1:
-                raise IncompatibleServer(f"server has targets {self.targets}: name the one to use")
+                raise IncompatibleServer(f"server has targets {pyon.brief(self.targets)}: name the one to use")
             target = self.targets[0]
         if target not in self.targets:
-            raise IncompatibleServer(f"server has no target {target!r} (it has {self.targets})")
+            raise IncompatibleServer(f"server has no target {target!r} (it has {pyon.brief(self.targets)})")
         if FEATURE_PYON_V2 not in self.features:
             raise IncompatibleServer("server does not speak PYON v2 (sipyco older than 1.10?); v1 needs eval")
         writer.write(f"{target} {FEATURE_PYON_V2}\n".encode())
@@ -296,7 +297,7 @@ class RpcClient:
     @staticmethod
     def _result(reply: Any, what: str) -> Any:
         if not isinstance(reply, dict) or reply.get("status") not in ("ok", "failed"):
-            raise ProtocolError(f"malformed reply to {what}: {str(reply)[:80]}")
+            raise ProtocolError(f"malformed reply to {what}: {pyon.brief(reply)}")
         if reply["status"] == "ok":
             return reply.get("ret")
         raise unpack_exception(reply.get("exception"))

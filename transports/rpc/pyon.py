@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import reprlib
 import sys
 import tempfile
@@ -47,16 +46,16 @@ from transports.rpc.pyon_arrays import PlainArray, decode_array, decode_scalar
 
 MARKER = "__jsonclass__"
 
-#: the longest number literal decoded: int("9" * n) takes quadratic time, so a 4 MiB line of
-#: 1500-digit integers costs about what a line of small ones does (2**4000 has 1205 digits)
-MAX_NUMBER_CHARS = 1500
+#: the most digits of an integer literal: int("9" * n) takes quadratic time; at this bound (Python's
+#: own default limit) a 4 MiB line of such integers costs about what a line of small ones does.
+#: Python enforces it inside the JSON parser at no cost; an interpreter configured without the limit
+#: gets it checked by a hook instead. 2**4000 has 1205 digits.
+MAX_INT_DIGITS = 4300
 #: containers (lists, dicts, tuples, sets) nested deeper are refused: every consumer may recurse
 MAX_DEPTH = 100
 #: items of one set / non-str-key dict allowed to share a hash with another item
 MAX_EQUAL_HASHES = 16
 
-#: a run of digits longer than any allowed literal (the look-behind keeps the search linear)
-_LONG_LITERAL = re.compile(rf"(?<![0-9])[0-9]{{{MAX_NUMBER_CHARS + 1}}}")
 _CONTAINERS = frozenset({list, tuple, dict, OrderedDict, set, frozenset})
 
 
@@ -92,13 +91,13 @@ def _dict_from_pairs(pairs: Any, factory: Callable[[], dict[Any, Any]] = dict) -
         raise PyonError("dict marker needs a list of [key, value] pairs")
     for pair in pairs:
         if not isinstance(pair, list) or len(pair) != 2:
-            raise PyonError(f"dict marker: {str(pair)[:60]} is not a [key, value] pair")
+            raise PyonError(f"dict marker: {brief(pair)} is not a [key, value] pair")
     _check_hashes("dict", [pair[0] for pair in pairs])
     for pair in pairs:
         try:
             out[pair[0]] = pair[1]
         except TypeError:
-            raise PyonError(f"dict marker: key {str(pair[0])[:60]} is not hashable") from None
+            raise PyonError(f"dict marker: key {brief(pair[0])} is not hashable") from None
     return out
 
 
@@ -174,6 +173,8 @@ register(Fraction, "Fraction", lambda f: [f.numerator, f.denominator], _fraction
 def _numpy_encode(obj: Any) -> Any | None:
     """The marker for a numpy object, or None if ``obj`` is not one (numpy never imported here)."""
     if type(obj) is PlainArray:
+        if obj.scalar:
+            return {MARKER: ["npscalar", [obj.dtype, _b64(obj.data)]]}
         return {MARKER: ["nparray", [list(obj.shape), obj.dtype, _b64(obj.data)]]}
     np = sys.modules.get("numpy")
     if np is None:
@@ -247,8 +248,9 @@ def encode(obj: Any, pretty: bool = False) -> str:
 
 # ------------------------------------------------------------------------------------------- decoding
 
-def _brief(value: Any) -> str:
-    """A short repr for error messages (the value may be megabytes)."""
+def brief(value: Any) -> str:
+    """A short repr for error messages: the value may be megabytes, and ``str()`` of a big structure
+    of long integers alone would take a second."""
     return _BRIEF.repr(value)
 
 
@@ -274,19 +276,20 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     except PyonError:
         raise
     except (TypeError, ValueError, ArithmeticError) as ex:
-        raise PyonError(f"PYON type {name!r}: bad args {_brief(args)}: {ex}") from None
+        raise PyonError(f"PYON type {name!r}: bad args {brief(args)}: {ex}") from None
 
 
-def _number(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    def parse(literal: str) -> Any:
-        if _LONG_LITERAL.search(literal):
-            raise PyonError(f"{what} literal of {len(literal)} characters (at most {MAX_NUMBER_CHARS} digits)")
-        return kind(literal)
-
-    return parse
+def _bounded_int(literal: str) -> int:
+    """Used only where the interpreter's own limit is off or looser than ours."""
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise PyonError(f"integer literal of {len(literal)} characters (at most {MAX_INT_DIGITS} digits)")
+    return int(literal)
 
 
-_BOUNDED_NUMBERS = {"parse_int": _number(int, "integer"), "parse_float": _number(float, "number")}
+def _int_hooks() -> dict[str, Any]:
+    """No hook while Python itself refuses longer integer literals (the common case: it costs nothing)."""
+    limit = sys.get_int_max_str_digits()
+    return {} if 0 < limit <= MAX_INT_DIGITS else {"parse_int": _bounded_int}
 
 
 def _check_depth(value: Any) -> None:
@@ -297,6 +300,8 @@ def _check_depth(value: Any) -> None:
         if depth > MAX_DEPTH:
             raise PyonError(f"values nested more than {MAX_DEPTH} deep")
         children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        if _CONTAINERS.isdisjoint(set(map(type, children))):  # C speed for the common flat list
+            continue
         for child in children:
             if type(child) in _CONTAINERS:
                 stack.append((child, depth + 1))
@@ -321,15 +326,19 @@ def decode(text: str | bytes) -> Any:
             text = bytes(text).decode(json.detect_encoding(text), "surrogatepass")
         if not isinstance(text, str):
             raise PyonError(f"PYON is text, not {type(text).__name__}")
-        hooks = _BOUNDED_NUMBERS if _LONG_LITERAL.search(text) else {}
-        value = json.loads(text, object_hook=_object_hook, **hooks)
+        value = json.loads(text, object_hook=_object_hook, **_int_hooks())
         if text.count("[") + text.count("{") > MAX_DEPTH:  # else it cannot be that deep
             _check_depth(value)
         return value
     except PyonError:
         raise
     except (ValueError, RecursionError, ArithmeticError, TypeError) as ex:  # JSONDecodeError, Unicode...
-        text = "nested too deep" if isinstance(ex, RecursionError) else str(ex)[:200]
+        if isinstance(ex, RecursionError):
+            text = "nested too deep"
+        elif "int_max_str_digits" in str(ex):  # Python's own limit, in Python's words
+            text = f"integer literal too long (at most {MAX_INT_DIGITS} digits)"
+        else:
+            text = str(ex)[:200]
         raise PyonError(f"not valid PYON/JSON: {text}") from None
 
 

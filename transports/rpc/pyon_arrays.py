@@ -93,14 +93,14 @@ def decode_array(shape: Any, dtype: Any, data: bytes) -> Any:
 
 
 def decode_scalar(dtype: Any, data: bytes) -> Any:
-    """A numpy scalar if numpy is installed, else the plain Python value (a 0-d :class:`PlainArray`'s)."""
+    """A numpy scalar if numpy is installed, else a scalar :class:`PlainArray`."""
     order, kind, itemsize = parse_dtype(dtype)
     if len(data) != itemsize:
         raise ValueError(f"numpy scalar of dtype {dtype} needs {itemsize} bytes, got {len(data)}")
     try:
         import numpy as np
     except ImportError:
-        return PlainArray((), dtype, data).tolist()
+        return PlainArray((), dtype, data, scalar=True)
     return np.frombuffer(data, dtype=np.dtype(dtype))[0]
 
 
@@ -108,12 +108,14 @@ def decode_scalar(dtype: Any, data: bytes) -> Any:
 class PlainArray:
     """A numpy array received where numpy is not installed: shape, dtype string and raw bytes.
 
-    It encodes back to the same ``nparray`` marker, so it can be passed on unchanged.
+    It encodes back to the same ``nparray`` (or, when ``scalar``, ``npscalar``) marker, so it can be
+    passed on unchanged.
     """
 
     shape: tuple[int, ...]
     dtype: str
     data: bytes
+    scalar: bool = False
 
     @property
     def kind(self) -> str:

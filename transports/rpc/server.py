@@ -179,7 +179,7 @@ class RpcServer(LineServer):
         try:
             request = pyon.decode(line)
             if not isinstance(request, dict) or "action" not in request:
-                raise pyon.PyonError(f"request is not an object with an action: {str(request)[:60]}")
+                raise pyon.PyonError(f"request is not an object with an action: {pyon.brief(request)}")
         except pyon.PyonError as ex:
             self.refused += 1
             self._rlog.warning(_host(peer), "pc_rpc: %s: request refused: %s", peer, ex)
@@ -220,7 +220,7 @@ class RpcServer(LineServer):
         if action == "get_rpc_method_list":
             return self._reply_ok(describe(target, [n for n in names if n != TERMINATE]))
         if action != "call":
-            return self._reply_failed(ValueError(f"unknown action {str(action)[:40]!r}"))
+            return self._reply_failed(ValueError(f"unknown action {pyon.brief(action)}"))
         name, args, kwargs = request.get("name"), request.get("args", []), request.get("kwargs", {})
         if not isinstance(name, str) or not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
             return self._reply_failed(TypeError("a call needs a str name, a list of args and a dict of kwargs"))

@@ -354,12 +354,14 @@ class Subscriber:
         while True:
             mod = decode_line(await read_line(reader, "a mod"), "mod")
             if not isinstance(mod, dict) or "action" not in mod:
-                raise ProtocolError(f"not a mod: {str(mod)[:80]}")
+                raise ProtocolError(f"not a mod: {pyon.brief(mod)}")
             try:
                 self._apply(mod)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as ex:
                 # our copy diverged (or the mod is bad): start again from a fresh init
-                raise ProtocolError(f"cannot apply {mod.get('action')} at {mod.get('path')}: {ex!r}") from None
+                action = str(mod.get("action"))[:20]
+                where = pyon.brief(mod.get("path"))
+                raise ProtocolError(f"cannot apply {action} at {where}: {pyon.brief(ex)}") from None
 
     async def _run(self, host: str, port: int, reconnect: bool, connected: bool) -> None:
         delay = 0.1
