@@ -37,6 +37,7 @@ from transports.rpc.wire import (
     ProtocolError,
     encode_line,
     pack_exception,
+    peer_host,
     peer_name,
     read_line,
 )
@@ -163,7 +164,7 @@ class RpcServer(LineServer):
                 await writer.drain()
         except ProtocolError as ex:
             self.rejected += 1
-            self._rlog.warning(_host(peer), "pc_rpc: %s: %s; closing that connection", peer, ex)
+            self._rlog.warning(peer_host(peer), "pc_rpc: %s: %s; closing that connection", peer, ex)
         except (ConnectionError, OSError) as ex:
             log.debug("pc_rpc: %s gone: %s", peer, ex)
         except Exception:  # a bug of ours must cost one connection, never the server
@@ -182,7 +183,7 @@ class RpcServer(LineServer):
                 raise pyon.PyonError(f"request is not an object with an action: {pyon.brief(request)}")
         except pyon.PyonError as ex:
             self.refused += 1
-            self._rlog.warning(_host(peer), "pc_rpc: %s: request refused: %s", peer, ex)
+            self._rlog.warning(peer_host(peer), "pc_rpc: %s: request refused: %s", peer, ex)
             return self._reply_failed(ValueError(f"request refused: {ex}"))
         return await self._process(target, names, request, peer)
 
@@ -253,8 +254,3 @@ class RpcServer(LineServer):
     @staticmethod
     def _reply_failed(ex: BaseException) -> bytes:
         return encode_line({"status": "failed", "exception": pack_exception(ex)})
-
-
-def _host(peer: str) -> str:
-    """The rate-limit key of a peer: its host (a peer reconnecting for every line changes port)."""
-    return peer.rsplit(":", 1)[0]

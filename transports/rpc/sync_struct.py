@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from core.listeners import Listeners, Unsubscribe
 from core.state import LiveState, Mod, process_mod
+from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.rpc import pyon
 from transports.rpc.wire import (
@@ -35,6 +36,7 @@ from transports.rpc.wire import (
     ProtocolError,
     decode_line,
     encode_line,
+    peer_host,
     peer_name,
     read_line,
 )
@@ -147,6 +149,7 @@ class Publisher(LineServer):
             source.subscribe(self._listener(name)) for name, source in self.notifiers.items()
         ]
         self.kicked = 0  # subscribers disconnected for being slow (diagnostics, tests)
+        self._rlog = RateLimitedLog(log)
 
     def _listener(self, name: str) -> Callable[[Mod], None]:
         def on_mod(mod: Mod) -> None:
@@ -213,7 +216,7 @@ class Publisher(LineServer):
                 writer.write(line)
                 await writer.drain()
         except ProtocolError as ex:
-            log.warning("sync_struct: %s: %s; closing that connection", peer, ex)
+            self._rlog.warning(peer_host(peer), "sync_struct: %s: %s; closing that connection", peer, ex)
         except pyon.PyonError as ex:
             log.error("sync_struct %s: snapshot cannot be encoded: %s", name, ex)
         except (ConnectionError, OSError) as ex:

@@ -68,6 +68,12 @@ def peer_name(writer: asyncio.StreamWriter) -> str:
     return str(peer)
 
 
+def peer_host(peer: str) -> str:
+    """The rate-limit key of a peer (``host:port``): its host, as a peer reconnecting for every line
+    changes port."""
+    return peer.rsplit(":", 1)[0]
+
+
 class LineServer:
     """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines."""
 
