@@ -117,11 +117,14 @@ def hostile_lines():
     }
 
 
-async def hostile_rpc_server(reply: str):
-    """Speaks the pc_rpc handshake, then answers every request with ``reply``."""
+GOOD_IDENT = '{"targets":["t"],"description":null,"features":["pyon_v2"]}'
+
+
+async def hostile_rpc_server(reply: str, ident: str = GOOD_IDENT):
+    """Speaks the pc_rpc handshake (with ``ident``), then answers every request with ``reply``."""
     async def handle(reader, writer):
         await reader.readline()
-        writer.write(b'{"targets":["t"],"description":null,"features":["pyon_v2"]}\n')
+        writer.write(ident.encode() + b"\n")
         await reader.readline()
         writer.write(b'{"__jsonclass__":["set",[["m"]]]}\n')
         while await reader.readline():
@@ -149,6 +152,23 @@ def test_rpc_against_a_hostile_server_prints_one_line_and_exits():
     assert "at most 4300 digits" in results["huge int"][2]
     assert "nested" in results["deep"][2] and "nested more than 100 deep" in results["deep but parseable"][2]
     assert results["multi-line error"][2].strip() == "rigdeck rpc: ValueError: a b c"
+
+
+@pytest.mark.parametrize("ident", [
+    '{"targets":["t"],"features":5}', '{"targets":5}', '{"targets":["a b\\nc"],"features":["pyon_v2"]}',
+    '{"targets":[' + "[" * 5000 + "]" * 5000 + '],"features":["pyon_v2"]}', '{"targets":["t"],"features":[]}',
+    "[]", "<html>",
+])
+def test_rpc_against_a_hostile_identification_prints_one_line(ident):
+    async def main():
+        server = await hostile_rpc_server('{"status":"ok","ret":1}', ident)
+        result = await rigdeck("rpc", "127.0.0.1", server.sockets[0].getsockname()[1], "call", "m")
+        server.close()
+        return result
+
+    rc, out, err = run(main())
+    assert rc == 2 and out == "" and err.startswith("rigdeck rpc: cannot use 127.0.0.1:"), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
 
 
 async def hostile_publisher(mods: list[str]):

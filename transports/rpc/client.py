@@ -155,7 +155,8 @@ class RpcClient:
     async def _identify(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(RPC_BANNER)
         ident = decode_line(await read_line(reader, "the server identification"), "server identification")
-        if not isinstance(ident, dict) or not isinstance(ident.get("targets"), list):
+        if (not isinstance(ident, dict) or not isinstance(ident.get("targets"), list)
+                or not isinstance(ident.get("features") or [], list)):
             raise ProtocolError(f"not a pc_rpc server identification: {pyon.brief(ident)}")
         self.targets = [str(t) for t in ident["targets"]]
         self.description = ident.get("description")
@@ -169,6 +170,8 @@ class RpcClient:
             target = self.targets[0]
         if target not in self.targets:
             raise IncompatibleServer(f"server has no target {target!r} (it has {pyon.brief(self.targets)})")
+        if not target or any(c.isspace() for c in target):  # it goes on one line with the features
+            raise IncompatibleServer(f"target name {pyon.brief(target)} cannot be selected (empty or with spaces)")
         if FEATURE_PYON_V2 not in self.features:
             raise IncompatibleServer("server does not speak PYON v2 (sipyco older than 1.10?); v1 needs eval")
         writer.write(f"{target} {FEATURE_PYON_V2}\n".encode())
