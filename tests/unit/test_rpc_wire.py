@@ -269,3 +269,33 @@ def test_hostile_lines_on_one_connection_while_another_keeps_being_answered():
     replies, (answered, refused, rejected) = run(main())
     assert [r["status"] for r in replies] == ["failed"] * len(hostile)
     assert (answered, refused, rejected) == (200, len(hostile), 0)
+
+
+def test_a_rig_reads_shorter_lines_than_a_generic_server():
+    """A rig's calls are small and parsing holds the loop in proportion to a line's length: serve_rpc reads
+    at most 256 KiB per line (a 300 KiB call is answered "failed" and that connection closed), while a
+    generic RpcServer takes sipyco's 4 MiB."""
+    from types import SimpleNamespace
+
+    from core.protocol import RigAddress
+    from transports.rpc.rig_server import serve_rpc
+
+    async def call_with(port, target, method):
+        reader, writer, _ = await handshake(port, target + b" pyon_v2\n")
+        await read_line(reader)
+        writer.write(b'{"action":"call","name":"%s","args":["%s"],"kwargs":{}}\n' % (method, b"x" * 300_000))
+        reply = json.loads(await read_line(reader))
+        writer.close()
+        return reply
+
+    async def main():
+        rig = await serve_rpc(RigAddress("rpc", "127.0.0.1", 0, "rig"), SimpleNamespace(name="r"))
+        generic = await demo_server()
+        replies = await call_with(rig.port, b"rig", b"ping"), await call_with(generic.port, b"tgt", b"boom")
+        await rig.close()
+        await generic.close()
+        return replies
+
+    rig_reply, generic_reply = run(main())
+    assert rig_reply["status"] == "failed" and "line limit" in rig_reply["exception"]["message"]
+    assert generic_reply["exception"]["class"] == "TypeError"  # read whole, and called: boom() takes no args

@@ -32,6 +32,7 @@ from transports.rpc.wire import (
     FEATURE_PYON_V2,
     RPC_BANNER,
     SERVER_FEATURES,
+    SERVER_LINE_LIMIT,
     URGENT_NAMES,
     LineServer,
     ProtocolError,
@@ -122,6 +123,7 @@ class RpcServer(LineServer):
         description: str | None = None,
         builtin_terminate: bool = False,
         allow_parallel: bool = False,
+        line_limit: int = SERVER_LINE_LIMIT,
     ) -> None:
         if not targets:
             raise ValueError("a pc_rpc server needs at least one target")
@@ -132,6 +134,7 @@ class RpcServer(LineServer):
         self.description = description
         self.builtin_terminate = builtin_terminate
         self.allow_parallel = allow_parallel
+        self.line_limit = line_limit
         self._lock = asyncio.Lock()
         self._connections: set[asyncio.StreamWriter] = set()
         self._terminate = asyncio.Event()

@@ -78,6 +78,8 @@ class LineServer:
     """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines."""
 
     _server: asyncio.base_events.Server | None = None
+    #: the longest line read; parsing a line holds the event loop for a time proportional to its length
+    line_limit: int = SERVER_LINE_LIMIT
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -86,7 +88,7 @@ class LineServer:
         """Close every open connection (the server is closing)."""
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=SERVER_LINE_LIMIT)
+        self._server = await asyncio.start_server(self._accept, host, port, limit=self.line_limit)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         read_at_most(writer.transport)
