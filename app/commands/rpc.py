@@ -4,6 +4,12 @@ Like ``sipyco_rpctool``, but arguments are never evaluated: each ARG is read as 
 (``1``, ``2.5``, ``true``, ``null``, ``[1,2]``, ``{"a":1}``, ``'"quoted"'``, PYON markers) and falls back
 to the plain string when it is not one (so ``hello`` is the string "hello"). ``interactive`` is a
 small command loop (``METHOD ARGS...``, ``methods``, ``help``, ``quit``), not a Python prompt.
+
+Results print readably: JSON for JSON values, Python notation for tuples, sets, bytes, complex numbers
+and fractions, arrays as their values with the dtype and shape where they matter (``[0, 1, 2, 3]
+(int32)``), with or without numpy installed. ``--json`` prints plain JSON instead (for scripts),
+``--pyon`` the exact PYON v2 line. Errors, including a server that breaks the protocol, are one line
+on stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import shlex
 import sys
 from typing import Any
 
+from app.commands.pyon_text import one_line, plain_json, readable
 from transports.rpc import pyon
 from transports.rpc.client import AUTO_TARGET, RpcClient
 
@@ -77,13 +84,21 @@ def print_methods(listing: dict[str, Any]) -> None:
         print()
 
 
-async def _call(client: RpcClient, method: str, words: list[str]) -> None:
+#: how a result is printed, by ``--json`` / ``--pyon`` / neither
+FORMATS = {"text": readable, "json": plain_json, "pyon": pyon.encode}
+
+
+async def _call(client: RpcClient, method: str, words: list[str], output: str = "text") -> None:
     args, kwargs = parse_call_args(words)
     result = await client.call_ex(method, args, kwargs)
-    print(pyon.encode(result), flush=True)
+    print(FORMATS[output](result), flush=True)
 
 
-async def _interactive(client: RpcClient) -> int:
+def error_line(ex: BaseException) -> str:
+    return one_line(f"{type(ex).__name__}: {ex}")
+
+
+async def _interactive(client: RpcClient, output: str = "text") -> int:
     tty = sys.stdin.isatty()
     loop = asyncio.get_running_loop()
     print(f"connected to target {client.selected_target!r}; METHOD ARGS..., 'methods', 'quit'", flush=True)
@@ -106,20 +121,25 @@ async def _interactive(client: RpcClient) -> int:
             print_methods(await client.method_list())
             continue
         try:
-            await _call(client, words[0], words[1:])
+            await _call(client, words[0], words[1:], output)
         except Exception as ex:  # one bad call never ends the session
-            print(f"error: {type(ex).__name__}: {ex}", flush=True)
+            print(f"error: {error_line(ex)}", flush=True)
             if not client.connected:
-                await client.connect()
+                try:
+                    await client.connect()
+                except (TimeoutError, OSError) as lost:
+                    print(f"error: server lost: {error_line(lost)}", flush=True)
+                    return EXIT_CONNECT
 
 
 async def run(args: argparse.Namespace) -> int:
     target: Any = None if args.action == "list-targets" else (args.target or AUTO_TARGET)
     client = RpcClient(args.host, args.port, target, timeout=args.timeout, connect_timeout=max(args.timeout, 5.0))
+    output = getattr(args, "output", None) or "text"
     try:
         await client.connect()
-    except (TimeoutError, OSError) as ex:
-        what = "no answer" if isinstance(ex, asyncio.TimeoutError) else str(ex)
+    except (TimeoutError, OSError) as ex:  # ProtocolError and IncompatibleServer are ConnectionErrors
+        what = "no answer" if isinstance(ex, asyncio.TimeoutError) else error_line(ex)
         print(f"rigdeck rpc: cannot use {args.host}:{args.port}: {what}", file=sys.stderr)
         return EXIT_CONNECT
     try:
@@ -130,15 +150,25 @@ async def run(args: argparse.Namespace) -> int:
         elif args.action == "list-methods":
             print_methods(await client.method_list())
         elif args.action == "call":
-            await _call(client, args.method, args.args)
+            await _call(client, args.method, args.args, output)
         else:
-            return await _interactive(client)
+            return await _interactive(client, output)
     except Exception as ex:
-        print(f"rigdeck rpc: {type(ex).__name__}: {ex}", file=sys.stderr)
+        print(f"rigdeck rpc: {error_line(ex)}", file=sys.stderr)
         return EXIT_REMOTE
     finally:
         await client.close()
     return 0
+
+
+def add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--json`` / ``--pyon``, accepted before the action and after it (``default`` SUPPRESS there, so
+    the sub-command does not undo a choice made before it)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", dest="output", action="store_const", const="json", default=default,
+                       help="print results as plain JSON (arrays as lists, tuples and sets as lists...)")
+    group.add_argument("--pyon", dest="output", action="store_const", const="pyon", default=default,
+                       help="print results as the exact PYON v2 line the server sent")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -149,14 +179,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    add_output_options(parser, None)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list-targets", help="the server's targets and description")
-    for name, help_text in [("list-methods", "methods of a target, with signatures and docstrings"),
-                            ("interactive", "a METHOD ARGS... command loop")]:
-        sub = actions.add_parser(name, help=help_text)
-        sub.add_argument("--target", "-t", help="target name (default: the only one)")
-    call = actions.add_parser("call", help="call one method; prints the result as PYON/JSON")
+    actions.add_parser("list-methods", help="methods of a target, with signatures and docstrings").add_argument(
+        "--target", "-t", help="target name (default: the only one)")
+    interactive = actions.add_parser("interactive", help="a METHOD ARGS... command loop")
+    interactive.add_argument("--target", "-t", help="target name (default: the only one)")
+    add_output_options(interactive, argparse.SUPPRESS)
+    call = actions.add_parser("call", help="call one method; prints the result readably (or --json, --pyon)")
     call.add_argument("--target", "-t", help="target name (default: the only one)")
+    add_output_options(call, argparse.SUPPRESS)
     call.add_argument("method")
     call.add_argument("args", nargs=argparse.REMAINDER, help="PYON/JSON values or strings; NAME=VALUE for keywords")
     parser.set_defaults(func=lambda args: asyncio.run(run(args)))

@@ -1,18 +1,20 @@
 """``rigdeck watch HOST PORT NOTIFIER``: print a sync_struct structure (ARTIQ master, RigDeck rig) as it changes.
 
-Default output is for people: the whole structure (indented JSON) on every (re)connection, then one
-line per change (``setitem a.b = 1``). ``--json`` prints the whole structure as one compact JSON line
-(PYON v2) after every change, for scripts. The watcher reconnects (and re-prints the structure) when
-the publisher goes away, unless ``--no-reconnect``.
+Default output is for people: the whole structure (indented JSON, arrays as lists) on every
+(re)connection, then one line per change (``setitem a.b = 1``, values shown as ``rigdeck rpc`` shows
+them). ``--json`` prints the whole structure as one compact PYON v2 line after every change, for
+scripts. The watcher reconnects (and re-prints the structure) when the publisher goes away, unless
+``--no-reconnect``. A publisher that breaks the protocol (a mod that is not PYON, breaks its bounds, or
+does not apply) costs one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
+from app.commands.pyon_text import one_line, plain_json, readable
 from core.state import Mod
 from transports.rpc import pyon
 from transports.rpc.sync_struct import Subscriber
@@ -26,16 +28,16 @@ def describe_mod(mod: Mod) -> str:
     where = lambda key: f"{path}.{key}" if path else str(key)  # noqa: E731
     action = mod.get("action")
     if action == "setitem":
-        return f"setitem {where(mod['key'])} = {pyon.encode(mod['value'])}"
+        return f"setitem {where(mod['key'])} = {readable(mod['value'])}"
     if action == "delitem":
         return f"delitem {where(mod['key'])}"
     if action == "append":
-        return f"append  {path or '<root>'} += {pyon.encode(mod['x'])}"
+        return f"append  {path or '<root>'} += {readable(mod['x'])}"
     if action == "insert":
-        return f"insert  {path or '<root>'}[{mod['i']}] = {pyon.encode(mod['x'])}"
+        return f"insert  {path or '<root>'}[{mod['i']}] = {readable(mod['x'])}"
     if action == "pop":
         return f"pop     {path or '<root>'}[{mod['i']}]"
-    return pyon.encode(mod)
+    return readable(mod)
 
 
 class Printer:
@@ -46,17 +48,24 @@ class Printer:
         self.done = asyncio.Event()
 
     def __call__(self, mod: Mod) -> None:
+        try:
+            self.show(mod)
+        except Exception as ex:  # a value we cannot show costs one line, never a traceback
+            print(f"rigdeck watch: cannot show a {str(mod.get('action'))[:20]} mod: {type(ex).__name__}: "
+                  f"{str(ex)[:200]}", file=sys.stderr, flush=True)
+        self.printed += 1
+        if self.args.count and self.printed >= self.args.count:
+            self.done.set()
+
+    def show(self, mod: Mod) -> None:
         struct = self.sub.struct if self.sub else None
         if self.args.json:
             print(pyon.encode(struct), flush=True)
         elif mod.get("action") == "init":
             print(f"== {self.args.notifier} @ {self.args.host}:{self.args.port}", flush=True)
-            print(json.dumps(pyon.to_json(struct), indent=2), flush=True)
+            print(plain_json(struct, indent=2), flush=True)
         else:
             print(describe_mod(mod), flush=True)
-        self.printed += 1
-        if self.args.count and self.printed >= self.args.count:
-            self.done.set()
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -68,14 +77,14 @@ async def run(args: argparse.Namespace) -> int:
         if args.no_reconnect:
             printer.done.set()
         else:
-            print(f"rigdeck watch: connection lost ({why}); reconnecting", file=sys.stderr, flush=True)
+            print(f"rigdeck watch: connection lost ({one_line(why)}); reconnecting", file=sys.stderr, flush=True)
 
     sub = Subscriber(args.notifier, notify_cb=printer, disconnect_cb=on_lost, connect_timeout=args.timeout)
     printer.sub = sub
     try:
         await sub.connect(args.host, args.port, reconnect=not args.no_reconnect)
-    except (TimeoutError, OSError) as ex:
-        what = "no answer" if isinstance(ex, asyncio.TimeoutError) else str(ex)
+    except (TimeoutError, OSError) as ex:  # ProtocolError is a ConnectionError
+        what = "no answer" if isinstance(ex, asyncio.TimeoutError) else one_line(str(ex))
         print(f"rigdeck watch: cannot watch {args.notifier!r} at {args.host}:{args.port}: {what}", file=sys.stderr)
         return EXIT_CONNECT
     try:
@@ -83,7 +92,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         await sub.close()
     if lost and args.no_reconnect:
-        print(f"rigdeck watch: connection lost ({lost[-1]})", file=sys.stderr)
+        print(f"rigdeck watch: connection lost ({one_line(lost[-1])})", file=sys.stderr)
         return EXIT_LOST
     return 0
 

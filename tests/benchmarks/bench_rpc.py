@@ -98,14 +98,65 @@ def pyon_figures(n: int = 20000) -> dict[str, float]:
     return {"pyon_encode_mod_us": enc, "pyon_decode_mod_us": dec}
 
 
+def hostile_lines() -> dict[str, bytes]:
+    """Requests a hostile client may send, each within the server's 4 MiB line limit."""
+    limit = 4 * 1024 * 1024 - 100
+    big = "9" * pyon.MAX_INT_DIGITS
+    return {
+        "fraction_1e10000000": b'{"__jsonclass__":["Fraction",["1e10000000",1]]}',
+        "int_5000_digits": b"9" * 5000,
+        "deep_10000": b"[" * 10000 + b"]" * 10000,
+        "4MiB_of_4300_digit_ints": ("[" + ",".join([big] * (limit // (len(big) + 1))) + "]").encode(),
+        "4MiB_of_small_ints": ("[" + ",".join(["1"] * (limit // 2)) + "]").encode(),
+        "4MiB_colliding_set": ('{"__jsonclass__":["set",[[' + ",".join(
+            str(k * (2**61 - 1)) for k in range(1, limit // 24)) + "]]]}").encode()[:limit - 10] + b"0]]]}",
+    }
+
+
+async def hostile_figures() -> dict[str, float]:
+    """How long one hostile request holds the server's event loop (the time every other connection waits):
+    the longest gap a 1 ms ticker sees while the line is read, refused and answered."""
+    server = RpcServer({"echo": Echo()})
+    await server.start()
+    figures = {}
+    for name, line in hostile_lines().items():
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=2**24)
+        writer.write(b"ARTIQ pc_rpc\necho pyon_v2\n")
+        await reader.readline()
+        await reader.readline()
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def tick(stop: asyncio.Event = stop, gaps: list[float] = gaps) -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.01)
+        writer.write(line + b"\n")
+        reply = await reader.readline()
+        stop.set()
+        await ticker
+        assert b'"failed"' in reply or b'"ok"' in reply, reply[:80]
+        figures[f"hostile_{name}_max_stall_ms"] = max(gaps) * 1e3
+        writer.close()
+    await server.close()
+    return figures
+
+
 def main() -> int:
     figures = {}
     figures.update(asyncio.run(rpc_figures()))
     figures.update(asyncio.run(sync_figures()))
     figures.update(pyon_figures())
-    print(f"{'figure':<24}{'value':>12}")
+    figures.update(asyncio.run(hostile_figures()))
+    print(f"{'figure':<48}{'value':>12}")
     for key, value in figures.items():
-        print(f"{key:<24}{value:>12.3f}")
+        print(f"{key:<48}{value:>12.3f}")
     print(json.dumps({k: round(v, 4) for k, v in figures.items()}))
     return 0
 

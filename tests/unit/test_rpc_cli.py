@@ -48,7 +48,7 @@ def test_rpc_list_targets_methods_and_calls():
     assert "echo(x)\n    Return x." in methods
     assert "add(a, b=2, *rest, scale=1, **extra)" in methods
     assert "_private" not in methods and "__init__" not in methods
-    assert tup.strip() == '{"__jsonclass__":["tuple",[[1,2]]]}'
+    assert tup.strip() == "(1, 2)"
     assert text.strip() == '"hello world"'
     assert added.strip() == "12"
     assert code.strip() == json.dumps("__import__('os').getcwd()")  # a string, never evaluated
@@ -89,7 +89,7 @@ def test_rpc_interactive():
     rc, out, _ = run(main())
     lines = out.splitlines()
     assert rc == 0
-    assert "[1,2]" in lines and "error: ValueError: bad value" in lines and '"ok"' in lines
+    assert "[1, 2]" in lines and "error: ValueError: bad value" in lines and '"ok"' in lines
     assert any(line.startswith("error: AttributeError") for line in lines)
     assert "echo(x)" in lines  # from 'methods'
 
@@ -148,6 +148,6 @@ def test_watch_human_lines_and_no_reconnect_exit():
 
     header, lines, rc, err = run(main())
     assert header.startswith(b"== n @ 127.0.0.1:")
-    assert lines[-5:] == ["append  lst += 1", 'insert  lst[0] = "a"', "pop     lst[1]", 'setitem k = {"x":1}',
+    assert lines[-5:] == ["append  lst += 1", 'insert  lst[0] = "a"', "pop     lst[1]", 'setitem k = {"x": 1}',
                           "delitem k.x"]
     assert rc == 1 and "connection lost" in err

@@ -10,6 +10,9 @@ stale reply as the answer to the next call. What happens next depends on the mod
 - ``best_effort=True`` (implies reconnect): like sipyco's BestEffortClient, calls that fail because
   of the *network* return ``None``; exceptions raised by the remote method are still raised.
 
+Urgent calls (``stop``, ``stop_all``) never wait behind a call in flight: they take a connection of
+their own while this one is busy.
+
 Remote exceptions: built-in classes are raised as themselves with ``parent_traceback`` (the server's
 traceback lines); anything else is a :class:`~transports.rpc_wire.RemoteException`.
 """
@@ -26,10 +29,12 @@ from typing import Any
 from core.link import RequestTimeout, RigError
 from core.listeners import Listeners, Unsubscribe
 from transports.read_size import read_at_most
+from transports.rpc import pyon
 from transports.rpc.wire import (
     CLIENT_LINE_LIMIT,
     FEATURE_PYON_V2,
     RPC_BANNER,
+    URGENT_NAMES,
     ProtocolError,
     decode_line,
     encode_line,
@@ -135,6 +140,9 @@ class RpcClient:
 
     async def _handshake(self) -> None:
         """Open and identify; the connection is published to callers only once it is ready."""
+        self._reader, self._writer = await self._open_stream()
+
+    async def _open_stream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=CLIENT_LINE_LIMIT)
         read_at_most(writer.transport)
         try:
@@ -142,13 +150,14 @@ class RpcClient:
         except BaseException:
             writer.close()
             raise
-        self._reader, self._writer = reader, writer
+        return reader, writer
 
     async def _identify(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(RPC_BANNER)
         ident = decode_line(await read_line(reader, "the server identification"), "server identification")
-        if not isinstance(ident, dict) or not isinstance(ident.get("targets"), list):
-            raise ProtocolError(f"not a pc_rpc server identification: {str(ident)[:80]}")
+        if (not isinstance(ident, dict) or not isinstance(ident.get("targets"), list)
+                or not isinstance(ident.get("features") or [], list)):
+            raise ProtocolError(f"not a pc_rpc server identification: {pyon.brief(ident)}")
         self.targets = [str(t) for t in ident["targets"]]
         self.description = ident.get("description")
         self.features = [str(f) for f in ident.get("features") or []]
@@ -157,10 +166,12 @@ class RpcClient:
             return  # list-targets only: no selection
         if target is AUTO_TARGET:
             if len(self.targets) != 1:
-                raise IncompatibleServer(f"server has targets {self.targets}: name the one to use")
+                raise IncompatibleServer(f"server has targets {pyon.brief(self.targets)}: name the one to use")
             target = self.targets[0]
         if target not in self.targets:
-            raise IncompatibleServer(f"server has no target {target!r} (it has {self.targets})")
+            raise IncompatibleServer(f"server has no target {target!r} (it has {pyon.brief(self.targets)})")
+        if not target or any(c.isspace() for c in target):  # it goes on one line with the features
+            raise IncompatibleServer(f"target name {pyon.brief(target)} cannot be selected (empty or with spaces)")
         if FEATURE_PYON_V2 not in self.features:
             raise IncompatibleServer("server does not speak PYON v2 (sipyco older than 1.10?); v1 needs eval")
         writer.write(f"{target} {FEATURE_PYON_V2}\n".encode())
@@ -238,6 +249,8 @@ class RpcClient:
 
     async def _exchange(self, request: dict[str, Any], timeout: float | None, what: str) -> Any:
         line = encode_line(request)  # before the lock: an unencodable argument fails here, cleanly
+        if self._lock.locked() and request.get("name") in URGENT_NAMES and self.selected_target is not None:
+            return await self._urgent_exchange(line, timeout, what)
         async with self._lock:
             if self._writer is None:
                 if self.reconnect and self._closed:
@@ -266,8 +279,28 @@ class RpcClient:
                     raise RpcUnavailable(f"{what}: connection lost ({ex})") from None
                 raise
             self.last_rtt = time.monotonic() - start
+        return self._result(reply, what)
+
+    async def _urgent_exchange(self, line: bytes, timeout: float | None, what: str) -> Any:
+        """A stop while this connection waits for another call's reply (a move): the protocol has no
+        request ids, so the stop goes out at once on a connection of its own, opened for it."""
+        try:
+            reader, writer = await asyncio.wait_for(self._open_stream(), self.connect_timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"{what}: no answer to the pc_rpc handshake within {self.connect_timeout} s") from None
+        try:
+            writer.write(line)
+            reply = await asyncio.wait_for(self._read_reply(reader, writer), timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"{what} got no reply within {timeout} s") from None
+        finally:
+            writer.close()
+        return self._result(reply, what)
+
+    @staticmethod
+    def _result(reply: Any, what: str) -> Any:
         if not isinstance(reply, dict) or reply.get("status") not in ("ok", "failed"):
-            raise ProtocolError(f"malformed reply to {what}: {str(reply)[:80]}")
+            raise ProtocolError(f"malformed reply to {what}: {pyon.brief(reply)}")
         if reply["status"] == "ok":
             return reply.get("ret")
         raise unpack_exception(reply.get("exception"))

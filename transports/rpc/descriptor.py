@@ -57,5 +57,6 @@ RPC = TransportSpec(
         Option("allow_parallel", boolean, "true: calls from several clients run concurrently"),
         Option("queue_limit", positive_int, "mods queued per subscriber before it is dropped (default 1000)"),
         Option("description", free_text, "what sipyco's get_rpc_id answers"),
+        Option("line_limit", positive_int, "longest request line read, in bytes (default 262144)"),
     ),
 )

@@ -5,7 +5,9 @@ when the rig has one, ``recorders`` (read-only) when it has recorders) and its l
 notifier, so ARTIQ tools can use RigDeck rigs. Options: ``notify_port`` (default port+1, also for port 0
 when that is free; ``false`` turns it off), ``notifier`` (name, default ``"state"``), ``allow_parallel``
 (default false), ``queue_limit`` (mods per subscriber, default 1000), ``description``, ``allow`` (peers let
-in, to pc_rpc and to the notifier alike).
+in, to pc_rpc and to the notifier alike), ``line_limit``
+(bytes per request line, default 256 KiB: a rig's calls are small, and the time one line holds the event
+loop grows with its length, so a rig reads far less than the 4 MiB a generic sipyco server accepts).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transports.rpc.targets import ManipulatorTarget, RecordersTarget, RigTarget
 log = logging.getLogger(__name__)
 
 DEFAULT_NOTIFIER = "state"
+RIG_LINE_LIMIT = 256 * 1024
 
 @dataclass
 class RpcService:
@@ -77,6 +80,7 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
         targets,
         description=str(options.get("description", f"RigDeck rig {name}")),
         allow_parallel=bool(options.get("allow_parallel", False)),
+        line_limit=int(options.get("line_limit", RIG_LINE_LIMIT)),
     )
     allow = allow_list(options.get("allow"))
     server.allow = allow

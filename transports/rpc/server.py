@@ -5,11 +5,15 @@ Differences from sipyco's server, on purpose:
 - only *public* methods are reachable: names starting with ``_`` are neither listed nor callable
   (sipyco lists ``__init__`` and friends and lets a client call any attribute);
 - PYON v1 (Python literals decoded with ``eval``) is refused: a client must select ``pyon_v2``;
-- a bad banner, an unknown target or feature, a line that is not PYON or over the 4 MiB limit closes
-  *that* connection with one warning log line; the server keeps serving everyone else.
+- a bad banner, an unknown target or feature, or a line over the 4 MiB limit closes *that* connection;
+  a request that is not PYON (or breaks its bounds, see :mod:`transports.rpc.pyon`) or not a well-formed
+  call gets a ``"failed"`` reply and the connection goes on. Either way: one rate-limited warning line
+  per peer, and the server keeps serving everyone else.
 
-Calls are serialised by one lock across all connections unless ``allow_parallel``; coroutine methods are
-awaited, plain methods run on the loop (keep them short, or make them coroutines).
+Calls are serialised by one lock across all connections unless ``allow_parallel``, except *urgent*
+methods (``stop``, ``stop_all`` and any method marked with :func:`urgent`): they run at once, whatever
+else is running, so a stop is never queued behind the move it must stop. Coroutine methods are awaited,
+plain methods run on the loop (keep them short, or make them coroutines).
 """
 
 from __future__ import annotations
@@ -19,19 +23,22 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
+from transports.rate_log import RateLimitedLog
 from transports.rpc import pyon
 from transports.rpc.wire import (
     FEATURE_PYON_V2,
     RPC_BANNER,
     SERVER_FEATURES,
+    SERVER_LINE_LIMIT,
+    URGENT_NAMES,
     LineServer,
     ProtocolError,
-    decode_line,
     encode_line,
     pack_exception,
+    peer_host,
     peer_name,
     read_line,
 )
@@ -39,6 +46,17 @@ from transports.rpc.wire import (
 log = logging.getLogger(__name__)
 
 TERMINATE = "terminate"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def urgent(method: F) -> F:
+    """Mark a target method to run at once, never queued behind other calls (a stop, an abort)."""
+    method.rigdeck_urgent = True  # type: ignore[attr-defined]
+    return method
+
+
+def is_urgent(name: str, method: Any) -> bool:
+    return name in URGENT_NAMES or bool(getattr(method, "rigdeck_urgent", False))
 
 
 def public_methods(target: Any) -> list[str]:
@@ -105,6 +123,7 @@ class RpcServer(LineServer):
         description: str | None = None,
         builtin_terminate: bool = False,
         allow_parallel: bool = False,
+        line_limit: int = SERVER_LINE_LIMIT,
     ) -> None:
         if not targets:
             raise ValueError("a pc_rpc server needs at least one target")
@@ -115,10 +134,13 @@ class RpcServer(LineServer):
         self.description = description
         self.builtin_terminate = builtin_terminate
         self.allow_parallel = allow_parallel
+        self.line_limit = line_limit
         self._lock = asyncio.Lock()
         self._connections: set[asyncio.StreamWriter] = set()
         self._terminate = asyncio.Event()
         self.rejected = 0  # connections dropped for protocol errors (tests and diagnostics)
+        self.refused = 0  # requests answered "failed" because they were not PYON or not a call
+        self._rlog = RateLimitedLog(log)
 
     # ---------------------------------------------------------------------------------- lifecycle
     async def wait_terminate(self) -> None:
@@ -136,13 +158,16 @@ class RpcServer(LineServer):
         try:
             target, names = await self._handshake(reader, writer)
             while True:
-                line = await read_line(reader, "a request")
-                request = decode_line(line, "request")
-                writer.write(await self._process(target, names, request, peer))
+                try:
+                    line = await read_line(reader, "a request")
+                except ProtocolError as ex:  # over-long: the framing is lost, say why and hang up
+                    writer.write(self._reply_failed(ValueError(str(ex))))
+                    raise
+                writer.write(await self._answer(target, names, line, peer))
                 await writer.drain()
         except ProtocolError as ex:
             self.rejected += 1
-            log.warning("pc_rpc: %s: %s; closing that connection", peer, ex)
+            self._rlog.warning(peer_host(peer), "pc_rpc: %s: %s; closing that connection", peer, ex)
         except (ConnectionError, OSError) as ex:
             log.debug("pc_rpc: %s gone: %s", peer, ex)
         except Exception:  # a bug of ours must cost one connection, never the server
@@ -152,6 +177,18 @@ class RpcServer(LineServer):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _answer(self, target: Any, names: list[str], line: bytes, peer: str) -> bytes:
+        """The reply line to one request line; a request we cannot read is answered ``"failed"``."""
+        try:
+            request = pyon.decode(line)
+            if not isinstance(request, dict) or "action" not in request:
+                raise pyon.PyonError(f"request is not an object with an action: {pyon.brief(request)}")
+        except pyon.PyonError as ex:
+            self.refused += 1
+            self._rlog.warning(peer_host(peer), "pc_rpc: %s: request refused: %s", peer, ex)
+            return self._reply_failed(ValueError(f"request refused: {ex}"))
+        return await self._process(target, names, request, peer)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[Any, list[str]]:
         banner = await read_line(reader, "the banner")
@@ -182,14 +219,12 @@ class RpcServer(LineServer):
         log.debug("pc_rpc: %s selected %s", peer_name(writer), name)
         return target, names
 
-    async def _process(self, target: Any, names: list[str], request: Any, peer: str) -> bytes:
-        if not isinstance(request, dict) or "action" not in request:
-            raise ProtocolError(f"request is not an object with an action: {str(request)[:60]}")
+    async def _process(self, target: Any, names: list[str], request: dict[str, Any], peer: str) -> bytes:
         action = request["action"]
         if action == "get_rpc_method_list":
             return self._reply_ok(describe(target, [n for n in names if n != TERMINATE]))
         if action != "call":
-            return self._reply_failed(ValueError(f"unknown action {str(action)[:40]!r}"))
+            return self._reply_failed(ValueError(f"unknown action {pyon.brief(action)}"))
         name, args, kwargs = request.get("name"), request.get("args", []), request.get("kwargs", {})
         if not isinstance(name, str) or not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
             return self._reply_failed(TypeError("a call needs a str name, a list of args and a dict of kwargs"))
@@ -200,14 +235,15 @@ class RpcServer(LineServer):
             return self._reply_ok(None)
         if not all(isinstance(k, str) for k in kwargs):
             return self._reply_failed(TypeError("keyword argument names must be strings"))
-        lock = contextlib.nullcontext() if self.allow_parallel else self._lock
         try:
-            async with lock:
-                result = getattr(target, name)(*args, **kwargs)
+            method = getattr(target, name)
+            at_once = self.allow_parallel or is_urgent(name, method)
+            async with contextlib.nullcontext() if at_once else self._lock:
+                result = method(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as ex:
-            log.info("pc_rpc: %s: %s() raised %s: %s", peer, name, type(ex).__name__, ex)
+            log.info("pc_rpc: %s: %s() raised %s: %s", peer, name, type(ex).__name__, str(ex)[:200])
             return self._reply_failed(ex)
         return self._reply_ok(result, name)
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from core.listeners import Listeners, Unsubscribe
 from core.state import LiveState, Mod, process_mod
+from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.rpc import pyon
 from transports.rpc.wire import (
@@ -35,6 +36,7 @@ from transports.rpc.wire import (
     ProtocolError,
     decode_line,
     encode_line,
+    peer_host,
     peer_name,
     read_line,
 )
@@ -147,6 +149,7 @@ class Publisher(LineServer):
             source.subscribe(self._listener(name)) for name, source in self.notifiers.items()
         ]
         self.kicked = 0  # subscribers disconnected for being slow (diagnostics, tests)
+        self._rlog = RateLimitedLog(log)
 
     def _listener(self, name: str) -> Callable[[Mod], None]:
         def on_mod(mod: Mod) -> None:
@@ -213,7 +216,7 @@ class Publisher(LineServer):
                 writer.write(line)
                 await writer.drain()
         except ProtocolError as ex:
-            log.warning("sync_struct: %s: %s; closing that connection", peer, ex)
+            self._rlog.warning(peer_host(peer), "sync_struct: %s: %s; closing that connection", peer, ex)
         except pyon.PyonError as ex:
             log.error("sync_struct %s: snapshot cannot be encoded: %s", name, ex)
         except (ConnectionError, OSError) as ex:
@@ -354,12 +357,14 @@ class Subscriber:
         while True:
             mod = decode_line(await read_line(reader, "a mod"), "mod")
             if not isinstance(mod, dict) or "action" not in mod:
-                raise ProtocolError(f"not a mod: {str(mod)[:80]}")
+                raise ProtocolError(f"not a mod: {pyon.brief(mod)}")
             try:
                 self._apply(mod)
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as ex:
                 # our copy diverged (or the mod is bad): start again from a fresh init
-                raise ProtocolError(f"cannot apply {mod.get('action')} at {mod.get('path')}: {ex!r}") from None
+                action = str(mod.get("action"))[:20]
+                where = pyon.brief(mod.get("path"))
+                raise ProtocolError(f"cannot apply {action} at {where}: {pyon.brief(ex)}") from None
 
     async def _run(self, host: str, port: int, reconnect: bool, connected: bool) -> None:
         delay = 0.1

@@ -10,9 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from core.drivers.manipulator import ManipulatorError
 from core.protocol import ExpMessage
+from transports.rpc.server import urgent
 
 PEER = "pc_rpc"
+#: mm: a move that ends farther than this from its target on any axis did not reach it (it was stopped)
+REACH_TOLERANCE = 1e-3
 
 
 def plain(value: Any) -> Any:
@@ -98,22 +102,36 @@ class ManipulatorTarget:
         return int(await self._driver.shank_count(manipulator_id))
 
     async def set_position(self, manipulator_id: str, position: Any, speed: float) -> dict[str, float]:
-        """Move to [x, y, z, w] (or {x, y, z, w}) mm at ``speed`` mm/s; returns the final position."""
-        return plain(await self._driver.set_position(manipulator_id, _vec4(position), float(speed)))
+        """Move to [x, y, z, w] (or {x, y, z, w}) mm at ``speed`` mm/s; returns the final position.
+        A move stopped (or superseded) on its way raises ManipulatorError saying where it halted."""
+        wanted = _vec4(position)
+        final = await self._driver.set_position(manipulator_id, wanted, float(speed))
+        for axis, got, want in zip("xyzw", final.as_tuple(), wanted.as_tuple(), strict=True):
+            if not abs(got - want) <= REACH_TOLERANCE:
+                raise ManipulatorError(f"manipulator {manipulator_id} stopped before reaching its target (axis {axis}):"
+                                       f" requested {plain(wanted)}, halted at {plain(final)}")
+        return plain(final)
 
     async def set_depth(self, manipulator_id: str, depth: float, speed: float) -> float:
-        """Drive the depth axis to ``depth`` mm at ``speed`` mm/s; returns the final depth."""
-        return float(await self._driver.set_depth(manipulator_id, float(depth), float(speed)))
+        """Drive the depth axis to ``depth`` mm at ``speed`` mm/s; returns the final depth.
+        A move stopped (or superseded) on its way raises ManipulatorError saying where it halted."""
+        final = float(await self._driver.set_depth(manipulator_id, float(depth), float(speed)))
+        if not abs(final - float(depth)) <= REACH_TOLERANCE:
+            raise ManipulatorError(f"manipulator {manipulator_id} stopped before reaching depth {float(depth)}:"
+                                   f" halted at {final}")
+        return final
 
     async def set_inside_brain(self, manipulator_id: str, inside: bool) -> bool:
         return bool(await self._driver.set_inside_brain(manipulator_id, bool(inside)))
 
+    @urgent
     async def stop(self, manipulator_id: str) -> None:
-        """Stop one manipulator now."""
+        """Stop one manipulator now (runs at once, even while other calls are running)."""
         await self._driver.stop(manipulator_id)
 
+    @urgent
     async def stop_all(self) -> None:
-        """Stop every manipulator now."""
+        """Stop every manipulator now (runs at once, even while other calls are running)."""
         await self._driver.stop_all()
 
     def is_moving(self, manipulator_id: str) -> bool:

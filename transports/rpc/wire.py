@@ -26,6 +26,10 @@ SYNC_BANNER = b"ARTIQ sync_struct\n"
 FEATURE_PYON_V2 = "pyon_v2"
 SERVER_FEATURES = (FEATURE_PYON_V2,)
 
+#: methods that run at once on a server and take their own connection on a busy client (a stop must never
+#: wait behind the move it stops); a server also honours methods marked ``@urgent``
+URGENT_NAMES = frozenset({"stop", "stop_all"})
+
 SERVER_LINE_LIMIT = 4 * 1024 * 1024
 CLIENT_LINE_LIMIT = 100 * 1024 * 1024
 
@@ -65,12 +69,20 @@ def peer_name(writer: asyncio.StreamWriter) -> str:
     return str(peer)
 
 
+def peer_host(peer: str) -> str:
+    """The rate-limit key of a peer (``host:port``): its host, as a peer reconnecting for every line
+    changes port."""
+    return peer.rsplit(":", 1)[0]
+
+
 class LineServer:
     """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines."""
 
     _server: asyncio.base_events.Server | None = None
     #: peers let in (the rig file's ``allow``); None lets everyone in
     allow: AllowList | None = None
+    #: the longest line read; parsing a line holds the event loop for a time proportional to its length
+    line_limit: int = SERVER_LINE_LIMIT
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -79,7 +91,7 @@ class LineServer:
         """Close every open connection (the server is closing)."""
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=SERVER_LINE_LIMIT)
+        self._server = await asyncio.start_server(self._accept, host, port, limit=self.line_limit)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.allow is not None:
