@@ -66,6 +66,7 @@ def make_window(qtbot, loop, tmp_path):
         window = MainWindow(console, settings)
 
         def before_close(_widget) -> None:
+            window._quitting = True  # the harness closing the window is not an operator: no quit question
             for task in qtasync.pending_tasks():
                 task.cancel()
 
