@@ -27,7 +27,7 @@ from typing import Any
 
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
-from app.wording import LINKS, PHASES, outcome_words, plain, position, step_word
+from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, step_word
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished, read_description
@@ -319,7 +319,7 @@ class Console:
         elif p.kind == "sent":
             text = f"{step_word(p.step)}: asked"
         elif p.kind == "reply" and p.outcome is not None:
-            text = f"{step_word(p.step)}: done (rig {status_name(p.outcome.status)})"
+            text = f"{done_word(p.step)} ({status_name(p.outcome.status)})"
         elif p.outcome is not None:
             text = f"{step_word(p.step)} failed: {outcome_words(p.outcome.result, p.outcome.error)}"
         else:

@@ -14,8 +14,9 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
+from app.wording import plain
 from core.drivers.manipulator import Vec4
 
 #: how long the stop request itself may take per rig (s)
@@ -139,10 +140,4 @@ def plain_error(ex: BaseException) -> str:
     """One short sentence for an exception (its own text, or what kind of failure it was)."""
     if isinstance(ex, TimeoutError | asyncio.TimeoutError):
         return "no answer in time"
-    return str(ex).splitlines()[0] if str(ex) else type(ex).__name__
-
-
-def as_dict(report: StopAllReport) -> dict[str, Any]:
-    """For the log's detail column."""
-    return {"sent_at": report.sent_at, "elapsed_ms": report.elapsed_ms, "rig_errors": report.rig_errors,
-            "probes": {f"{p.rig}/{p.probe}": p.problem or "halted" for p in report.probes}}
+    return plain(str(ex).splitlines()[0])[0] if str(ex) else type(ex).__name__

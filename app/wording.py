@@ -19,6 +19,10 @@ STEPS: dict[str, str] = {
     "interrupt": "aborting", "abort": "aborting", "cleanup": "cleaning up", "rollback": "undoing the start",
     "status": "checking status", "link": "connection", "alyx": "registering with Alyx",
 }
+#: what a rig's row says once it carried out a step
+DONE: dict[str, str] = {"info": "prepared", "init": "initialised", "start": "started", "stop": "stopped",
+                        "interrupt": "aborted", "abort": "aborted", "cleanup": "cleaned up", "rollback": "undone",
+                        "status": "checked"}
 #: the protocol's event names, as the step they carry out
 EVENTS: dict[str, str] = {
     "EXPINFO": "prepare", "EXPINIT": "initialise", "EXPSTART": "start", "EXPEND": "stop",
@@ -38,6 +42,11 @@ LINKS: dict[str, str] = {"online": "connected", "connecting": "connecting…", "
 def step_word(step: str) -> str:
     head = step.split(":")[0].strip()
     return STEPS.get(head, head)
+
+
+def done_word(step: str) -> str:
+    head = step.split(":")[0].strip()
+    return DONE.get(head, f"{step_word(head)}: done")
 
 
 def event_word(text: str) -> str:
@@ -79,6 +88,8 @@ RULES: list[Rule] = [
      lambda m: f"Continuing without {m.group(1)} (the session goes on with the other rigs)"),
     (re.compile(r"inside the brain", re.I),
      lambda m: "This probe is inside the brain: only depth moves are allowed (untick \"Inside brain\" first)"),
+    (re.compile(r"not connected", re.I),
+     lambda m: "Not connected to the rig (it may be down, or still connecting)"),
     (re.compile(r"connection refused|cannot connect|Connect call failed", re.I),
      lambda m: "Cannot reach the rig (is its program running?)"),
     (re.compile(r"cannot (\w[\w -]*) during a session", re.I),

@@ -136,11 +136,11 @@ class ManipulatorPlots(QWidget):
 
     def _label(self, key: tuple[str, str], colour: str, x: float, y: float, near: int) -> None:
         """The probe's name to the right of its dot, in its colour; the ``near``-th label close to earlier ones
-        is stacked below them, so dots that overlap still have readable names."""
+        is stacked above them, so dots that overlap still have readable names."""
         label = self.labels.get(key)
         if label is None:
             label = self.pg.TextItem(f"{key[0]}/{key[1]}", color=colour)
             self.top_plot.addItem(label)
             self.labels[key] = label
-        label.setAnchor((-0.15, 0.5 - 1.1 * near))
+        label.setAnchor((-0.15, 0.5 + 1.1 * near))
         label.setPos(x, y)

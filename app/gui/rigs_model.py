@@ -197,7 +197,7 @@ class RigTableModel(QAbstractTableModel):
         if key == "name":
             return name
         if key == "transport":
-            return f"{rig.get('transport', '?')}  {rig.get('uri', '')}"
+            return str(rig.get("uri", ""))  # the scheme (udp://, zmq://, ...) names the transport
         if key == "status":
             if rig.get("role") == "manipulator":
                 return "manipulators"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -70,7 +71,7 @@ class RigDialog(QDialog):
             parse_rig(name, self.value(), "this rig")
             return None
         except ConfigError as ex:
-            text = str(ex).removeprefix("this rig: ")
+            text = re.sub(r"^this rig: (rig '[^']*': )?", "", str(ex), flags=re.IGNORECASE)
             if "uri" in text.lower() or "scheme" in text.lower() or "port" in text.lower() or "host" in text.lower():
                 field = self.uri
             elif "role" in text.lower():

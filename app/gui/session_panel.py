@@ -49,7 +49,7 @@ def failure_detail(result: StepResult) -> str:
     return "\n".join(f"{name}: {o.event} {o.result}: {o.error}" for name, o in result.outcomes.items() if not o.ok)
 
 
-def phase_text(console: Console) -> str:
+def phase_text(console: Console, loading: bool = False) -> str:
     """The session panel's one-line status, in the experimenter's words."""
     s = console.session
     rigs = console.state.get(["rigs"]) or {}
@@ -58,7 +58,7 @@ def phase_text(console: Console) -> str:
         return f"{step_word(s.busy)}…"
     if s is None or s.phase is Phase.IDLE:
         if console.rigset is None:
-            return "connecting…" if console.specs or console.rigs_path else "no rigs loaded"
+            return "connecting…" if loading or console.specs else "no rigs loaded"
         return f"connecting to {len(connecting)} rig(s)…" if connecting else PHASES["idle"]
     text = PHASES.get(s.phase.value, s.phase.value.upper())
     if console.state.get(["session", "cleaned"]) and s.phase in FINAL:
@@ -77,6 +77,8 @@ class SessionPanel(QWidget):
         self.settings = settings
         console.decide = self.decide
         self.partial_box: QMessageBox | None = None
+        #: a rigs file is being loaded (the window says so): "connecting…" rather than "no rigs loaded"
+        self.loading = False
         self.confirm_box: QMessageBox | None = None
 
         self.subject = QComboBox(objectName="subject")
@@ -89,6 +91,11 @@ class SessionPanel(QWidget):
         self.project = QLineEdit(objectName="project", placeholderText="optional")
         self.procedures = QLineEdit(objectName="procedures", placeholderText="comma-separated, optional")
         self.notes = QLineEdit(objectName="notes", placeholderText="optional")
+        # each field is at least as wide as its placeholder: nothing is clipped at the default size
+        self.subject.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.subject.setMinimumContentsLength(12)  # a long recent subject never widens the dock
+        for edit in (self.subject.lineEdit(), self.project, self.procedures, self.notes):
+            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + 24)
         form = QFormLayout()
         form.addRow("Subject", self.subject)
         form.addRow("Project", self.project)
@@ -139,7 +146,8 @@ class SessionPanel(QWidget):
         self.phase.setWordWrap(True)  # a long status wraps: the dock never widens with the text
         self.phase.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.exp_ref.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.exp_ref.setWordWrap(True)
+        # room for a usual exp_ref from the start, so the dock does not widen when a session begins
+        self.exp_ref.setMinimumWidth(self.exp_ref.fontMetrics().horizontalAdvance("2026-12-31_001_KS0001"))
         self.elapsed = QLabel("", objectName="elapsed")
         status_row = QHBoxLayout()
         status_row.addWidget(self.phase, 1)
@@ -159,7 +167,8 @@ class SessionPanel(QWidget):
 
     def _on_mod(self, mod: dict[str, Any]) -> None:
         path = mod.get("path") or []
-        if not path or path[0] in ("session", "console"):
+        if not path or path[0] in ("session", "console") or (path[0] == "rigs" and len(path) < 3) \
+                or (path[0] == "rigs" and path[2] == "link"):  # "connecting to N rig(s)…" follows the links
             self._coalescer.mark("session")
 
     def detach(self) -> None:
@@ -173,7 +182,7 @@ class SessionPanel(QWidget):
             self.actions[key].setEnabled(allowed)
         s = self.console.session
         self.exp_ref.setText((s.exp_ref if s else None) or "—")
-        self.phase.setText(phase_text(self.console))
+        self.phase.setText(phase_text(self.console, self.loading))
         self.tick()
 
     def show_session(self) -> None:

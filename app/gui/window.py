@@ -164,9 +164,16 @@ class MainWindow(QMainWindow):
             self.offer_reattach()
 
         self.setWindowTitle(f"RigDeck — {path.name}")
+        self.session.loading = True
         self.session.update_state()  # "connecting…"
-        self.rigs.update_actions()
-        spawn(self.console.load(path), self, "Rigs file", on_done=loaded)
+        task = spawn(self.console.load(path), self, "Rigs file", on_done=loaded)
+
+        def finished(_task: Any) -> None:  # loaded or not: Reload may now read the (fixed) file again
+            self.session.loading = False
+            self.session.update_state()
+            self.rigs.update_actions()
+
+        task.add_done_callback(finished)
 
     def reload_rigs(self) -> None:
         """Reload the rigs file: the loaded one, or the one that failed (fixed since, perhaps)."""

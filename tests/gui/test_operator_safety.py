@@ -21,7 +21,7 @@ def button(box: QMessageBox, name: str):
     return [b for b in box.buttons() if b.objectName() == name][0]
 
 
-def test_ctrl_q_during_a_session_asks_and_each_answer_does_what_it_says(make_window, demo, qtbot):
+def test_ctrl_q_during_a_session_asks_and_each_answer_does_what_it_says(make_window, demo, qtbot, loop):
     window = make_window(demo.rigs_file)
     start_by_clicks(qtbot, window, "KS010")
     wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
@@ -47,10 +47,12 @@ def test_ctrl_q_during_a_session_asks_and_each_answer_does_what_it_says(make_win
     wait_for(qtbot, lambda: not window.isVisible())
     folder = window.console.session.folder
     assert load_session(folder).phase == "stopped" and read_description(folder)["outcome"] == "completed"
+    run(qtbot, loop, window.console.cleanup())  # the demo rigs are shared with the next tests
 
 
 def test_quit_and_leave_the_rigs_running(make_window, demo, qtbot, loop):
     window = make_window(demo.rigs_file)
+    qtbot.keyClicks(window.session.project, "brainwide")
     start_by_clicks(qtbot, window, "KS011")
     wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
     window.close()  # the window's close button
@@ -64,9 +66,13 @@ def test_quit_and_leave_the_rigs_running(make_window, demo, qtbot, loop):
     wait_for(qtbot, lambda: boxes("reattach", second))
     boxes("reattach", second)[0].button(QMessageBox.StandardButton.Yes).click()
     wait_for(qtbot, lambda: second.console.session is not None and second.console.session.attached)
+    # what was typed at Start comes back with the session
+    wait_for(qtbot, lambda: second.session.subject.currentText() == "KS011")
+    assert second.session.project.text() == "brainwide"
     wait_for(qtbot, lambda: second.console.can("stop"))
     run(qtbot, loop, second.console.stop())
     assert load_session(second.console.session.folder).phase == "stopped"
+    run(qtbot, loop, second.console.cleanup())
 
 
 def test_the_session_menu_stop_asks_and_the_button_does_not(make_window, demo, qtbot):
@@ -184,7 +190,7 @@ def test_the_move_dialog_names_the_probe_refuses_out_of_range_and_follows_the_pr
     dialog.accept()
     assert dialog.isVisible() and dialog.problem.isVisible()
     assert "outside this probe's travel (0 to 20 mm)" in dialog.problem.text()
-    assert x.value() == 100.0 and x.hasFocus()
+    assert x.value() == 100.0 and dialog.focusWidget() is x
     qtbot.wait(200)  # (a negative check)
     assert run(qtbot, loop, client.position("1")) == start.replace(y=y_target)
     # relative: move by +1 mm in x
