@@ -27,7 +27,7 @@ from typing import Any
 
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
-from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, step_word
+from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished, read_description
@@ -68,7 +68,7 @@ class LogBook:
     def add(self, level: str, rig: str, text: str, detail: str = "") -> LogEntry:
         """Add a line; ``text`` goes through :func:`app.wording.plain` (its original becomes the detail)."""
         shown, extra = plain(text)
-        entry = LogEntry(time.time(), level, rig, shown, "; ".join(d for d in (detail, extra) if d))
+        entry = LogEntry(time.time(), level, rig, shown, rounded("; ".join(d for d in (detail, extra) if d)))
         self.entries.append(entry)
         self._listeners.notify(entry)
         return entry
@@ -310,6 +310,8 @@ class Console:
         return await self.decide(result)
 
     def _on_progress(self, p: Progress) -> None:
+        if p.kind == "note" and p.rig is not None and p.detail.startswith("link "):
+            return  # a link change: _on_link logs it once (the session tells its journal, not the operator)
         level = PROGRESS_LEVEL.get(p.kind, "info")
         if p.kind == "phase":
             self._publish_console()

@@ -88,6 +88,8 @@ RULES: list[Rule] = [
      lambda m: f"Continuing without {m.group(1)} (the session goes on with the other rigs)"),
     (re.compile(r"inside the brain", re.I),
      lambda m: "This probe is inside the brain: only depth moves are allowed (untick \"Inside brain\" first)"),
+    (re.compile(r"^(info|init|start|stop|interrupt|cleanup|abort) \.\.\.$", re.I),
+     lambda m: f"{_capital(step_word(m.group(1)))}…"),
     (re.compile(r"not connected", re.I),
      lambda m: "Not connected to the rig (it may be down, or still connecting)"),
     (re.compile(r"connection refused|cannot connect|Connect call failed", re.I),
@@ -116,9 +118,14 @@ def plain(text: str) -> tuple[str, str]:
     shown = NOISE.sub("", original)
     shown = PEER.sub("", shown)
     shown = event_word(shown)
-    shown = NUMBER.sub(lambda m: f"{float(m.group(0)):.3f}", shown)
+    shown = rounded(shown)
     shown = _capital(shown)
     return shown, ("" if shown.rstrip(".").lower() == original.rstrip(".").lower() else original)
+
+
+def rounded(text: str) -> str:
+    """Long decimals (13.684000000000001) rounded to a micrometre, for detail text people may still read."""
+    return NUMBER.sub(lambda m: f"{float(m.group(0)):.3f}", text)
 
 
 def _capital(text: str) -> str:
