@@ -38,7 +38,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("name", "Rig", "Name in the rigs file"),
     ("transport", "Transport", "udp/tcp: iblutil · zmq: RigDeck · sio: ephys-link Socket.IO · rpc: sipyco"),
     ("link", "Link", "connecting / online / unreachable"),
-    ("status", "ExpStatus", "The rig's experiment status (CONNECTED, INITIALIZED, RUNNING, STOPPED)"),
+    ("status", "Rig status", "What the rig says it is doing: CONNECTED (ready), INITIALIZED, RUNNING, STOPPED"),
     ("main_sync", "Main sync", "The rig that owns the session clock and the exp_ref (locked during a session)"),
     ("age", "Last heard", "Time since the rig last sent anything: a reply or a pushed update"),
     ("rtt_ms", "RTT", "Round-trip time of the last request"),

@@ -128,6 +128,7 @@ class RigsPanel(QWidget):
         editable = not self.console.active
         chosen = self.selected() is not None
         allowed = {
+            "open": editable,
             "add": editable,
             "edit": editable and chosen,
             "remove": editable and chosen,
@@ -136,7 +137,8 @@ class RigsPanel(QWidget):
         }
         why = "" if editable else " (not while a session is under way)"
         for key, ok in allowed.items():
-            self.buttons[key].setEnabled(ok)
+            if key in self.buttons:
+                self.buttons[key].setEnabled(ok)
             if key in self.actions:
                 self.actions[key].setEnabled(ok)
         self.buttons["edit"].setToolTip("Change the selected rig's name, URI or role" + why)

@@ -35,8 +35,11 @@ from app.gui.rigs_panel import RigsPanel
 from app.gui.session_panel import SessionPanel
 from app.gui.stop_all_key import StopAllBanner, StopAllKey
 from app.stop_all import StopAllReport
+from app.wording import PHASES
 
 SHORTCUTS = {"start": "Ctrl+Return", "stop": "Ctrl+.", "stop_all": "F12"}
+#: saved column layouts; "2": headers that stretch to fit (a layout saved before scrolled sideways at 1280 px)
+RIGS_HEADER, LOG_HEADER = "rigs/header2", "log/header2"
 
 
 class MainWindow(QMainWindow):
@@ -109,7 +112,8 @@ class MainWindow(QMainWindow):
             return act
 
         file = self.menuBar().addMenu("&File")
-        action(file, "&Open rigs file…", self.choose_rigs, "Ctrl+O", "Open a remote_rigs.yaml")
+        self.rigs.actions["open"] = action(file, "&Open rigs file…", self.choose_rigs, "Ctrl+O",
+                                           "Open a remote_rigs.yaml")
         self.rigs.actions["reload"] = action(file, "&Reload rigs file", self.reload_rigs, "Ctrl+Shift+R")
         self.rigs.actions["save"] = action(file, "&Save rigs file", self.rigs.save, "Ctrl+S")
         file.addSeparator()
@@ -182,6 +186,8 @@ class MainWindow(QMainWindow):
             self.open_rigs(path)
 
     def choose_rigs(self) -> None:
+        if self.console.active:  # (the menu item is off then; a shortcut may still arrive)
+            return
         current = self.console.rigs_path or self.console.wanted_path
         dialog = QFileDialog(self, "Open rigs file", str(current.parent if current else Path.home()),
                              "Rigs files (*.yaml *.yml);;All files (*)")
@@ -200,8 +206,9 @@ class MainWindow(QMainWindow):
                 return
             summary = unfinished[0]
             box = QMessageBox(QMessageBox.Icon.Question, "Unfinished session",
-                              f"Session {summary.exp_ref} ({summary.subject}) was left {summary.phase} by a console "
-                              f"that stopped.\nReattach to it (poll its rigs, and stop it from here)?",
+                              f"Session {summary.exp_ref} ({summary.subject}) was left "
+                              f"{PHASES.get(summary.phase, summary.phase)} by a console that closed or stopped.\n"
+                              "Reattach to it (watch its rigs, and stop it from here)?",
                               QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
             box.setObjectName("reattach")
             self.reattach_box = box
@@ -227,7 +234,7 @@ class MainWindow(QMainWindow):
             if isinstance(rig, dict):
                 counts[str(rig.get("link"))] = counts.get(str(rig.get("link")), 0) + 1
         parts = [f"{len(rigs)} rigs"] + [f"{n} {k}" for k, n in sorted(counts.items())]
-        phase = self.console.phase.value
+        phase = PHASES.get(self.console.phase.value, self.console.phase.value).lower()
         ref = self.console.session.exp_ref if self.console.session else None
         parts.append(f"session {phase}" + (f" ({ref})" if ref else ""))
         self.summary.setText(" · ".join(parts))
@@ -270,8 +277,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ layout
     def restore_layout(self) -> None:
         for key, restore in (("window/geometry", self.restoreGeometry), ("window/state", self.restoreState),
-                             ("rigs/header", self.rigs.view.horizontalHeader().restoreState),
-                             ("log/header", self.log.view.horizontalHeader().restoreState)):
+                             (RIGS_HEADER, self.rigs.view.horizontalHeader().restoreState),
+                             (LOG_HEADER, self.log.view.horizontalHeader().restoreState)):
             value = self.settings.value(key)
             if isinstance(value, QByteArray | bytes):
                 restore(value)
@@ -279,8 +286,8 @@ class MainWindow(QMainWindow):
     def save_layout(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
-        self.settings.setValue("rigs/header", self.rigs.view.horizontalHeader().saveState())
-        self.settings.setValue("log/header", self.log.view.horizontalHeader().saveState())
+        self.settings.setValue(RIGS_HEADER, self.rigs.view.horizontalHeader().saveState())
+        self.settings.setValue(LOG_HEADER, self.log.view.horizontalHeader().saveState())
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
