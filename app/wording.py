@@ -74,6 +74,8 @@ Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
 
 #: (pattern, sentence): the first rule that matches a message gives its plain sentence
 RULES: list[Rule] = [
+    (re.compile(r"^link (online|connecting|unreachable|closed)(?:: (.*))?$", re.I),
+     lambda m: _capital(LINKS[m.group(1).lower()]) + (f": {_uncapital(plain(m.group(2))[0])}" if m.group(2) else "")),
     (re.compile(r"no reply to EXPSTATUS within ([\d.]+) s", re.I),
      lambda m: f"The rig stopped answering (nothing for {seconds(float(m.group(1)))})"),
     (re.compile(r"no reply to (?:CMD \d+|\w+)(?: \d+)? within ([\d.]+) s", re.I),
@@ -128,8 +130,35 @@ def rounded(text: str) -> str:
     return NUMBER.sub(lambda m: f"{float(m.group(0)):.3f}", text)
 
 
+def _uncapital(text: str) -> str:
+    return text[:1].lower() + text[1:] if text else text
+
+
 def _capital(text: str) -> str:
     return text[:1].upper() + text[1:] if text else text
+
+
+STEP_LINE = re.compile(r"^(\w+)(?:: [a-z][a-z ]*)?: (.*)$")
+STATUS_REPLY = re.compile(r"^([A-Z]+|-|\d+)(?: \([\d.]+ ms\))?$")
+FAILED = re.compile(r"^(TIMEOUT|ERROR|SKIPPED): (.*)$")
+
+
+def progress_words(raw: str) -> str:
+    """A session's note for one rig ("start: RUNNING (31.0 ms)", "init: TIMEOUT: no reply ...") as the rigs
+    table's Step cell says it ("Started (RUNNING)", "Initialising failed: the rig did not answer ...")."""
+    m = STEP_LINE.match(raw.strip())
+    if m is None or m.group(1) not in STEPS:
+        return plain(raw)[0]
+    step, rest = m.groups()
+    if re.fullmatch(r"EXP[A-Z]+|ALYX", rest):
+        return f"{_capital(step_word(step))}…"
+    if STATUS_REPLY.match(rest):
+        return f"{_capital(done_word(step))} ({rest.split(' ')[0]})"
+    failed = FAILED.match(rest)
+    if failed:
+        why = outcome_words(failed.group(1).lower(), failed.group(2))
+        return f"{_capital(step_word(step))} failed: {_uncapital(why)}"
+    return plain(raw)[0]
 
 
 def outcome_words(result: str, error: str | None) -> str:

@@ -28,7 +28,7 @@ from app.console import Console
 from app.gui.icons import link_icon
 from app.gui.qtasync import FrameCoalescer
 from app.palette import LINK_COLOURS
-from app.wording import plain
+from app.wording import plain, progress_words
 from core.session import SessionError, status_name
 
 Index = QModelIndex | QPersistentModelIndex
@@ -175,6 +175,8 @@ class RigTableModel(QAbstractTableModel):
                 if not self.selectable_main_sync(name):
                     return LOCKED_TIP
                 return f"Make {name} the main-sync rig (it owns the session clock and the exp_ref)"
+            if key == "progress":  # the protocol's own words, on demand
+                return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
             if key in ("name", "transport"):
                 return f"{name}: {rig.get('uri', '')} ({rig.get('role', 'aux')})"
             return self._text(name, key, rig)
@@ -207,7 +209,7 @@ class RigTableModel(QAbstractTableModel):
         if key == "age":
             return age_text(rig.get("last_heard") or rig.get("last_reply"))
         if key == "progress":
-            return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
+            return progress_words(str(self.console.state.get(["session", "rigs", name, "progress"]) or ""))
         if key == "rtt_ms":
             rtt = rig.get("rtt_ms")
             return f"{rtt:.2f} ms" if isinstance(rtt, int | float) else "—"

@@ -118,7 +118,8 @@ def test_f12_in_the_move_dialog_halts_every_moving_probe_and_says_so(make_window
     field.setFocus()
     qtbot.keyClick(field, Qt.Key.Key_F12)  # typed into the dialog's field: F12 is not a digit, it is STOP ALL
     banner = window.stop_all_banner
-    wait_for(qtbot, lambda: banner.isVisible() and banner.report is not None and banner.report.done)
+    wait_for(qtbot, lambda: banner.isVisible() and banner.report is not None and banner.report.done
+             and "waiting" not in banner.label.text())
     assert banner.report.ok, banner.label.text()
     assert "2/2 probes halted (positions confirmed) in" in banner.label.text()
     assert "STOP ALL sent at " in banner.label.text()
@@ -156,7 +157,7 @@ def test_f12_after_enter_closed_the_move_dialog(make_window, demo, qtbot, loop):
     wait_for(qtbot, lambda: panel.model.entry("probes", "2").get("moving"))
     wait_for(qtbot, lambda: QApplication.activeWindow() is window)  # the keyboard came back to the window
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_F12)
-    wait_for(qtbot, lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done)
+    wait_for(qtbot, lambda: "probes halted" in window.stop_all_banner.label.text())
     assert window.stop_all_banner.report.ok
     wait_for(qtbot, lambda: not panel.model.entry("probes", "2").get("moving"))
     pos = run(qtbot, loop, window.console.client("probes").position("2"))

@@ -10,7 +10,7 @@ from sio_helpers import LOOPBACK, run, url, wait_for
 
 from app.palette import LEVEL_COLOURS, LINK_COLOURS, PLOT_BACKGROUND, SERIES, TABLE_BACKGROUNDS, contrast
 from app.stop_all import StopAllReport, halt_and_confirm
-from app.wording import plain
+from app.wording import plain, progress_words
 from core.config import ConfigError, load_rigs
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
@@ -32,6 +32,18 @@ def test_protocol_detail_goes_to_the_detail_and_the_sentence_is_plain(raw, shown
     sentence, detail = plain(raw)
     assert shown in sentence and hidden not in sentence
     assert detail == raw
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("start: RUNNING (31.0 ms)", "Started (RUNNING)"),
+    ("init: EXPINIT", "Initialising…"),
+    ("init: TIMEOUT: 127.0.0.1:1: no reply to EXPINIT within 2 s (no echo; 3 attempts)",
+     "Initialising failed: the rig did not answer within 2 s"),
+    ("link unreachable: no reply to EXPSTATUS within 2 s",
+     "Not answering: the rig stopped answering (nothing for 2 s)"),
+])
+def test_the_step_cell_says_what_the_session_did_with_the_rig(raw, shown):
+    assert progress_words(raw) == shown
 
 
 def test_a_plain_sentence_has_no_detail():
