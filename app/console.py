@@ -27,7 +27,7 @@ from typing import Any
 
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
-from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word
+from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished, read_description
@@ -178,7 +178,7 @@ class Console:
 
     def _on_link(self, name: str, state: str, error: str | None) -> None:
         level = "warning" if state == LinkState.UNREACHABLE.value else "info"
-        self.logbook.add(level, name, LINKS.get(state, state) + (f": {plain(error)[0].lower()}" if error else ""),
+        self.logbook.add(level, name, LINKS.get(state, state) + (f": {uncapital(plain(error)[0])}" if error else ""),
                          f"link {state}" + (f": {error}" if error else ""))
 
     def _on_incident(self, incident: Incident) -> None:

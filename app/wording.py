@@ -75,7 +75,7 @@ Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
 #: (pattern, sentence): the first rule that matches a message gives its plain sentence
 RULES: list[Rule] = [
     (re.compile(r"^link (online|connecting|unreachable|closed)(?:: (.*))?$", re.I),
-     lambda m: _capital(LINKS[m.group(1).lower()]) + (f": {_uncapital(plain(m.group(2))[0])}" if m.group(2) else "")),
+     lambda m: _capital(LINKS[m.group(1).lower()]) + (f": {uncapital(plain(m.group(2))[0])}" if m.group(2) else "")),
     (re.compile(r"no reply to EXPSTATUS within ([\d.]+) s", re.I),
      lambda m: f"The rig stopped answering (nothing for {seconds(float(m.group(1)))})"),
     (re.compile(r"no reply to (?:CMD \d+|\w+)(?: \d+)? within ([\d.]+) s", re.I),
@@ -130,7 +130,7 @@ def rounded(text: str) -> str:
     return NUMBER.sub(lambda m: f"{float(m.group(0)):.3f}", text)
 
 
-def _uncapital(text: str) -> str:
+def uncapital(text: str) -> str:
     return text[:1].lower() + text[1:] if text else text
 
 
@@ -157,7 +157,7 @@ def progress_words(raw: str) -> str:
     failed = FAILED.match(rest)
     if failed:
         why = outcome_words(failed.group(1).lower(), failed.group(2))
-        return f"{_capital(step_word(step))} failed: {_uncapital(why)}"
+        return f"{_capital(step_word(step))} failed: {uncapital(why)}"
     return plain(raw)[0]
 
 

@@ -80,7 +80,8 @@ def test_the_session_menu_stop_asks_and_the_button_does_not(make_window, demo, q
     start_by_clicks(qtbot, window, "KS012")
     wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
     assert window.session.buttons["stop"].text() == "Stop session"
-    assert window.session.actions["stop"].isEnabled() and not window.session.actions["start"].isEnabled()
+    wait_for(qtbot, window.session.actions["stop"].isEnabled)  # the panel repaints once per frame
+    assert not window.session.actions["start"].isEnabled()
     window.session.actions["stop"].trigger()
     wait_for(qtbot, lambda: boxes("confirmStop", window))
     boxes("confirmStop", window)[0].button(QMessageBox.StandardButton.Yes).click()

@@ -62,7 +62,7 @@ def test_rig_actions_are_enabled_exactly_when_valid_and_add_keeps_what_was_typed
     # during a session: the rigs cannot change, and the buttons and menu items say so by being off
     start_by_clicks(qtbot, window, "KS020")
     wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
-    assert not any(panel.buttons[k].isEnabled() for k in ("add", "edit", "remove", "reload"))
+    wait_for(qtbot, lambda: not any(panel.buttons[k].isEnabled() for k in ("add", "edit", "remove", "reload")))
     assert not panel.actions["reload"].isEnabled() and not panel.actions["open"].isEnabled()
     stop_and_cleanup(qtbot, window)
 
