@@ -68,6 +68,8 @@ class LogBook:
     def add(self, level: str, rig: str, text: str, detail: str = "") -> LogEntry:
         """Add a line; ``text`` goes through :func:`app.wording.plain` (its original becomes the detail)."""
         shown, extra = plain(text)
+        if extra and extra in detail:  # the caller's detail already says it
+            extra = ""
         entry = LogEntry(time.time(), level, rig, shown, rounded("; ".join(d for d in (detail, extra) if d)))
         self.entries.append(entry)
         self._listeners.notify(entry)
