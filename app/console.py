@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from app.rigset import RigSet
+from app.stop_all import StopAllReport, halt_and_confirm
+from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
-from core.journal import SessionSummary, find_unfinished
+from core.journal import SessionSummary, find_unfinished, read_description
 from core.link import LinkState, RigError, RigLink
 from core.listeners import Listeners, Unsubscribe
 from core.monitor import RIG_ERROR, Incident, RigMonitor
-from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult
+from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult, status_name
 from core.state import LiveState
 from transports.registry import TRANSPORTS
 
@@ -53,7 +55,8 @@ class LogEntry:
     time: float
     level: str  # "debug" | "info" | "warning" | "error"
     rig: str  # "" for console-wide lines
-    text: str
+    text: str  # in the experimenter's words (app.wording)
+    detail: str = ""  # protocol detail (event names, ids, retries), shown on demand
 
 
 class LogBook:
@@ -63,8 +66,12 @@ class LogBook:
         self.entries: collections.deque[LogEntry] = collections.deque(maxlen=limit)
         self._listeners: Listeners[[LogEntry]] = Listeners("log listener")
 
-    def add(self, level: str, rig: str, text: str) -> LogEntry:
-        entry = LogEntry(time.time(), level, rig, text)
+    def add(self, level: str, rig: str, text: str, detail: str = "") -> LogEntry:
+        """Add a line; ``text`` goes through :func:`app.wording.plain` (its original becomes the detail)."""
+        shown, extra = plain(text)
+        if extra and extra in detail:  # the caller's detail already says it
+            extra = ""
+        entry = LogEntry(time.time(), level, rig, shown, rounded("; ".join(d for d in (detail, extra) if d)))
         self.entries.append(entry)
         self._listeners.notify(entry)
         return entry
@@ -90,6 +97,8 @@ class Console:
         self.state = LiveState()
         self.logbook = LogBook()
         self.rigs_path: Path | None = None
+        #: the rigs file last asked for, loaded or not: Reload reads it again once it is fixed
+        self.wanted_path: Path | None = None
         self.specs: dict[str, RigSpec] = {}
         self.rigset: RigSet | None = None
         self.session: Session | None = None
@@ -115,14 +124,17 @@ class Console:
 
     async def load(self, path: str | Path) -> None:
         """Load a rigs file and connect to every rig. A bad file raises ConfigError and changes nothing."""
+        self.wanted_path = Path(path)
         specs = load_rigs(path, TRANSPORTS)  # all or nothing: on error the current rigs stay
         await self._use(specs, Path(path))
         self.logbook.add("info", "", f"loaded {len(specs)} rig(s) from {path}")
 
     async def reload(self) -> None:
-        if self.rigs_path is None:
+        """Read the rigs file again: the loaded one, or the one that failed to load (now fixed, perhaps)."""
+        path = self.rigs_path or self.wanted_path
+        if path is None:
             raise ConfigError("no rigs file loaded")
-        await self.load(self.rigs_path)
+        await self.load(path)
 
     def save(self, path: str | Path | None = None) -> Path:
         target = Path(path) if path else self.rigs_path
@@ -169,7 +181,8 @@ class Console:
 
     def _on_link(self, name: str, state: str, error: str | None) -> None:
         level = "warning" if state == LinkState.UNREACHABLE.value else "info"
-        self.logbook.add(level, name, f"link {state}" + (f": {error}" if error else ""))
+        self.logbook.add(level, name, LINKS.get(state, state) + (f": {uncapital(plain(error)[0])}" if error else ""),
+                         f"link {state}" + (f": {error}" if error else ""))
 
     def _on_incident(self, incident: Incident) -> None:
         if incident.kind == RIG_ERROR and incident.open:
@@ -268,9 +281,16 @@ class Console:
         await self._close_session()
         session = Session.attach(links, summary, specs, timeout=self.timeout, monitor=self.monitor,
                                  decide=self._decide)
+        try:  # what the experimenter typed at Start (project, procedures, notes) is in the description
+            described = read_description(summary.folder)
+            session.details.update({k: described[k] for k in ("projects", "procedures", "notes") if described.get(k)})
+        except Exception as ex:  # unreadable or bad YAML: the session still reattaches, the details stay empty
+            log.info("no details for %s from its description: %s", summary.exp_ref, ex)
         self._watch(session)
         await session.open()
-        self.logbook.add("info", "", f"reattached to {summary.exp_ref} (journal phase {summary.phase})")
+        was = PHASES.get(summary.phase or "", summary.phase)
+        self.logbook.add("info", "", f"reattached to {summary.exp_ref} (it was {was})",
+                         f"journal phase {summary.phase}")
         self._publish_console()
         return session
 
@@ -293,17 +313,23 @@ class Console:
         return await self.decide(result)
 
     def _on_progress(self, p: Progress) -> None:
+        if p.kind == "note" and p.rig is not None and p.detail.startswith("link "):
+            return  # a link change: _on_link logs it once (the session tells its journal, not the operator)
         level = PROGRESS_LEVEL.get(p.kind, "info")
         if p.kind == "phase":
             self._publish_console()
-        if p.rig is not None:
-            if p.kind == "sent" and p.outcome is None:
-                text = f"→ {p.step} {p.detail}".rstrip()
-            else:
-                text = f"{p.step} {p.kind}: {p.detail}"
-            self.logbook.add(level, p.rig, text)
+        raw = f"{p.step} {p.kind}: {p.detail}"
+        if p.kind == "phase":
+            text = f"session {PHASES.get(p.detail, p.detail)}"
+        elif p.kind == "sent":
+            text = f"{step_word(p.step)}: asked"
+        elif p.kind == "reply" and p.outcome is not None:
+            text = f"{done_word(p.step)} ({status_name(p.outcome.status)})"
+        elif p.outcome is not None:
+            text = f"{step_word(p.step)} failed: {outcome_words(p.outcome.result, p.outcome.error)}"
         else:
-            self.logbook.add(level, "", f"{p.step}: {p.detail}")
+            text = p.detail if p.kind == "note" else f"{step_word(p.step)}: {p.detail}"
+        self.logbook.add(level, p.rig or "", text, raw)  # (the rigs table's Step cell is the session's to write)
 
     def _require_session(self) -> Session:
         if self.session is None:
@@ -344,11 +370,11 @@ class Console:
     async def move(self, rig: str, manipulator: str, pos: Vec4, speed: float) -> Vec4 | None:
         """Move and wait for arrival; None when a stop (STOP ALL included) halted it on the way."""
         await self.check_target(rig, pos)
-        self.logbook.add("info", rig, f"move {manipulator} to {pos.as_tuple()} at {speed:g} mm/s")
+        self.logbook.add("info", rig, f"move probe {manipulator} to {position(pos.as_tuple())} at {speed:g} mm/s")
         return await self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
 
     async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float | None:
-        self.logbook.add("info", rig, f"depth {manipulator} to {depth:g} mm at {speed:g} mm/s")
+        self.logbook.add("info", rig, f"depth of probe {manipulator} to {depth:.3f} mm at {speed:g} mm/s")
         return await self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
 
     async def _unless_stopped(self, rig: str, manipulator: str, move: Awaitable[Any]) -> Any:
@@ -360,30 +386,27 @@ class Console:
             stopped = max(self._stopped.get((rig, manipulator), 0.0), self._stopped.get((rig, "*"), 0.0))
             if stopped < t0:
                 raise
-            self.logbook.add("info", rig, f"move of {manipulator} halted by a stop: {ex}")
+            self.logbook.add("info", rig, f"probe {manipulator} halted by a stop before reaching its target", str(ex))
             return None
 
     async def stop_manipulator(self, rig: str, manipulator: str) -> None:
-        self.logbook.add("info", rig, f"stop {manipulator}")
+        self.logbook.add("info", rig, f"stop probe {manipulator}")
         self._stopped[(rig, manipulator)] = time.monotonic()
         await self.client(rig).stop(manipulator)
 
     async def set_inside_brain(self, rig: str, manipulator: str, inside: bool) -> bool:
-        self.logbook.add("info", rig, f"{manipulator} inside brain: {'on' if inside else 'off'}")
+        self.logbook.add("info", rig, f"probe {manipulator} inside brain: {'on' if inside else 'off'}")
         return await self.client(rig).set_inside_brain(manipulator, inside)
 
-    async def stop_all(self) -> dict[str, str | None]:
-        """STOP ALL to every manipulator rig at once. Goes straight out: it never waits on another request."""
+    async def stop_all(self, report: StopAllReport | None = None) -> StopAllReport:
+        """STOP ALL to every manipulator rig at once, then confirm every probe stands still (the report says
+        so, or which probe did not). Goes straight out: it never waits on another request."""
         links = self.manipulator_links()
         now = time.monotonic()
         self._stopped.update({(name, "*"): now for name in links})
-        results = await asyncio.gather(*(link.manipulators.stop_all(1.0) for link in links.values()),
-                                       return_exceptions=True)
-        out = {name: (None if r is None else str(r) or type(r).__name__)
-               for name, r in zip(links, results, strict=True)}
-        for name, error in out.items():
-            self.logbook.add("error" if error else "warning", name, f"STOP ALL: {error or 'sent'}")
-        return out
+        report = await halt_and_confirm({name: link.manipulators for name, link in links.items()}, report=report)
+        self.logbook.add("warning" if report.ok else "error", "", report.text())
+        return report
 
     # ================================================================ shutdown
     async def _close_session(self, withdraw: bool = False) -> None:

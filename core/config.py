@@ -192,6 +192,32 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+#: PyYAML's problem texts, said as what to look at in the file
+YAML_PROBLEMS: dict[str, str] = {
+    "mapping values are not allowed here": "a ':' where none can be; check this line's indentation",
+    "could not find expected ':'": "a line that is not 'name: value'; check its indentation",
+    "found character '\\t' that cannot start any token": "a tab; indent with spaces",
+    "expected <block end>, but found": "the indentation does not line up with the lines above",
+    "found undefined alias": "an '*alias' with no '&anchor' before it",
+    "found unexpected end of stream": "the file ends inside a quoted text or a bracket",
+}
+
+
+def yaml_error_text(source: str, ex: yaml.YAMLError) -> str:
+    """``<file>, line L, column C: <one sentence>`` for a YAML syntax error (PyYAML's own message is several
+    lines with ``"<unicode string>"`` and carets, which a one-line error box flattens into noise)."""
+    if not isinstance(ex, yaml.MarkedYAMLError):
+        return f"{source}: not valid YAML ({type(ex).__name__})"
+    mark = ex.problem_mark or ex.context_mark
+    where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+    problem = (ex.problem or ex.context or "not valid YAML").strip()
+    for known, sentence in YAML_PROBLEMS.items():
+        if problem.startswith(known):
+            problem = sentence
+            break
+    return f"{where}: not valid YAML: {problem}."
+
+
 def load_yaml_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[Any, Any]:
     """Read a YAML file that must be one mapping with unique keys; ConfigError otherwise."""
     source = str(path)
@@ -206,7 +232,7 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str = "file") -> dict[
     except ConfigError as ex:
         raise ConfigError(f"{source}: {ex}") from None
     except yaml.YAMLError as ex:
-        raise ConfigError(f"{source}: not valid YAML: {ex}".replace("\n", " ")) from None
+        raise ConfigError(yaml_error_text(source, ex)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -1,13 +1,17 @@
-"""The log panel: every message sent and received and every error, filterable by rig and level.
+"""The log panel: every message sent and received and every error, filterable by rig, level and text.
 
 Rows come from the console's :class:`~app.console.LogBook`; new entries are inserted in one batch per
-frame. Copy puts the selected lines (or all shown) on the clipboard; Save writes the shown lines to a file.
+frame. A message a rig repeats (the same words at the same level, with nothing else from that rig in
+between) collapses into its previous row, which counts it and shows when it was last seen: a rig that
+keeps timing out is one row, not a scrolling wall. Messages are in plain words; the protocol detail is
+in the Details column. Copy puts the selected lines (or all shown) on the clipboard; Save writes them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -27,20 +32,37 @@ from PySide6.QtWidgets import (
 from app.console import Console, LogEntry
 from app.gui.qtasync import FrameCoalescer, show_error
 from app.gui.widgets import FlatTableModel, row_table
+from app.palette import LEVEL_COLOURS
 
 Index = QModelIndex | QPersistentModelIndex
 LEVELS = ["debug", "info", "warning", "error"]
-HEADERS = ["Time", "Level", "Rig", "Message"]
-LEVEL_COLOURS = {"error": "#d0342c", "warning": "#b58900", "debug": "#8a8a8a"}
+HEADERS = ["Time", "Level", "Rig", "Message", "Count", "Details"]
+COLUMN = {name: i for i, name in enumerate(HEADERS)}
 
 
-def entry_fields(e: LogEntry) -> tuple[str, str, str, str]:
-    stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
-    return stamp, e.level, e.rig or "-", e.text
+def stamp(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-def entry_line(e: LogEntry) -> str:
-    return "\t".join(entry_fields(e))
+@dataclass
+class LogRow:
+    """One row of the log: an entry, and how often (and until when) its rig said it again in a row."""
+
+    entry: LogEntry
+    last: float
+    count: int = 1
+
+    def fields(self) -> tuple[str, ...]:
+        e = self.entry
+        return stamp(self.last), e.level, e.rig or "-", e.text, (f"×{self.count}" if self.count > 1 else ""), e.detail
+
+    def line(self) -> str:
+        return "\t".join(self.fields())
+
+    def tooltip(self, column: int) -> str:
+        if column == COLUMN["Count"] or (column == COLUMN["Time"] and self.count > 1):
+            return f"{self.count} times, first at {stamp(self.entry.time)}, last at {stamp(self.last)}"
+        return self.fields()[column]
 
 
 class LogModel(FlatTableModel):
@@ -48,11 +70,16 @@ class LogModel(FlatTableModel):
 
     def __init__(self, console: Console, parent: Any = None) -> None:
         super().__init__(parent)
-        self.entries: list[LogEntry] = list(console.logbook.entries)
+        self.rows: list[LogRow] = []
+        #: rig -> its latest row and that row's serial number (row index = serial - rows dropped so far)
+        self._latest: dict[str, tuple[LogRow, int]] = {}
+        self._serial = 0
+        self._dropped = 0
         self.limit = console.logbook.entries.maxlen or 20_000
-        self._pending: list[LogEntry] = []
+        self._pending: list[LogEntry] = list(console.logbook.entries)
         self._coalescer = FrameCoalescer(self._flush, self)
         self._unsubscribe = console.logbook.subscribe(self._on_entry)
+        self._flush(set())  # what was logged before the panel existed
 
     def detach(self) -> None:
         self._unsubscribe()
@@ -61,34 +88,65 @@ class LogModel(FlatTableModel):
         self._pending.append(entry)
         self._coalescer.mark("new")
 
+    def _collapse(self, entry: LogEntry) -> LogRow | None:
+        """The row ``entry`` repeats (its rig's latest row, same level and words), or None."""
+        latest = self._latest.get(entry.rig)
+        if latest is None:
+            return None
+        row, serial = latest
+        if serial < self._dropped or row.entry.level != entry.level or row.entry.text != entry.text:
+            return None
+        return row
+
     def _flush(self, _dirty: set[Hashable]) -> None:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        overflow = len(self.entries) + len(pending) - self.limit
+        new: list[LogRow] = []
+        changed: list[int] = []
+        for entry in pending:
+            row = self._collapse(entry)
+            if row is not None:
+                row.count += 1
+                row.last = entry.time
+                serial = self._latest[entry.rig][1]
+                if serial < self._dropped + len(self.rows):
+                    changed.append(serial - self._dropped)
+                continue
+            row = LogRow(entry, entry.time)
+            self._latest[entry.rig] = (row, self._dropped + len(self.rows) + len(new))
+            new.append(row)
+        for i in sorted(set(changed)):
+            self.dataChanged.emit(self.index(i, 0), self.index(i, len(HEADERS) - 1))
+        if not new:
+            return
+        overflow = len(self.rows) + len(new) - self.limit
         if overflow > 0:
-            drop = min(overflow, len(self.entries))
+            drop = min(overflow, len(self.rows))
             self.beginRemoveRows(QModelIndex(), 0, drop - 1)
-            del self.entries[:drop]
+            del self.rows[:drop]
+            self._dropped += drop
             self.endRemoveRows()
-        first = len(self.entries)
-        self.beginInsertRows(QModelIndex(), first, first + len(pending) - 1)
-        self.entries.extend(pending)
+        first = len(self.rows)
+        self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+        self.rows.extend(new)
         self.endInsertRows()
 
-    def rows_source(self) -> list[LogEntry]:
-        return self.entries
+    def rows_source(self) -> list[LogRow]:
+        return self.rows
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
-        e = self.entries[index.row()]
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
-            return entry_fields(e)[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and e.level in LEVEL_COLOURS:
-            return QBrush(QColor(LEVEL_COLOURS[e.level]))
+        row = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return row.fields()[index.column()]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return row.tooltip(index.column())
+        if role == Qt.ItemDataRole.ForegroundRole and row.entry.level in LEVEL_COLOURS:
+            return QBrush(QColor(LEVEL_COLOURS[row.entry.level]))
         if role == Qt.ItemDataRole.UserRole:
-            return e
+            return row
         return None
 
 
@@ -97,19 +155,23 @@ class LogFilter(QSortFilterProxyModel):
         super().__init__(parent)
         self.rig = ""  # "" = all rigs
         self.min_level = "info"
+        self.search = ""  # lower case; "" = everything
 
-    def set_filter(self, rig: str, min_level: str) -> None:
+    def set_filter(self, rig: str, min_level: str, search: str = "") -> None:
+        values = (rig, min_level, search.strip().lower())
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter() is deprecated there
             self.beginFilterChange()
-            self.rig, self.min_level = rig, min_level
+            self.rig, self.min_level, self.search = values
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         else:
-            self.rig, self.min_level = rig, min_level
+            self.rig, self.min_level, self.search = values
             self.invalidateFilter()
 
     def filterAcceptsRow(self, row: int, parent: Index) -> bool:  # noqa: N802
-        e: LogEntry = self.sourceModel().entries[row]
+        e: LogEntry = self.sourceModel().rows[row].entry
         if self.rig and e.rig not in (self.rig, ""):
+            return False
+        if self.search and self.search not in f"{e.rig}\t{e.text}\t{e.detail}".lower():
             return False
         return LEVELS.index(e.level) >= LEVELS.index(self.min_level)
 
@@ -122,10 +184,14 @@ class LogPanel(QWidget):
         self.proxy = LogFilter(self)
         self.proxy.setSourceModel(self.model)
         self.view = row_table("logTable", self.proxy, single=False)
-        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.view.setColumnWidth(0, 100)
-        self.view.setColumnWidth(1, 60)
-        self.view.setColumnWidth(2, 90)
+        header = self.view.horizontalHeader()
+        header.setStretchLastSection(False)
+        for column, width in ((0, 95), (1, 65), (2, 80), (4, 50)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+            self.view.setColumnWidth(column, width)
+        header.setSectionResizeMode(COLUMN["Message"], QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COLUMN["Details"], QHeaderView.ResizeMode.Stretch)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.model.rowsInserted.connect(self._follow)
 
         self.rig = QComboBox(objectName="logRig")
@@ -136,6 +202,9 @@ class LogPanel(QWidget):
         self.level.setToolTip("Lowest level shown (debug shows every message sent)")
         self.rig.currentIndexChanged.connect(self._refilter)
         self.level.currentIndexChanged.connect(self._refilter)
+        self.search = QLineEdit(objectName="logSearch", placeholderText="search the log…", clearButtonEnabled=True)
+        self.search.setToolTip("Show only lines containing this text (message, rig or details)")
+        self.search.textChanged.connect(self._refilter)
         copy = QPushButton("Copy", objectName="logCopy", toolTip="Copy the selected lines (or all shown)")
         copy.clicked.connect(self.copy)
         save = QPushButton("Save…", objectName="logSave", toolTip="Save the shown lines to a text file")
@@ -146,7 +215,7 @@ class LogPanel(QWidget):
         bar.addWidget(self.rig)
         bar.addWidget(QLabel("Level"))
         bar.addWidget(self.level)
-        bar.addStretch(1)
+        bar.addWidget(self.search, 1)
         bar.addWidget(copy)
         bar.addWidget(save)
         layout = QVBoxLayout(self)
@@ -168,7 +237,7 @@ class LogPanel(QWidget):
         self._refilter()
 
     def _refilter(self) -> None:
-        self.proxy.set_filter(self.rig.currentData() or "", self.level.currentText())
+        self.proxy.set_filter(self.rig.currentData() or "", self.level.currentText(), self.search.text())
 
     def _follow(self) -> None:
         bar = self.view.verticalScrollBar()
@@ -179,7 +248,7 @@ class LogPanel(QWidget):
         rows = sorted({i.row() for i in self.view.selectionModel().selectedRows()}) if selected_only else []
         if not rows:
             rows = list(range(self.proxy.rowCount()))
-        return [entry_line(self.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole)) for r in rows]
+        return [self.proxy.index(r, 0).data(Qt.ItemDataRole.UserRole).line() for r in rows]
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText("\n".join(self.shown_lines(selected_only=True)))

@@ -8,20 +8,15 @@ STOP ALL goes straight to :meth:`app.console.Console.stop_all`: nothing queues i
 
 from __future__ import annotations
 
-import collections
-import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
+    QHeaderView,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -30,16 +25,17 @@ from PySide6.QtWidgets import (
 
 from app.console import Console
 from app.gui.icons import icon
+from app.gui.move_dialogs import DepthDialog, MoveDialog
+from app.gui.probe_plots import ManipulatorPlots
 from app.gui.qtasync import FrameCoalescer, spawn
-from app.gui.widgets import FlatTableModel, add_ok_cancel, button_bar, row_table
-from core.drivers.manipulator import Vec4
+from app.gui.widgets import FlatTableModel, button_bar, row_table
+from app.palette import LEVEL_COLOURS
 
 Index = QModelIndex | QPersistentModelIndex
 AXES = ("x", "y", "z", "w")
-HEADERS = ["Rig", "ID", "x (mm)", "y (mm)", "z (mm)", "w (mm)", "Moving", "Inside brain"]
-HISTORY_SECONDS = 60.0
-PLOT_HZ = 10.0
-DEFAULT_SPEED = 1.0
+HEADERS = ["Rig", "Probe", "x (mm)", "y (mm)", "z (mm)", "w (mm)", "Moving", "Inside brain"]
+WIDTHS = [90, 60, 80, 80, 80, 80, 70, 95]
+LOCK_TIP = "Probe {mid} is inside the brain: only depth moves are allowed (untick Inside brain to move it)"
 
 
 class ManipulatorModel(FlatTableModel):
@@ -110,163 +106,21 @@ class ManipulatorModel(FlatTableModel):
             if col == 6:
                 return "moving" if entry.get("moving") else "still"
             if col == 7:
-                return "LOCKED (inside)" if entry.get("inside_brain") else "outside"
+                return "inside" if entry.get("inside_brain") else "outside"
         if role == Qt.ItemDataRole.TextAlignmentRole and 2 <= col <= 5:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == 6 and entry.get("moving"):
-                return QBrush(QColor("#b58900"))
+                return QBrush(QColor(LEVEL_COLOURS["warning"]))
             if col == 7 and entry.get("inside_brain"):
-                return QBrush(QColor("#d0342c"))
+                return QBrush(QColor(LEVEL_COLOURS["error"]))
+        if role == Qt.ItemDataRole.ToolTipRole and col == 7:
+            return LOCK_TIP.format(mid=mid) if entry.get("inside_brain") else "Outside the brain: every axis can move"
         if role == Qt.ItemDataRole.FontRole and 2 <= col <= 5:
             font = QFont("monospace")
             font.setStyleHint(QFont.StyleHint.Monospace)
             return font
         return None
-
-
-class MoveDialog(QDialog):
-    """Target position (x, y, z, w) and speed; spin boxes limited to the platform's travel."""
-
-    def __init__(self, parent: QWidget | None, rig: str, mid: str, current: dict[str, Any], dims: Vec4 | None) -> None:
-        super().__init__(parent)
-        self.setObjectName("moveDialog")
-        self.setWindowTitle(f"Move {rig} / {mid}")
-        form = QFormLayout(self)
-        self.axes: dict[str, QDoubleSpinBox] = {}
-        limits = dims.as_tuple() if dims else (20.0,) * 4
-        for axis, limit in zip(AXES, limits, strict=True):
-            box = QDoubleSpinBox(objectName=f"move_{axis}")
-            box.setDecimals(3)
-            box.setRange(0.0, float(limit))
-            box.setSuffix(" mm")
-            box.setValue(float(current.get(axis) or 0.0))
-            box.setToolTip(f"0 to {limit:g} mm")
-            form.addRow(axis, box)
-            self.axes[axis] = box
-        self.speed = QDoubleSpinBox(objectName="move_speed")
-        self.speed.setDecimals(3)
-        self.speed.setRange(0.001, 50.0)
-        self.speed.setValue(DEFAULT_SPEED)
-        self.speed.setSuffix(" mm/s")
-        form.addRow("speed", self.speed)
-        add_ok_cancel(self, form)
-
-    def target(self) -> Vec4:
-        return Vec4(*(self.axes[a].value() for a in AXES))
-
-
-class DepthDialog(QDialog):
-    def __init__(self, parent: QWidget | None, rig: str, mid: str, current: float, limit: float) -> None:
-        super().__init__(parent)
-        self.setObjectName("depthDialog")
-        self.setWindowTitle(f"Set depth of {rig} / {mid}")
-        form = QFormLayout(self)
-        self.depth = QDoubleSpinBox(objectName="depth_value", decimals=3, suffix=" mm")
-        self.depth.setRange(0.0, limit)
-        self.depth.setValue(current)
-        self.speed = QDoubleSpinBox(objectName="depth_speed", decimals=3, suffix=" mm/s")
-        self.speed.setRange(0.001, 50.0)
-        self.speed.setValue(DEFAULT_SPEED / 2)
-        form.addRow("depth (w)", self.depth)
-        form.addRow("speed", self.speed)
-        add_ok_cancel(self, form)
-
-
-class ManipulatorPlots(QWidget):
-    """Depth over time and a top (x-y) view; pyqtgraph is imported when this is first shown."""
-
-    def __init__(self, model: ManipulatorModel, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.model = model
-        self.layout_ = QHBoxLayout(self)
-        self.layout_.setContentsMargins(0, 0, 0, 0)
-        self.placeholder = QLabel("plots appear when shown")
-        self.layout_.addWidget(self.placeholder)
-        self.ready = False
-        self.history: dict[tuple[str, str], collections.deque[tuple[float, float]]] = {}
-        self.curves: dict[tuple[str, str], Any] = {}
-        self._t0 = time.monotonic()
-        self._last_plot = -1.0
-        self._ticks = 0
-        self._depth_top = 20.0
-        self._pending = QTimer(self)  # one trailing redraw so the last position is always drawn
-        self._pending.setSingleShot(True)
-        self._pending.timeout.connect(self.update_plots)
-
-    def showEvent(self, event: Any) -> None:  # noqa: N802
-        if not self.ready:
-            self._build()
-        super().showEvent(event)
-
-    def _build(self) -> None:
-        import pyqtgraph as pg  # lazily: ~0.5 s of import
-
-        self.pg = pg
-        self.placeholder.deleteLater()
-        # Fixed axes (time as "seconds ago", depth over the travel range): a redraw then changes only the
-        # curves, never the axes' ticks and labels, which is most of what a pyqtgraph repaint costs.
-        self.depth_plot = pg.PlotWidget(title="depth (w) over the last minute")
-        self.depth_plot.setLabel("bottom", "seconds ago")
-        self.depth_plot.setLabel("left", "w", "mm")
-        self.depth_plot.setXRange(-HISTORY_SECONDS, 0, padding=0)
-        self.depth_plot.setYRange(0, 20, padding=0.02)
-        self.depth_plot.getPlotItem().enableAutoRange(x=False, y=False)
-        self.depth_plot.setMouseEnabled(x=False, y=True)
-        self.depth_plot.addLegend(offset=(5, 5))
-        self.top_plot = pg.PlotWidget(title="top view (x-y)")
-        self.top_plot.setLabel("bottom", "x", "mm")
-        self.top_plot.setLabel("left", "y", "mm")
-        self.top_plot.setAspectLocked(True)
-        self.top_plot.setXRange(0, 20)
-        self.top_plot.setYRange(0, 20)
-        self.top_plot.getPlotItem().enableAutoRange(x=False, y=False)
-        self.scatter = pg.ScatterPlotItem(size=12)
-        self.top_plot.addItem(self.scatter)
-        self.layout_.addWidget(self.depth_plot, 2)
-        self.layout_.addWidget(self.top_plot, 1)
-        self.ready = True
-        self.model.listeners.append(self.update_plots)
-        self.update_plots()
-
-    def update_plots(self) -> None:
-        """Called after each table repaint; redraws at most PLOT_HZ, the two plots on alternate ticks (one
-        plot's repaint per event-loop turn keeps the loop's worst lateness down under 100 Hz streams)."""
-        if not self.ready:
-            return
-        now = time.monotonic() - self._t0
-        if now - self._last_plot < 1.0 / PLOT_HZ:
-            if not self._pending.isActive():
-                self._pending.start(int(1000 / PLOT_HZ))
-            return
-        self._last_plot = now
-        self._ticks += 1
-        xs: list[float] = []
-        ys: list[float] = []
-        brushes = []
-        top = 20.0
-        for i, (rig, mid) in enumerate(self.model.rows):
-            entry = self.model.entry(rig, mid)
-            if not isinstance(entry.get("w"), int | float):
-                continue
-            key = (rig, mid)
-            history = self.history.setdefault(key, collections.deque(maxlen=6000))
-            history.append((now, float(entry["w"])))
-            while history and now - history[0][0] > HISTORY_SECONDS:
-                history.popleft()
-            top = max(top, float(entry["w"]))
-            xs.append(float(entry.get("x") or 0))
-            ys.append(float(entry.get("y") or 0))
-            brushes.append(self.pg.intColor(i, hues=8))
-            if self._ticks % 2:
-                if key not in self.curves:
-                    self.curves[key] = self.depth_plot.plot(pen=self.pg.intColor(i, hues=8), name=f"{rig}/{mid}")
-                self.curves[key].setData([t - now for t, _ in history], [w for _, w in history])
-        if not self._ticks % 2:
-            self.scatter.setData(x=xs, y=ys, brush=brushes)
-        elif top > self._depth_top:
-            self._depth_top = top
-            self.depth_plot.setYRange(0, top, padding=0.02)
 
 
 class ManipulatorsPanel(QWidget):
@@ -275,9 +129,17 @@ class ManipulatorsPanel(QWidget):
         self.console = console
         self.model = ManipulatorModel(console, self)
         self.view = row_table("manipulatorsTable", self.model)
+        header = self.view.horizontalHeader()
+        header.setStretchLastSection(False)  # "Inside brain" is one word: it gets a narrow column
+        for col, width in enumerate(WIDTHS):
+            self.view.setColumnWidth(col, width)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.selectionModel().selectionChanged.connect(lambda *_: self.update_actions())
         self.model.modelReset.connect(self.update_actions)
-        self.model.dataChanged.connect(lambda *_: self._sync_inside())
+        self.model.dataChanged.connect(lambda *_: self.update_actions())
+        self.model.listeners.append(self._follow_dialog)
+        #: the window's STOP ALL (shows the confirmation); without a window, the console's directly
+        self.stop_all_handler: Callable[[], None] | None = None
 
         self.stop_all_button = QPushButton("STOP ALL", objectName="stopAll")
         self.stop_all_button.setIcon(icon("stop"))
@@ -294,7 +156,7 @@ class ManipulatorsPanel(QWidget):
         bar, self.buttons = button_bar("manip", (
             ("move", "Move…", "Move the selected manipulator to a position at a speed", self.move),
             ("depth", "Set depth…", "Drive the selected probe along its depth axis (w)", self.set_depth),
-            ("stop", "Stop", "Stop the selected manipulator where it is", self.stop_one),
+            ("stop", "Stop probe", "Stop the selected probe where it is (STOP ALL stops every probe)", self.stop_one),
         ))
         self.inside = QCheckBox("Inside brain (lock x-y-z)", objectName="insideBrain")
         self.inside.setToolTip("While inside the brain only depth moves are allowed")
@@ -326,11 +188,26 @@ class ManipulatorsPanel(QWidget):
             self.view.selectRow(self.model.rows.index((rig, mid)))
 
     def update_actions(self) -> None:
-        have = self.selected() is not None
+        """Move is disabled while the probe is inside the brain (the rig would refuse it); the tooltip says why."""
+        sel = self.selected()
+        have = sel is not None
+        locked = bool(sel and self.model.entry(*sel).get("inside_brain"))
         for button in self.buttons.values():
             button.setEnabled(have)
+        self.buttons["move"].setEnabled(have and not locked)
+        self.buttons["move"].setToolTip(LOCK_TIP.format(mid=sel[1]) if locked and sel else
+                                        "Move the selected probe to a position, or by a distance, at a speed")
         self.inside.setEnabled(have)
         self._sync_inside()
+        if locked and isinstance(self.dialog, MoveDialog) and self.dialog.isVisible() \
+                and (self.dialog.rig, self.dialog.mid) == sel:
+            self.dialog.problem.setText(LOCK_TIP.format(mid=sel[1]))
+            self.dialog.problem.show()
+
+    def _follow_dialog(self) -> None:
+        dialog = self.dialog
+        if isinstance(dialog, MoveDialog | DepthDialog) and dialog.isVisible():
+            dialog.follow(self.model.entry(dialog.rig, dialog.mid))
 
     def _sync_inside(self) -> None:
         sel = self.selected()
@@ -338,7 +215,10 @@ class ManipulatorsPanel(QWidget):
 
     # ------------------------------------------------------------------ actions
     def stop_all(self) -> None:
-        spawn(self.console.stop_all(), self, "STOP ALL")
+        if self.stop_all_handler is not None:
+            self.stop_all_handler()
+        else:
+            spawn(self.console.stop_all(), self, "STOP ALL")
 
     def stop_one(self) -> None:
         sel = self.selected()
@@ -352,6 +232,8 @@ class ManipulatorsPanel(QWidget):
                   on_done=lambda _r: self._sync_inside())
 
     def move(self) -> None:
+        if not self.buttons["move"].isEnabled():
+            return
         self._dialog("Move", lambda rig, mid, dims: MoveDialog(self, rig, mid, self.model.entry(rig, mid), dims),
                      lambda rig, mid, d: self.console.move(rig, mid, d.target(), d.speed.value()))
 

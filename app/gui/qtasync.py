@@ -17,6 +17,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from app.wording import plain
 from core.config import ConfigError
 from core.drivers.manipulator import ManipulatorError
 from core.link import RigError
@@ -59,9 +60,14 @@ def pending_tasks() -> set[asyncio.Task[Any]]:
     return set(_tasks)
 
 
-def show_error(parent: QWidget | None, title: str, text: str) -> QMessageBox:
-    box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, parent)
+def show_error(parent: QWidget | None, title: str, text: str, detail: str = "") -> QMessageBox:
+    """A box with the problem in plain words; protocol detail (if any) behind Qt's "Show Details…"."""
+    sentence, extra = plain(text)
+    box = QMessageBox(QMessageBox.Icon.Warning, title, sentence, QMessageBox.StandardButton.Ok, parent)
     box.setObjectName("errorBox")
+    detail = "\n".join(d for d in (detail, extra) if d)
+    if detail:
+        box.setDetailedText(detail)
     box.open()
     return box
 

@@ -14,11 +14,21 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QPersistentModelIndex, QRect, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionButton, QStyleOptionViewItem
+from PySide6.QtWidgets import (
+    QApplication,
+    QHeaderView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionButton,
+    QStyleOptionViewItem,
+    QTableView,
+)
 
 from app.console import Console
 from app.gui.icons import link_icon
 from app.gui.qtasync import FrameCoalescer
+from app.palette import LINK_COLOURS
+from app.wording import plain, progress_words
 from core.session import SessionError, status_name
 
 Index = QModelIndex | QPersistentModelIndex
@@ -28,7 +38,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("name", "Rig", "Name in the rigs file"),
     ("transport", "Transport", "udp/tcp: iblutil · zmq: RigDeck · sio: ephys-link Socket.IO · rpc: sipyco"),
     ("link", "Link", "connecting / online / unreachable"),
-    ("status", "ExpStatus", "The rig's experiment status (CONNECTED, INITIALIZED, RUNNING, STOPPED)"),
+    ("status", "Rig status", "What the rig says it is doing: CONNECTED (ready), INITIALIZED, RUNNING, STOPPED"),
     ("main_sync", "Main sync", "The rig that owns the session clock and the exp_ref (locked during a session)"),
     ("age", "Last heard", "Time since the rig last sent anything: a reply or a pushed update"),
     ("rtt_ms", "RTT", "Round-trip time of the last request"),
@@ -37,7 +47,25 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
 
-LINK_COLOURS = {"online": "#2e9d4c", "connecting": "#b58900", "unreachable": "#d0342c", "closed": "#8a8a8a"}
+#: column -> width at the default size; the columns marked "stretch" share what is left, so every column
+#: is on screen without a horizontal scrollbar at 1280x720 (long texts are elided, the tooltip has them whole)
+WIDTHS: dict[str, int | str] = {"name": 90, "transport": "stretch", "link": 105, "status": 95, "main_sync": 70,
+                                "age": 80, "rtt_ms": 70, "progress": "stretch", "last_error": "stretch"}
+LOCKED_TIP = "Locked while a session is under way: the main-sync rig cannot change while the rigs record"
+
+
+def fit_columns(view: QTableView) -> None:
+    header = view.horizontalHeader()
+    header.setStretchLastSection(False)
+    header.setMinimumSectionSize(40)
+    view.setTextElideMode(Qt.TextElideMode.ElideRight)
+    view.setWordWrap(False)
+    for key, width in WIDTHS.items():
+        if width == "stretch":
+            header.setSectionResizeMode(COL[key], QHeaderView.ResizeMode.Stretch)
+        else:
+            header.setSectionResizeMode(COL[key], QHeaderView.ResizeMode.Interactive)
+            view.setColumnWidth(COL[key], int(width))
 
 
 def age_text(last: float | None, now: float | None = None) -> str:
@@ -140,6 +168,15 @@ class RigTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if key == "last_error":
                 return rig.get("last_error") or "no error"
+            if key == "main_sync":
+                spec = self.console.specs.get(name)
+                if spec is None or not spec.in_sessions:
+                    return f"{name} takes no part in sessions"
+                if not self.selectable_main_sync(name):
+                    return LOCKED_TIP
+                return f"Make {name} the main-sync rig (it owns the session clock and the exp_ref)"
+            if key == "progress":  # the protocol's own words, on demand
+                return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
             if key in ("name", "transport"):
                 return f"{name}: {rig.get('uri', '')} ({rig.get('role', 'aux')})"
             return self._text(name, key, rig)
@@ -162,7 +199,7 @@ class RigTableModel(QAbstractTableModel):
         if key == "name":
             return name
         if key == "transport":
-            return f"{rig.get('transport', '?')}  {rig.get('uri', '')}"
+            return str(rig.get("uri", ""))  # the scheme (udp://, zmq://, ...) names the transport
         if key == "status":
             if rig.get("role") == "manipulator":
                 return "manipulators"
@@ -172,12 +209,12 @@ class RigTableModel(QAbstractTableModel):
         if key == "age":
             return age_text(rig.get("last_heard") or rig.get("last_reply"))
         if key == "progress":
-            return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
+            return progress_words(str(self.console.state.get(["session", "rigs", name, "progress"]) or ""))
         if key == "rtt_ms":
             rtt = rig.get("rtt_ms")
             return f"{rtt:.2f} ms" if isinstance(rtt, int | float) else "—"
         if key == "last_error":
-            return str(rig.get("last_error") or "").splitlines()[0] if rig.get("last_error") else ""
+            return plain(str(rig.get("last_error")))[0] if rig.get("last_error") else ""
         return str(rig.get(key) or "")
 
     def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
@@ -215,7 +252,10 @@ class MainSyncDelegate(QStyledItemDelegate):
         QApplication.style().drawPrimitive(QStyle.PrimitiveElement.PE_IndicatorRadioButton, button, painter)
 
     def editorEvent(self, event: QEvent, model: Any, option: QStyleOptionViewItem, index: Index) -> bool:
+        """A click on an enabled radio picks that rig; a locked radio looks disabled and ignores the click (its
+        tooltip says why: no box to dismiss in the middle of a session)."""
         if event.type() == QEvent.Type.MouseButtonRelease and index.data(Qt.ItemDataRole.CheckStateRole) is not None:
-            model.setData(index, Qt.CheckState.Checked, Qt.ItemDataRole.CheckStateRole)  # the model says why not
+            if index.flags() & Qt.ItemFlag.ItemIsUserCheckable:
+                model.setData(index, Qt.CheckState.Checked, Qt.ItemDataRole.CheckStateRole)
             return True
         return False

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Collection
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QFormLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QVBoxLayout,
@@ -18,16 +20,25 @@ from PySide6.QtWidgets import (
 
 from app.console import Console
 from app.gui.qtasync import show_error, spawn
-from app.gui.rigs_model import COL, MainSyncDelegate, RigTableModel
+from app.gui.rigs_model import COL, MainSyncDelegate, RigTableModel, fit_columns
 from app.gui.widgets import add_ok_cancel, button_bar, row_table
-from core.config import Role
+from app.wording import plain
+from core.config import ConfigError, Role, parse_rig
+from transports.registry import TRANSPORTS
 
 
 class RigDialog(QDialog):
-    """Name, URI and role of one rig (other options of an edited rig are kept as they were)."""
+    """Name, URI and role of one rig (other options of an edited rig are kept as they were).
 
-    def __init__(self, parent: QWidget | None, name: str = "", uri: str = "", role: str = "aux") -> None:
+    OK checks the entry the way the rigs file is checked; a mistake keeps the dialog open with what was
+    typed, says what is wrong under the fields and puts the cursor in the field at fault.
+    """
+
+    def __init__(self, parent: QWidget | None, name: str = "", uri: str = "", role: str = "aux",
+                 taken: Collection[str] = (), options: dict[str, Any] | None = None) -> None:
         super().__init__(parent)
+        self.taken = set(taken)
+        self.options = dict(options or {})
         self.setObjectName("rigDialog")
         self.setWindowTitle("Edit rig" if name else "Add rig")
         self.name = QLineEdit(name, objectName="rigName")
@@ -41,7 +52,41 @@ class RigDialog(QDialog):
         form.addRow("Name", self.name)
         form.addRow("URI", self.uri)
         form.addRow("Role", self.role)
+        self.problem = QLabel(objectName="rigProblem")
+        self.problem.setWordWrap(True)
+        self.problem.setStyleSheet("color: #b3261e;")  # 6.6:1 on white
+        self.problem.hide()
+        form.addRow(self.problem)
         add_ok_cancel(self, form)
+
+    def value(self) -> dict[str, Any]:
+        return {"uri": self.uri.text().strip(), "role": self.role.currentText(), **self.options}
+
+    def check(self) -> str | None:
+        """What is wrong with the entry (None: fine); focuses the field at fault."""
+        name = self.name.text().strip()
+        field = self.name
+        try:
+            if name in self.taken:
+                raise ConfigError(f"a rig called {name!r} is already in the rigs file")
+            parse_rig(name, self.value(), TRANSPORTS, "this rig")
+            return None
+        except ConfigError as ex:
+            text = re.sub(r"^this rig: (rig '[^']*': )?", "", str(ex), flags=re.IGNORECASE)
+            if "uri" in text.lower() or "scheme" in text.lower() or "port" in text.lower() or "host" in text.lower():
+                field = self.uri
+            elif "role" in text.lower():
+                field = self.role
+            field.setFocus()
+            return text
+
+    def accept(self) -> None:  # noqa: D102 - refuse to close on a mistake
+        problem = self.check()
+        if problem:
+            self.problem.setText(plain(problem)[0])
+            self.problem.show()
+            return
+        super().accept()
 
 
 class RigsPanel(QWidget):
@@ -50,14 +95,16 @@ class RigsPanel(QWidget):
         self.console = console
         self.model = RigTableModel(console, self)
         self.model.refused.connect(lambda text: show_error(self, "Main sync", text))
+        #: menu actions the window adds (reload, save), enabled with the buttons
+        self.actions: dict[str, QAction] = {}
+        self.reload_handler: Callable[[], None] | None = None
         self.view = row_table("rigsTable", self.model)
         self.view.setItemDelegateForColumn(COL["main_sync"], MainSyncDelegate(self.view))
-        self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.setAlternatingRowColors(True)
         self.view.doubleClicked.connect(lambda _i: self.edit_rig())
-        for col, width in ((COL["name"], 110), (COL["transport"], 190), (COL["link"], 110), (COL["status"], 100),
-                           (COL["main_sync"], 80), (COL["age"], 90), (COL["rtt_ms"], 80), (COL["progress"], 200)):
-            self.view.setColumnWidth(col, width)
+        fit_columns(self.view)
+        self.view.selectionModel().selectionChanged.connect(lambda *_: self.update_actions())
+        self.model.modelReset.connect(self.update_actions)
 
         bar, self.buttons = button_bar("rigs", (
             ("add", "Add…", "Add a rig to the rigs file", self.add_rig),
@@ -78,11 +125,26 @@ class RigsPanel(QWidget):
         self.update_actions()
 
     def update_actions(self) -> None:
+        """Each button (and its menu twin) is enabled exactly when its action would be accepted."""
         editable = not self.console.active
-        for key in ("add", "edit", "remove", "reload"):
-            self.buttons[key].setEnabled(editable)
-        self.buttons["save"].setEnabled(bool(self.console.specs) or self.console.rigs_path is not None)
-        self.file_label.setText(str(self.console.rigs_path or "no rigs file"))
+        chosen = self.selected() is not None
+        allowed = {
+            "open": editable,
+            "add": editable,
+            "edit": editable and chosen,
+            "remove": editable and chosen,
+            "reload": editable and (self.console.rigs_path or self.console.wanted_path) is not None,
+            "save": bool(self.console.specs) and self.console.rigs_path is not None,
+        }
+        why = "" if editable else " (not while a session is under way)"
+        for key, ok in allowed.items():
+            if key in self.buttons:
+                self.buttons[key].setEnabled(ok)
+            if key in self.actions:
+                self.actions[key].setEnabled(ok)
+        self.buttons["edit"].setToolTip("Change the selected rig's name, URI or role" + why)
+        self.buttons["remove"].setToolTip("Remove the selected rig" + why)
+        self.file_label.setText(str(self.console.rigs_path or self.console.wanted_path or "no rigs file"))
 
     def selected(self) -> str | None:
         rows = self.view.selectionModel().selectedRows() if self.view.selectionModel() else []
@@ -96,23 +158,22 @@ class RigsPanel(QWidget):
 
     # ------------------------------------------------------------------ actions
     def add_rig(self) -> None:
-        self._open_dialog(RigDialog(self), replace=None)
+        if self.buttons["add"].isEnabled():
+            self._open_dialog(RigDialog(self, taken=self.console.specs), replace=None)
 
     def edit_rig(self) -> None:
         name = self.selected()
-        if name is None:
-            show_error(self, "Edit rig", "Select a rig first.")
+        if name is None or not self.buttons["edit"].isEnabled():
             return
         spec = self.console.specs[name]
-        self._open_dialog(RigDialog(self, name, spec.uri, spec.role.value), replace=name)
+        self._open_dialog(RigDialog(self, name, spec.uri, spec.role.value, taken=set(self.console.specs) - {name},
+                                    options=dict(spec.options)), replace=name)
 
     def _open_dialog(self, dialog: RigDialog, replace: str | None) -> None:
         self.dialog = dialog
-        options: dict[str, Any] = dict(self.console.specs[replace].options) if replace else {}
 
         def accepted() -> None:
-            value = {"uri": dialog.uri.text().strip(), "role": dialog.role.currentText(), **options}
-            spawn(self.console.put_rig(dialog.name.text().strip(), value, replace=replace), self, "Rig",
+            spawn(self.console.put_rig(dialog.name.text().strip(), dialog.value(), replace=replace), self, "Rig",
                   on_done=lambda _spec: self.update_actions())
 
         dialog.accepted.connect(accepted)
@@ -120,8 +181,7 @@ class RigsPanel(QWidget):
 
     def remove_rig(self) -> None:
         name = self.selected()
-        if name is None:
-            show_error(self, "Remove rig", "Select a rig first.")
+        if name is None or not self.buttons["remove"].isEnabled():
             return
         spawn(self.console.remove_rig(name), self, "Remove rig", on_done=lambda _r: self.update_actions())
 
@@ -132,4 +192,7 @@ class RigsPanel(QWidget):
             show_error(self, "Save rigs", str(ex))
 
     def reload(self) -> None:
-        spawn(self.console.reload(), self, "Reload rigs", on_done=lambda _r: self.update_actions())
+        if self.reload_handler is not None:  # the window's: it also updates the title, the log's rigs, reattach
+            self.reload_handler()
+        else:
+            spawn(self.console.reload(), self, "Reload rigs", on_done=lambda _r: self.update_actions())

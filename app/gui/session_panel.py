@@ -8,10 +8,11 @@ experimenter (roll back or continue) through :meth:`decide`, which the console c
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QFont, QGuiApplication
+from PySide6.QtGui import QAction, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -28,17 +30,44 @@ from PySide6.QtWidgets import (
 
 from app.console import Console
 from app.gui.qtasync import FrameCoalescer, ask, show_error, spawn
-from core.session import StepResult
+from app.wording import PHASES, outcome_words, step_word
+from core.session import FINAL, Phase, StepResult
 
 RECENT_SUBJECTS = 12
 
 
 def failure_text(result: StepResult) -> str:
-    lines = [f"{result.step} failed on {len(result.failed)} rig(s):"]
+    """Which rigs failed and why, in plain words (the protocol detail is in :func:`failure_detail`)."""
+    lines = [f"{step_word(result.step).capitalize()} failed on {len(result.failed)} rig(s):"]
     for name in result.failed:
         o = result.outcomes[name]
-        lines.append(f"  • {name}: {o.result} — {o.error}")
+        lines.append(f"  • {name}: {outcome_words(o.result, o.error)}")
     return "\n".join(lines)
+
+
+def failure_detail(result: StepResult) -> str:
+    return "\n".join(f"{name}: {o.event} {o.result}: {o.error}" for name, o in result.outcomes.items() if not o.ok)
+
+
+def phase_text(console: Console, loading: bool = False) -> str:
+    """The session panel's one-line status, in the experimenter's words."""
+    s = console.session
+    rigs = console.state.get(["rigs"]) or {}
+    connecting = [n for n, r in rigs.items() if isinstance(r, dict) and r.get("link") == "connecting"]
+    if s is not None and s.busy:
+        return f"{step_word(s.busy)}…"
+    if s is None or s.phase is Phase.IDLE:
+        if console.rigset is None:
+            return "connecting…" if loading or console.specs else "no rigs loaded"
+        return f"connecting to {len(connecting)} rig(s)…" if connecting else PHASES["idle"]
+    text = PHASES.get(s.phase.value, s.phase.value.upper())
+    if console.state.get(["session", "cleaned"]) and s.phase in FINAL:
+        text += " · cleaned up, ready for the next session"
+    if s.degraded:
+        text += " (some rigs left out)"
+    if s.main_sync and s.phase is not Phase.IDLE:
+        text += f" · main sync {s.main_sync}"
+    return text
 
 
 class SessionPanel(QWidget):
@@ -48,6 +77,8 @@ class SessionPanel(QWidget):
         self.settings = settings
         console.decide = self.decide
         self.partial_box: QMessageBox | None = None
+        #: a rigs file is being loaded (the window says so): "connecting…" rather than "no rigs loaded"
+        self.loading = False
         self.confirm_box: QMessageBox | None = None
 
         self.subject = QComboBox(objectName="subject")
@@ -60,6 +91,11 @@ class SessionPanel(QWidget):
         self.project = QLineEdit(objectName="project", placeholderText="optional")
         self.procedures = QLineEdit(objectName="procedures", placeholderText="comma-separated, optional")
         self.notes = QLineEdit(objectName="notes", placeholderText="optional")
+        # each field is at least as wide as its placeholder: nothing is clipped at the default size
+        self.subject.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.subject.setMinimumContentsLength(12)  # a long recent subject never widens the dock
+        for edit in (self.subject.lineEdit(), self.project, self.procedures, self.notes):
+            edit.setMinimumWidth(edit.fontMetrics().horizontalAdvance(edit.placeholderText()) + 24)
         form = QFormLayout()
         form.addRow("Subject", self.subject)
         form.addRow("Project", self.project)
@@ -69,10 +105,10 @@ class SessionPanel(QWidget):
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
         for i, (key, text, tip) in enumerate((
-            ("start", "Start", "EXPINFO → EXPINIT → EXPSTART on every rig (Ctrl+Return)"),
-            ("stop", "Stop", "EXPEND on every rig (Ctrl+.)"),
-            ("abort", "Abort…", "EXPINTERRUPT on every rig, after confirmation"),
-            ("cleanup", "Cleanup", "EXPCLEANUP: rigs back to CONNECTED for the next session"),
+            ("start", "Start session", "Prepare, initialise and start every rig (Ctrl+Return)"),
+            ("stop", "Stop session", "End the recording on every rig (one click here; Ctrl+. and the menu ask first)"),
+            ("abort", "Abort…", "End the session as aborted on every rig, after a question"),
+            ("cleanup", "Cleanup", "Put every rig back to ready for the next session"),
         )):
             button = QPushButton(text, objectName=f"session_{key}")
             button.setToolTip(tip)
@@ -83,6 +119,14 @@ class SessionPanel(QWidget):
         self.buttons["stop"].clicked.connect(self.stop)
         self.buttons["abort"].clicked.connect(self.abort)
         self.buttons["cleanup"].clicked.connect(self.cleanup)
+        #: the Session menu's actions, enabled with the buttons (the window puts them in its menu)
+        self.actions: dict[str, QAction] = {}
+        for key, text, slot in (("start", "&Start session", self.start), ("stop", "S&top session…", self.stop_asking),
+                                ("abort", "&Abort…", self.abort), ("cleanup", "&Cleanup", self.cleanup)):
+            act = QAction(text, self, objectName=f"action_{key}")
+            act.setStatusTip(self.buttons[key].toolTip())
+            act.triggered.connect(slot)
+            self.actions[key] = act
 
         self.exp_ref = QLabel("—", objectName="expRef")
         big = QFont(self.exp_ref.font())
@@ -98,7 +142,12 @@ class SessionPanel(QWidget):
         ref_row = QHBoxLayout()
         ref_row.addWidget(self.exp_ref, 1)
         ref_row.addWidget(copy)
-        self.phase = QLabel("no session", objectName="phase")
+        self.phase = QLabel("no rigs loaded", objectName="phase")
+        self.phase.setWordWrap(True)  # a long status wraps: the dock never widens with the text
+        self.phase.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.exp_ref.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # room for a usual exp_ref from the start, so the dock does not widen when a session begins
+        self.exp_ref.setMinimumWidth(self.exp_ref.fontMetrics().horizontalAdvance("2026-12-31_001_KS0001"))
         self.elapsed = QLabel("", objectName="elapsed")
         status_row = QHBoxLayout()
         status_row.addWidget(self.phase, 1)
@@ -118,7 +167,8 @@ class SessionPanel(QWidget):
 
     def _on_mod(self, mod: dict[str, Any]) -> None:
         path = mod.get("path") or []
-        if not path or path[0] in ("session", "console"):
+        if not path or path[0] in ("session", "console") or (path[0] == "rigs" and len(path) < 3) \
+                or (path[0] == "rigs" and path[2] == "link"):  # "connecting to N rig(s)…" follows the links
             self._coalescer.mark("session")
 
     def detach(self) -> None:
@@ -127,21 +177,25 @@ class SessionPanel(QWidget):
     # ------------------------------------------------------------------ view
     def update_state(self) -> None:
         for key, button in self.buttons.items():
-            button.setEnabled(self.console.can(key))
+            allowed = self.console.can(key)
+            button.setEnabled(allowed)
+            self.actions[key].setEnabled(allowed)
         s = self.console.session
         self.exp_ref.setText((s.exp_ref if s else None) or "—")
-        if s is None:
-            self.phase.setText("IDLE" if self.console.rigset is not None else "no rigs loaded")
-        else:
-            text = s.phase.value.upper()
-            if s.busy:
-                text = f"{s.busy}…"
-            if s.degraded:
-                text += " (degraded)"
-            if s.main_sync:
-                text += f" · main sync {s.main_sync}"
-            self.phase.setText(text)
+        self.phase.setText(phase_text(self.console, self.loading))
         self.tick()
+
+    def show_session(self) -> None:
+        """Fill subject and details from the current session (after a reattach: what its journal says)."""
+        s = self.console.session
+        if s is None:
+            return
+        self.subject.setCurrentText(s.subject or "")
+        projects = s.details.get("projects") or []
+        self.project.setText(", ".join(str(p) for p in projects) if isinstance(projects, list) else str(projects))
+        procedures = s.details.get("procedures") or []
+        self.procedures.setText(", ".join(map(str, procedures)) if isinstance(procedures, list) else str(procedures))
+        self.notes.setText(str(s.details.get("notes") or ""))
 
     def tick(self) -> None:
         """Elapsed time since EXPSTART (the window's clock calls this once a second)."""
@@ -182,44 +236,59 @@ class SessionPanel(QWidget):
             show_error(self, "Start", "Type a subject first.")
             return
         self.remember_subject(subject)
-        spawn(self.console.start(subject, self.details()), self, "Start", on_done=self._report)
+        spawn(self.console.start(subject, self.details()), self, "Start", on_done=self.report_result)
         self.update_state()
 
     def stop(self) -> None:
+        """The Stop session button: one deliberate click on a labelled button stops at once."""
         if self.console.can("stop"):
-            spawn(self.console.stop(), self, "Stop", on_done=self._report)
+            spawn(self.console.stop(), self, "Stop", on_done=self.report_result)
             self.update_state()
 
+    def stop_asking(self) -> None:
+        """Stop from the keyboard or the menu: a stray Ctrl+. must not end a recording, so ask first."""
+        self._confirm("stop", "confirmStop", "Stop the session?",
+                      "Stop the recording on every rig now? The session ends as completed.", self.console.stop)
+
     def abort(self) -> None:
-        if not self.console.can("abort"):
+        self._confirm("abort", "confirmAbort", "Abort the session?",
+                      "Abort the session on every rig? Recording stops and the session ends as aborted.",
+                      self.console.abort)
+
+    def _confirm(self, action: str, name: str, title: str, text: str,
+                 act: Callable[[], Awaitable[StepResult]]) -> None:
+        """Ask ``text`` (No is the default: Enter does not end a recording); on Yes run ``act`` if still allowed."""
+        if not self.console.can(action):
             return
-        box = QMessageBox(QMessageBox.Icon.Question, "Abort the session?",
-                          "Send EXPINTERRUPT to every rig? The session ends as aborted.",
+        box = QMessageBox(QMessageBox.Icon.Question, title, text,
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
-        box.setObjectName("confirmAbort")
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setObjectName(name)
         self.confirm_box = box
 
-        async def confirm_then_abort() -> StepResult | None:
-            if await ask(box) != QMessageBox.StandardButton.Yes:
+        async def confirm_then_act() -> StepResult | None:
+            if await ask(box) != QMessageBox.StandardButton.Yes or not self.console.can(action):
                 return None
-            return await self.console.abort()
+            return await act()
 
-        spawn(confirm_then_abort(), self, "Abort", on_done=self._report)
+        spawn(confirm_then_act(), self, action.capitalize(), on_done=self.report_result)
 
     def cleanup(self) -> None:
         if self.console.can("cleanup"):
-            spawn(self.console.cleanup(), self, "Cleanup", on_done=self._report)
+            spawn(self.console.cleanup(), self, "Cleanup", on_done=self.report_result)
 
-    def _report(self, result: StepResult | None) -> None:
+    def report_result(self, result: StepResult | None) -> None:
         self.update_state()
         if result is not None and not result.ok:
             text = failure_text(result) if result.failed else ""
-            show_error(self, f"{result.step.capitalize()} failed", f"{result.error}\n\n{text}".strip())
+            show_error(self, f"{step_word(result.step).capitalize()} failed", f"{result.error}\n\n{text}".strip(),
+                       failure_detail(result))
 
     async def decide(self, result: StepResult) -> str:
         """Ask the experimenter what to do with a partial failure: roll back (default) or continue."""
         box = QMessageBox(QMessageBox.Icon.Warning, "Some rigs failed", failure_text(result), parent=self)
         box.setObjectName("partialFailure")
+        box.setDetailedText(failure_detail(result))
         box.setInformativeText("Roll back stops the rigs that did start; continue goes on without the failed ones "
                                "(the session is marked degraded).")
         rollback = box.addButton("Roll back", QMessageBox.ButtonRole.DestructiveRole)

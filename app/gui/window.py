@@ -7,13 +7,23 @@ one-second display clock (elapsed time, reply ages) and the saved layout (QSetti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.console import Console
 from app.gui.icons import icon
@@ -23,8 +33,13 @@ from app.gui.qtasync import FrameCoalescer, ask, spawn
 from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
 from app.gui.session_panel import SessionPanel
+from app.gui.stop_all_key import StopAllBanner, StopAllKey
+from app.stop_all import StopAllReport
+from app.wording import PHASES
 
 SHORTCUTS = {"start": "Ctrl+Return", "stop": "Ctrl+.", "stop_all": "F12"}
+#: saved column layouts; "2": headers that stretch to fit (a layout saved before scrolled sideways at 1280 px)
+RIGS_HEADER, LOG_HEADER = "rigs/header2", "log/header2"
 
 
 class MainWindow(QMainWindow):
@@ -40,9 +55,20 @@ class MainWindow(QMainWindow):
         self.reattach_box: QMessageBox | None = None
 
         self.rigs = RigsPanel(console)
-        self.setCentralWidget(self.rigs)
+        self.rigs.reload_handler = self.reload_rigs
+        self.stop_all_banner = StopAllBanner()
+        central = QWidget(objectName="central")
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.stop_all_banner)
+        column.addWidget(self.rigs, 1)
+        self.setCentralWidget(central)
         self.session = SessionPanel(console, self.settings)
         self.manipulators = ManipulatorsPanel(console)
+        self.manipulators.stop_all_handler = self.stop_all
+        self.quit_box: QMessageBox | None = None
+        self._quitting = False
         self.log = LogPanel(console)
         self.docks = {
             "session": self._dock("Session", self.session, Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -55,9 +81,9 @@ class MainWindow(QMainWindow):
         self.summary = QLabel(objectName="statusSummary")
         self.statusBar().addPermanentWidget(self.summary)
         self._menus()
-        self.stop_all_shortcut = QShortcut(QKeySequence(SHORTCUTS["stop_all"]), self,
-                                           activated=self.manipulators.stop_all)
-        self.stop_all_shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+        # F12 is caught for the whole application (any window, any dialog, focus anywhere), not as a shortcut
+        self.stop_all_key = StopAllKey(self.stop_all, self)
+        QApplication.instance().installEventFilter(self.stop_all_key)
 
         self.clock = QTimer(self)  # a display clock (elapsed time, reply ages), not a poll of anything
         self.clock.setInterval(1000)
@@ -86,21 +112,48 @@ class MainWindow(QMainWindow):
             return act
 
         file = self.menuBar().addMenu("&File")
-        action(file, "&Open rigs file…", self.choose_rigs, "Ctrl+O", "Open a remote_rigs.yaml")
-        action(file, "&Reload rigs file", self.rigs.reload, "Ctrl+Shift+R")
-        action(file, "&Save rigs file", self.rigs.save, "Ctrl+S")
+        self.rigs.actions["open"] = action(file, "&Open rigs file…", self.choose_rigs, "Ctrl+O",
+                                           "Open a remote_rigs.yaml")
+        self.rigs.actions["reload"] = action(file, "&Reload rigs file", self.reload_rigs, "Ctrl+Shift+R")
+        self.rigs.actions["save"] = action(file, "&Save rigs file", self.rigs.save, "Ctrl+S")
         file.addSeparator()
-        action(file, "&Quit", self.close, "Ctrl+Q")
+        action(file, "&Quit", self.close, "Ctrl+Q", "Close the window (asks first while a session runs)")
         session = self.menuBar().addMenu("&Session")
-        action(session, "&Start", self.session.start, SHORTCUTS["start"], "Start a session on every rig")
-        action(session, "S&top", self.session.stop, SHORTCUTS["stop"], "Stop the session (EXPEND)")
-        action(session, "&Abort…", self.session.abort, None, "Interrupt the session (EXPINTERRUPT)")
-        action(session, "&Cleanup", self.session.cleanup)
+        for key in ("start", "stop", "abort", "cleanup"):
+            act = self.session.actions[key]
+            if key in SHORTCUTS:
+                act.setShortcut(QKeySequence(SHORTCUTS[key]))
+            session.addAction(act)
         session.addSeparator()
-        action(session, "STOP ALL manipulators", self.manipulators.stop_all, None, "F12 works everywhere")
+        stop_all = action(session, "STOP ALL manipulators", self.stop_all, None,
+                          "Halt every probe now; F12 works in every window of RigDeck")
+        stop_all.setObjectName("action_stop_all")
+        # shown beside the item; the key itself is handled by StopAllKey (a shortcut would be blocked by dialogs)
+        stop_all.setShortcut(QKeySequence(SHORTCUTS["stop_all"]))
+        stop_all.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.stop_all_action = stop_all
         view = self.menuBar().addMenu("&View")
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        depth_down = QAction("Depth axis points &down (as in Pinpoint)", self, checkable=True,
+                             objectName="action_depth_down")
+        depth_down.setChecked(self.settings.value("view/depth_down", True, type=bool))
+        depth_down.toggled.connect(self.set_depth_down)
+        view.addAction(depth_down)
+        self.depth_down_action = depth_down
+        self.manipulators.plots.depth_down = depth_down.isChecked()
+
+    def set_depth_down(self, down: bool) -> None:
+        self.settings.setValue("view/depth_down", down)
+        self.manipulators.plots.set_depth_down(down)
+
+    # ------------------------------------------------------------------ STOP ALL
+    def stop_all(self) -> None:
+        """STOP ALL (button, menu, F12 anywhere): send at once, show it on screen until dismissed."""
+        report = StopAllReport(time.time())
+        self.stop_all_banner.show_report(report)
+        spawn(self.console.stop_all(report), self, "STOP ALL", on_done=self.stop_all_banner.show_report)
 
     # ------------------------------------------------------------------ rigs file
     def open_rigs(self, path: str | Path) -> None:
@@ -115,10 +168,28 @@ class MainWindow(QMainWindow):
             self.offer_reattach()
 
         self.setWindowTitle(f"RigDeck — {path.name}")
-        spawn(self.console.load(path), self, "Rigs file", on_done=loaded)
+        self.session.loading = True
+        self.session.update_state()  # "connecting…"
+        task = spawn(self.console.load(path), self, "Rigs file", on_done=loaded)
+
+        def finished(_task: Any) -> None:  # loaded or not: Reload may now read the (fixed) file again
+            self.session.loading = False
+            self.session.update_state()
+            self.rigs.update_actions()
+
+        task.add_done_callback(finished)
+
+    def reload_rigs(self) -> None:
+        """Reload the rigs file: the loaded one, or the one that failed (fixed since, perhaps)."""
+        path = self.console.rigs_path or self.console.wanted_path
+        if path is not None and not self.console.active:
+            self.open_rigs(path)
 
     def choose_rigs(self) -> None:
-        dialog = QFileDialog(self, "Open rigs file", str(self.console.rigs_path or Path.home()),
+        if self.console.active:  # (the menu item is off then; a shortcut may still arrive)
+            return
+        current = self.console.rigs_path or self.console.wanted_path
+        dialog = QFileDialog(self, "Open rigs file", str(current.parent if current else Path.home()),
                              "Rigs files (*.yaml *.yml);;All files (*)")
         dialog.fileSelected.connect(self.open_rigs)
         self.dialog = dialog
@@ -135,14 +206,17 @@ class MainWindow(QMainWindow):
                 return
             summary = unfinished[0]
             box = QMessageBox(QMessageBox.Icon.Question, "Unfinished session",
-                              f"Session {summary.exp_ref} ({summary.subject}) was left {summary.phase} by a console "
-                              f"that stopped.\nReattach to it (poll its rigs, and stop it from here)?",
+                              f"Session {summary.exp_ref} ({summary.subject}) was left "
+                              f"{PHASES.get(summary.phase, summary.phase)} by a console that closed or stopped.\n"
+                              "Reattach to it (watch its rigs, and stop it from here)?",
                               QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
             box.setObjectName("reattach")
             self.reattach_box = box
             if await ask(box) == QMessageBox.StandardButton.Yes:
                 await self.console.attach(summary)
+                self.session.show_session()
                 self.session.update_state()
+                self.rigs.update_actions()
 
         spawn(offer(), self, "Reattach")
 
@@ -160,7 +234,7 @@ class MainWindow(QMainWindow):
             if isinstance(rig, dict):
                 counts[str(rig.get("link"))] = counts.get(str(rig.get("link")), 0) + 1
         parts = [f"{len(rigs)} rigs"] + [f"{n} {k}" for k, n in sorted(counts.items())]
-        phase = self.console.phase.value
+        phase = PHASES.get(self.console.phase.value, self.console.phase.value).lower()
         ref = self.console.session.exp_ref if self.console.session else None
         parts.append(f"session {phase}" + (f" ({ref})" if ref else ""))
         self.summary.setText(" · ".join(parts))
@@ -170,11 +244,41 @@ class MainWindow(QMainWindow):
         self.session.tick()
         self.rigs.model.refresh(COL["age"])
 
+    async def _ask_quit(self) -> None:
+        ref = self.console.session.exp_ref if self.console.session else None
+        box = QMessageBox(QMessageBox.Icon.Warning, "A session is running",
+                          f"Session {ref or ''} is still recording.".replace("  ", " "), parent=self)
+        box.setObjectName("confirmQuit")
+        box.setInformativeText("Stop it on every rig and quit, or quit and leave the rigs recording: the next "
+                               "RigDeck started on this rigs file offers to reattach to the session, so it can "
+                               "be stopped then.")
+        stop_quit = box.addButton("Stop the session and quit", QMessageBox.ButtonRole.DestructiveRole)
+        stop_quit.setObjectName("stopAndQuit")
+        leave = box.addButton("Quit, leave the rigs running", QMessageBox.ButtonRole.AcceptRole)
+        leave.setObjectName("leaveRunning")
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.setEscapeButton(cancel)
+        self.quit_box = box
+        clicked = await ask(box)
+        if clicked is stop_quit:
+            if self.console.can("stop"):
+                result = await self.console.stop()
+                if not result.ok:  # the rigs did not all stop: stay, and say so
+                    self.session.report_result(result)
+                    return
+            elif self.console.active:
+                await self.console.abort("the experimenter quit the console")
+        elif clicked is not leave:
+            return
+        self._quitting = True
+        self.close()
+
     # ------------------------------------------------------------------ layout
     def restore_layout(self) -> None:
         for key, restore in (("window/geometry", self.restoreGeometry), ("window/state", self.restoreState),
-                             ("rigs/header", self.rigs.view.horizontalHeader().restoreState),
-                             ("log/header", self.log.view.horizontalHeader().restoreState)):
+                             (RIGS_HEADER, self.rigs.view.horizontalHeader().restoreState),
+                             (LOG_HEADER, self.log.view.horizontalHeader().restoreState)):
             value = self.settings.value(key)
             if isinstance(value, QByteArray | bytes):
                 restore(value)
@@ -182,11 +286,19 @@ class MainWindow(QMainWindow):
     def save_layout(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
-        self.settings.setValue("rigs/header", self.rigs.view.horizontalHeader().saveState())
-        self.settings.setValue("log/header", self.log.view.horizontalHeader().saveState())
+        self.settings.setValue(RIGS_HEADER, self.rigs.view.horizontalHeader().saveState())
+        self.settings.setValue(LOG_HEADER, self.log.view.horizontalHeader().saveState())
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        """Closing while a session runs asks first (stop and quit / quit and leave the rigs running / cancel):
+        a stray Ctrl+Q must not leave rigs recording with nobody watching them."""
+        if self.console.active and not self._quitting:
+            event.ignore()
+            if self.quit_box is None or not self.quit_box.isVisible():
+                spawn(self._ask_quit(), self, "Quit")
+            return
+        QApplication.instance().removeEventFilter(self.stop_all_key)
         self.save_layout()
         self.clock.stop()
         self._unsubscribe()

@@ -55,6 +55,18 @@ def wait_for(qtbot, condition, timeout=DEFAULT_WAIT):
     qtbot.waitUntil(lambda: bool(condition()), timeout=timeout)
 
 
+async def stand_down(console: Console) -> None:
+    """End a session a failed test left running (the demo rigs are shared: the next test needs them ready),
+    then close the console."""
+    try:
+        if console.active:
+            await console.abort("the test ended")
+        if console.session is not None and console.can("cleanup"):
+            await console.cleanup()
+    finally:
+        await console.close()
+
+
 @pytest.fixture
 def make_window(qtbot, loop, tmp_path):
     """``make_window(rigs_file)`` -> an open MainWindow over a fresh Console (closed after the test)."""
@@ -66,6 +78,7 @@ def make_window(qtbot, loop, tmp_path):
         window = MainWindow(console, settings)
 
         def before_close(_widget) -> None:
+            window._quitting = True  # the harness closing the window is not an operator: no quit question
             for task in qtasync.pending_tasks():
                 task.cancel()
 
@@ -79,7 +92,7 @@ def make_window(qtbot, loop, tmp_path):
 
     yield make
     for window in made:
-        task = loop.create_task(window.console.close())
+        task = loop.create_task(stand_down(window.console))
         deadline = time.monotonic() + 10
         while not task.done() and time.monotonic() < deadline:
             qtbot.wait(20)

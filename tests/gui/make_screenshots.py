@@ -1,4 +1,5 @@
-"""``make screenshots``: PNGs of the console idle, running, and after a rig failure, on the demo rigs.
+"""``make screenshots``: PNGs of the console on the demo rigs: idle, running, the Move dialog, a STOP ALL and
+its on-screen confirmation, the log, and after a rig failure.
 
 Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
 offscreen and under Xvfb alike.
@@ -51,6 +52,24 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     asyncio.ensure_future(console.move("probes", "2", Vec4(4.0, 15.0, 11.0, 12.0), 1.5))
     await asyncio.sleep(2.5)
     window.grab().save(str(OUT / "running.png"))
+    # the Move dialog of a moving probe: named, travel shown, fields following the probe
+    panel = window.manipulators
+    panel.select("probes", "2")
+    panel.move()
+    await until(lambda: panel.dialog is not None and panel.dialog.isVisible())
+    await asyncio.sleep(0.5)
+    panel.dialog.grab().save(str(OUT / "move-dialog.png"))
+    panel.dialog.reject()
+    # STOP ALL while probe 2 moves: the confirmation stays on screen until dismissed
+    window.stop_all()
+    await until(lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done)
+    await asyncio.sleep(0.3)
+    window.grab().save(str(OUT / "stop-all.png"))
+    window.stop_all_banner.dismiss.click()
+    window.docks["log"].raise_()
+    await asyncio.sleep(0.3)
+    window.grab().save(str(OUT / "log.png"))
+    window.docks["manipulators"].raise_()
     demo.procs["ephys"].kill()
     await until(lambda: rigs()["ephys"].get("link") == "unreachable")
     await asyncio.sleep(0.5)
