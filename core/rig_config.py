@@ -14,7 +14,10 @@ started. Keys:
 - ``data_dir``: where sessions are filed (relative paths are relative to the rig file; ``--data-dir``
   on the command line wins; default: the platform data directory, see :mod:`core.paths`).
 - ``drivers``: ``recorders: {name: {kind: camera|ephys|microphone, rate, frame_size, chunk_interval}}``
-  and ``manipulator: {type: simulated, ids, dimensions, ...}`` (or ``{ephys_link: URI}``, a proxy).
+  (simulated), ``{kind: video, source: ...}`` (an FFmpeg camera) or a plugin's kind;
+  ``manipulator: {type: simulated, ids, dimensions, ...}`` (or ``{ephys_link: URI}``, a proxy, or
+  ``{kind: PLUGIN, ...}``); ``commands: {name: {run: [...], start_on, stop, cwd, env, ready}}``
+  (external programs). See :mod:`core.drivers.spec` and ``docs/drivers.md``.
 - ``fsync`` (default false): fsync every recorder chunk (slower; survives power loss, not just kill -9).
 - ``alyx``: ``{base_url, user, token}`` this rig can hand to the others (the token is never logged or
   published).
@@ -32,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.checks import is_finite, is_int, is_number
 from core.config import ConfigError, load_yaml_mapping
-from core.drivers.recorder import KINDS, MAX_FRAME_SIZE, MAX_RATE
+from core.drivers.base import DriverContext
+from core.drivers.command import CommandSpec
+from core.drivers.spec import MANIPULATOR_KEYS, RecorderSpec, parse_drivers
+from core.drivers.spec import number as _number
 from core.protocol import ExpMessage, RigAddress, parse_uri
 from core.transport_spec import (
     OPEN,
@@ -51,15 +56,15 @@ TOP_KEYS: dict[str, str] = {
     "uri": "one URI to listen on (shorthand for uris: [uri])",
     "main_sync": "true: this rig owns the session clock and hands out exp_refs",
     "data_dir": "where sessions are filed (relative to this file)",
-    "drivers": "recorders and manipulator",
+    "drivers": "recorders, manipulator and commands (external programs)",
     "fsync": "fsync every recorder chunk",
     "alyx": "{base_url, user, token} to share with other rigs",
     "description": "free text",
     "fail_on": "test hook: events answered with an error",
     "delay_on": "test hook: {EVENT: seconds} to wait before answering",
 }
-RECORDER_KEYS = {"kind", "rate", "frame_size", "chunk_interval"}
-MANIPULATOR_KEYS = {"type", "ids", "dimensions", "home", "update_hz", "max_speed", "ephys_link", "name"}
+__all__ = ["MANIPULATOR_KEYS", "CommandSpec", "ListenSpec", "RecorderSpec", "RigConfig", "load_rig_config",
+           "parse_rig_config"]
 _PORT0 = re.compile(r":0(?=$|/)")
 
 
@@ -80,15 +85,6 @@ class ListenSpec:
 
 
 @dataclass(frozen=True)
-class RecorderSpec:
-    name: str
-    kind: str
-    rate: float | None = None
-    frame_size: int | None = None
-    chunk_interval: float = 0.05
-
-
-@dataclass(frozen=True)
 class RigConfig:
     """A validated rig file."""
 
@@ -98,6 +94,7 @@ class RigConfig:
     data_dir: Path | None = None
     recorders: tuple[RecorderSpec, ...] = ()
     manipulator: Mapping[str, Any] | None = None
+    commands: tuple[CommandSpec, ...] = ()
     fsync: bool = False
     alyx: Mapping[str, Any] | None = None
     fail_on: frozenset[str] = frozenset()
@@ -143,14 +140,6 @@ def parse_listen_options(raw: Mapping[Any, Any], transport: TransportSpec,
     return parse_options(options, (OPEN,), transport, transports, "listen")
 
 
-def _number(value: Any, what: str, low: float, high: float) -> float:
-    if not is_finite(value):
-        raise ValueError(f"{what} must be a number, not {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{what} {value!r} out of range {low:g}..{high:g}")
-    return float(value)
-
-
 def _events(value: Any, what: str) -> list[str]:
     items = [value] if isinstance(value, str | int) else value
     if not isinstance(items, list | tuple):
@@ -165,9 +154,12 @@ def _events(value: Any, what: str) -> list[str]:
 
 
 def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSpec], source: str = "<rig>",
-                     base_dir: Path | None = None) -> RigConfig:
+                     base_dir: Path | None = None, strict: bool = True) -> RigConfig:
     """Validate a rig mapping (what the YAML file holds) against the ``transports`` this rig has
-    (``transports.registry.TRANSPORTS``). Raises ConfigError naming ``source``."""
+    (``transports.registry.TRANSPORTS``). Raises ConfigError naming ``source``.
+
+    ``strict=False`` (``serve --check``): a driver plugin that cannot be imported is kept with its
+    ``problem`` instead of failing the file (see :mod:`core.drivers.spec`)."""
 
     def fail(problem: str) -> ConfigError:
         return ConfigError(f"{source}: {problem}")
@@ -219,43 +211,11 @@ def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSp
         if not data_dir.is_absolute() and base_dir is not None:
             data_dir = base_dir / data_dir
 
-    drivers = data.get("drivers") or {}
-    if not isinstance(drivers, Mapping):
-        raise fail(f"'drivers' must be a mapping (recorders, manipulator), not {type(drivers).__name__}")
-    bad = sorted(set(map(str, drivers)) - {"recorders", "manipulator"})
-    if bad:
-        raise fail(f"drivers: unknown key(s) {bad}; allowed: ['manipulator', 'recorders']")
-    recorders: list[RecorderSpec] = []
-    raw_recorders = drivers.get("recorders") or {}
-    if not isinstance(raw_recorders, Mapping):
-        raise fail("drivers.recorders must be a mapping of name: {kind, rate, ...}")
-    for rname, spec in raw_recorders.items():
-        where = f"drivers.recorders.{rname}"
-        if not isinstance(rname, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", rname):
-            raise fail(f"{where}: recorder names are letters, digits, '_', '-', '.'")
-        if isinstance(spec, str):
-            spec = {"kind": spec}
-        if not isinstance(spec, Mapping):
-            raise fail(f"{where}: expected {{kind, rate, ...}}, not {spec!r}")
-        extra = sorted(set(map(str, spec)) - RECORDER_KEYS)
-        if extra:
-            raise fail(f"{where}: unknown key(s) {extra}; allowed: {sorted(RECORDER_KEYS)}")
-        kind = spec.get("kind")
-        if kind not in KINDS:
-            raise fail(f"{where}: kind must be one of {sorted(KINDS)}, not {kind!r}")
-        try:
-            rate = None if spec.get("rate") is None else _number(spec["rate"], "rate", 1e-3, MAX_RATE)
-            size = spec.get("frame_size")
-            if size is not None and (not is_int(size) or not 1 <= size <= MAX_FRAME_SIZE):
-                raise ValueError(f"frame_size must be an integer 1..{MAX_FRAME_SIZE}, not {size!r}")
-            interval = _number(spec.get("chunk_interval", 0.05), "chunk_interval", 0.001, 5)
-        except ValueError as ex:
-            raise fail(f"{where}: {ex}") from None
-        recorders.append(RecorderSpec(rname, kind, rate, size, interval))
-
-    manipulator = drivers.get("manipulator")
-    if manipulator is not None:
-        manipulator = _check_manipulator(manipulator, fail)
+    try:
+        drivers = parse_drivers(data.get("drivers"), DriverContext(name, base_dir or Path("."), fsync, source),
+                                strict=strict)
+    except ValueError as ex:
+        raise fail(str(ex)) from None
 
     alyx = data.get("alyx")
     if alyx is not None:
@@ -287,54 +247,15 @@ def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSp
         if problem:
             raise fail(f"uris[{i}]: {spec.uri}: {problem}")
     return RigConfig(name=name, listen=tuple(listen), main_sync=main_sync, data_dir=data_dir,
-                     recorders=tuple(recorders), manipulator=manipulator, fsync=fsync, alyx=alyx,
+                     recorders=drivers.recorders, manipulator=drivers.manipulator, commands=drivers.commands,
+                     fsync=fsync, alyx=alyx,
                      fail_on=fail_on, delay_on=delay_on, description=description, source=source)
 
 
-def _check_manipulator(spec: Any, fail: Any) -> dict[str, Any]:
-    if not isinstance(spec, Mapping):
-        raise fail("drivers.manipulator must be a mapping ({type: simulated, ...} or {ephys_link: URI})")
-    extra = sorted(set(map(str, spec)) - MANIPULATOR_KEYS)
-    if extra:
-        raise fail(f"drivers.manipulator: unknown key(s) {extra}; allowed: {sorted(MANIPULATOR_KEYS)}")
-    out = dict(spec)
-    if "ephys_link" in out:
-        if not isinstance(out["ephys_link"], str):
-            raise fail("drivers.manipulator.ephys_link must be a URI string")
-        out.setdefault("type", "ephys_link")
-        return out
-    kind = out.setdefault("type", "simulated")
-    if kind != "simulated":
-        raise fail(f"drivers.manipulator.type must be 'simulated' (or give ephys_link: URI), not {kind!r}")
-    ids = out.get("ids", ["1", "2"])
-    if isinstance(ids, str | int):
-        ids = [ids]
-    if not isinstance(ids, list) or not ids or len(set(map(str, ids))) != len(ids):
-        raise fail(f"drivers.manipulator.ids must be a non-empty list of unique ids, not {ids!r}")
-    out["ids"] = [str(i) for i in ids]
-    for key in ("dimensions", "home"):
-        if key in out:
-            value = out[key]
-            if is_number(value):
-                value = [value] * 4
-            if not isinstance(value, list) or len(value) != 4:
-                raise fail(f"drivers.manipulator.{key} must be [x, y, z, w] in mm, not {value!r}")
-            try:
-                out[key] = [_number(v, key, 0 if key == "home" else 1e-3, 1000) for v in value]
-            except ValueError as ex:
-                raise fail(f"drivers.manipulator.{key}: {ex}") from None
-    for key in ("update_hz", "max_speed"):
-        if key in out:
-            try:
-                out[key] = _number(out[key], key, 1e-3, 10000)
-            except ValueError as ex:
-                raise fail(f"drivers.manipulator: {ex}") from None
-    return out
-
-
-def load_rig_config(path: str | os.PathLike[str], transports: Collection[TransportSpec]) -> RigConfig:
+def load_rig_config(path: str | os.PathLike[str], transports: Collection[TransportSpec],
+                    strict: bool = True) -> RigConfig:
     """Read and validate a rig file (ConfigError names the file and the problem)."""
     data = load_yaml_mapping(path, "rig file")
     if not data:
         raise ConfigError(f"{path}: empty rig file (needs at least name and uris)")
-    return parse_rig_config(data, transports, str(path), Path(path).resolve().parent)
+    return parse_rig_config(data, transports, str(path), Path(path).resolve().parent, strict=strict)

@@ -48,16 +48,22 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.drivers.base import DriverContext, DriverError, SessionInfo, health
+from core.drivers.command import CommandDriver
+from core.drivers.kinds import find_kind
 from core.drivers.main_sync import MainSync
 from core.drivers.recorder import KINDS, Recorder, SimulatedRecorder
 from core.link import error_text
 from core.paths import default_data_dir, session_folder
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
-from core.rig_config import RigConfig
+from core.rig_config import RecorderSpec, RigConfig
 from core.state import LiveState
 from core.version import version
 
 log = logging.getLogger(__name__)
+
+#: seconds between two publications of a busy driver's health (frames, output lines)
+DRIVER_PUBLISH_PERIOD = 0.2
 
 SESSION_EVENTS = frozenset({ExpMessage.EXPINFO, ExpMessage.EXPINIT, ExpMessage.EXPSTART, ExpMessage.EXPEND,
                             ExpMessage.EXPINTERRUPT, ExpMessage.EXPCLEANUP})
@@ -72,6 +78,10 @@ class ServiceError(RuntimeError):
 
 class OutOfOrder(ServiceError):
     """A command the current ExpStatus does not allow (EXPSTART before EXPINIT, ...)."""
+
+
+class DriverFault(ServiceError):
+    """A driver failed mid-session (a program exited, a camera stopped): EXPSTATUS answers with this."""
 
 
 class InjectedFailure(ServiceError):
@@ -107,6 +117,7 @@ class RigService:
         main_sync: bool = False,
         recorders: Mapping[str, Recorder] | None = None,
         manipulator: Any = None,
+        commands: Mapping[str, CommandDriver] | None = None,
         alyx: Mapping[str, Any] | None = None,
         fail_on: frozenset[str] | set[str] = frozenset(),
         delay_on: Mapping[str, float] | None = None,
@@ -118,7 +129,12 @@ class RigService:
         self.configured_main_sync = bool(main_sync)
         self._session_main_sync: bool | None = None  # a console's choice for this session
         self.recorders: dict[str, Recorder] = dict(recorders or {})
+        self.commands: dict[str, CommandDriver] = dict(commands or {})
         self.manipulator = manipulator
+        self.fault: str | None = None  # a driver failure of this session, until the session stops
+        self._manipulator_health: dict[str, Any] = health(False, None, None, type="manipulator")
+        self._dirty_drivers: set[str] = set()
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.fail_on = frozenset(fail_on)
         self.delay_on = dict(delay_on or {})
         self.description = description
@@ -148,24 +164,29 @@ class RigService:
             "alyx": self._alyx_public(),
             "last_command": None,
             "last_error": None,
+            "fault": None,
+            "drivers": {},
         })
+        for name, driver in self._drivers().items():
+            self.state.set(["drivers", name], self._health_of(name, driver))
         for recorder in self.recorders.values():
             self._unsubscribe.append(recorder.subscribe(self._on_frames))
+            recorder.on_fault(self._on_fault)
+        for command in self.commands.values():
+            command.on_fault(self._on_fault)
+            command.on_change(self._touch_driver)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, config: RigConfig, manipulator: Any = None, **kwargs: Any) -> RigService:
-        """Build the rig a rig file describes (simulated drivers; pass ``manipulator`` for a real one)."""
-        recorders: dict[str, Recorder] = {
-            spec.name: SimulatedRecorder(spec.name, spec.kind, rate=spec.rate, frame_size=spec.frame_size,
-                                         chunk_interval=spec.chunk_interval, fsync=config.fsync)
-            for spec in config.recorders
-        }
+        """Build the rig a rig file describes (pass ``manipulator`` for one built outside core, e.g. a proxy)."""
+        recorders: dict[str, Recorder] = {spec.name: build_recorder(spec, config) for spec in config.recorders}
+        commands = {spec.name: CommandDriver(spec, config.name) for spec in config.commands}
         if manipulator is None and config.manipulator is not None:
-            manipulator = build_manipulator(config.manipulator, config.source)
+            manipulator = build_manipulator(config.manipulator, config.source, driver_context(config))
         return cls(config.name, data_dir=config.data_dir, main_sync=config.main_sync, recorders=recorders,
-                   manipulator=manipulator, alyx=config.alyx, fail_on=config.fail_on, delay_on=config.delay_on,
-                   description=config.description, **kwargs)
+                   manipulator=manipulator, commands=commands, alyx=config.alyx, fail_on=config.fail_on,
+                   delay_on=config.delay_on, description=config.description, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -179,16 +200,25 @@ class RigService:
             return
         self._started = True
         if self.manipulator is not None:
-            for manipulator_id in await self.manipulator.list_ids():
-                pos = await self.manipulator.position(manipulator_id)
-                self._on_position(manipulator_id, pos, self.manipulator.is_moving(manipulator_id))
+            try:
+                for manipulator_id in await self.manipulator.list_ids():
+                    pos = await self.manipulator.position(manipulator_id)
+                    self._on_position(manipulator_id, pos, self.manipulator.is_moving(manipulator_id))
+                self._manipulator_health.update(alive=True, last_error=None)
+            except Exception as ex:  # a stage that is off must not keep the rest of the rig from serving
+                self._manipulator_health.update(alive=False, last_error=f"manipulator not answering: {error_text(ex)}")
+                log.error("rig %s: %s", self.name, self._manipulator_health["last_error"])
             self._unsubscribe.append(self.manipulator.subscribe(self._on_position))
+            self._publish_driver("manipulator")
 
     async def close(self) -> None:
         """Stop recorders (files get their footer) and release drivers. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        await self._stop_programs()
         await self._stop_recorders()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
@@ -201,10 +231,56 @@ class RigService:
                 log.exception("rig %s: closing the manipulator failed", self.name)
 
     # ------------------------------------------------------------------ live state feeds
+    def _drivers(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.recorders, **self.commands}
+        if self.manipulator is not None:
+            out["manipulator"] = self.manipulator
+        return out
+
+    def _health_of(self, name: str, driver: Any) -> dict[str, Any]:
+        if driver is self.manipulator:
+            return dict(self._manipulator_health)
+        try:
+            return driver.health()
+        except Exception as ex:  # a plugin's bug shows as its health, never as a broken rig
+            return health(False, None, f"health() failed: {error_text(ex)}")
+
+    def _publish_driver(self, name: str) -> None:
+        driver = self._drivers().get(name)
+        if driver is not None:
+            self.state.set(["drivers", name], self._health_of(name, driver))
+
+    def _touch_driver(self, name: str) -> None:
+        """A driver changed (a frame, a line of output): republish its health, at most 5 times a second."""
+        self._dirty_drivers.add(name)
+        if self._flush_handle is None and not self._closed:
+            try:
+                self._flush_handle = asyncio.get_running_loop().call_later(DRIVER_PUBLISH_PERIOD, self._flush_drivers)
+            except RuntimeError:  # no loop (a synchronous caller): publish now
+                self._flush_drivers()
+
+    def _flush_drivers(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty_drivers = self._dirty_drivers, set()
+        for name in sorted(dirty):
+            self._publish_driver(name)
+
+    def _on_fault(self, name: str, text: str) -> None:
+        """A driver failed mid-session: the rig keeps serving, its status carries the error until the stop."""
+        self._publish_driver(name)
+        if self.status not in (ExpStatus.INITIALIZED, ExpStatus.RUNNING):
+            return
+        message = f"driver {name} failed: {text}"
+        if self.fault is None:
+            self.fault = message
+        log.error("rig %s: %s", self.name, message)
+        self.state.update([], {"fault": self.fault, "last_error": message})
+
     def _on_frames(self, name: str, frames: int) -> None:
         recorder = self.recorders.get(name)
         if recorder is not None:
             self.state.update(["recorders", name], recorder.describe())
+            self._touch_driver(name)
 
     def _on_position(self, manipulator_id: str, pos: Any, moving: bool) -> None:
         values = dict(pos.as_dict()) if hasattr(pos, "as_dict") else dict(pos)
@@ -214,6 +290,8 @@ class RigService:
         except Exception:
             values["inside_brain"] = False
         self.state.update(["manipulators", str(manipulator_id)], values)
+        self._manipulator_health["last_activity"] = round(time.time(), 3)
+        self._touch_driver("manipulator")
 
     def _alyx_public(self) -> dict[str, Any] | None:
         if self._alyx is None:
@@ -307,9 +385,9 @@ class RigService:
     def experiment_description(self) -> dict[str, Any]:
         """This rig's part of the iblrig-like experiment description (devices and sync)."""
         devices: dict[str, dict[str, Any]] = {}
-        group = {"camera": "cameras", "ephys": "neuropixel", "microphone": "microphone"}
+        group = {"camera": "cameras", "video": "cameras", "ephys": "neuropixel", "microphone": "microphone"}
         for rname, recorder in self.recorders.items():
-            collection = KINDS.get(recorder.kind, {}).get("collection", "raw_data")
+            collection = KINDS.get(recorder.kind, {}).get("collection", getattr(recorder, "collection", "raw_data"))
             entry: dict[str, Any] = {"collection": collection, "rig": self.name}
             if getattr(recorder, "rate", None):
                 entry["rate"] = recorder.rate  # type: ignore[attr-defined]
@@ -342,9 +420,12 @@ class RigService:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as ex:
             raise ServiceError(f"rig {self.name}: cannot create session folder {folder}: {ex}") from None
+        await self._stop_programs()  # an initialized session replaced by another: its programs end first
         self.exp_ref, self.session_dir = ref, folder
+        self._clear_fault()
         for recorder in self.recorders.values():  # a new session: counters start again
             self.state.update(["recorders", recorder.name], {"frames": 0, "path": None})
+        await self._start_programs("EXPINIT")
         self._set_status(ExpStatus.INITIALIZED)
         return [{"status": int(self.status), "exp_ref": ref}]
 
@@ -370,7 +451,15 @@ class RigService:
         except Exception as ex:
             for recorder in started:
                 await recorder.stop()
+            for recorder in self.recorders.values():
+                self._publish_driver(recorder.name)
             raise ServiceError(f"rig {self.name} could not start recording: {error_text(ex)}") from ex
+        try:
+            await self._start_programs("EXPSTART")
+        except ServiceError:
+            for recorder in started:
+                await recorder.stop()
+            raise
         if self.main_sync:
             self.main_sync_driver.clock.start()
         self._set_status(ExpStatus.RUNNING)
@@ -382,7 +471,14 @@ class RigService:
             raise OutOfOrder(f"EXPEND with no session: rig {self.name} is CONNECTED")
         if self.status is not ExpStatus.STOPPED:  # a repeat finds it STOPPED and changes nothing
             await self._finish()
-        return [{"status": int(self.status), "exp_ref": self.exp_ref, "recorders": self._recordings()}]
+        reply: dict[str, Any] = {"status": int(self.status), "exp_ref": self.exp_ref,
+                                 "recorders": self._recordings()}
+        if self.commands:
+            reply["programs"] = {name: command.report() for name, command in self.commands.items()}
+        errors = {name: err for name, err in self._driver_errors().items() if err}
+        if errors:
+            reply["errors"] = errors
+        return [reply]
 
     # EXPINTERRUPT [data] -> [{"status": 30}] (forgiving: whatever the state, nothing keeps recording)
     async def _on_expinterrupt(self, data: list[Any], peer: str) -> list[Any]:
@@ -395,6 +491,8 @@ class RigService:
     async def _on_expcleanup(self, data: list[Any], peer: str) -> list[Any]:
         if self.status is ExpStatus.RUNNING:
             raise OutOfOrder(f"EXPCLEANUP while rig {self.name} is RUNNING {self.exp_ref}; send EXPEND first")
+        await self._stop_programs()
+        self._clear_fault()
         self.exp_ref, self.session_dir = None, None
         self._session_main_sync, self._pending = None, None
         self._set_status(ExpStatus.CONNECTED)
@@ -402,6 +500,8 @@ class RigService:
 
     # EXPSTATUS [status] -> [status]
     async def _on_expstatus(self, data: list[Any], peer: str) -> list[Any]:
+        if self.fault is not None:  # the console's next poll hears it as an error report, in plain words
+            raise DriverFault(f"rig {self.name} is {self.status.name} with an error: {self.fault}")
         return [int(self.status)]
 
     # ALYX [base_url | None, {user: {token}} | {}] -> [base_url, {user: {token}}] | [None, {}]
@@ -440,7 +540,9 @@ class RigService:
             log.warning("rig %s: cannot record %s in %s: %s", self.name, name, self.session_dir, ex)
 
     async def _finish(self) -> None:
+        await self._stop_programs()
         await self._stop_recorders()
+        self._clear_fault()
         self.main_sync_driver.clock.reset()
         if self._pending is not None and self._pending[2] == self.exp_ref:
             self._pending = None
@@ -454,6 +556,44 @@ class RigService:
                 except Exception as ex:
                     log.error("rig %s: stopping recorder %s failed: %s", self.name, recorder.name, error_text(ex))
             self.state.update(["recorders", recorder.name], recorder.describe())
+            self._publish_driver(recorder.name)
+
+    def _clear_fault(self) -> None:
+        self.fault = None
+        self.state.set(["fault"], None)
+
+    def _session_info(self) -> SessionInfo:
+        assert self.exp_ref is not None and self.session_dir is not None
+        return SessionInfo(self.exp_ref, self.session_dir, self.name)
+
+    async def _start_programs(self, event: str) -> None:
+        """Start the programs due at ``event``; if one cannot start, stop the ones just started and refuse."""
+        started: list[CommandDriver] = []
+        for command in self.commands.values():
+            if command.start_on != event:
+                continue
+            try:
+                await command.start(self._session_info())
+            except DriverError as ex:
+                self._publish_driver(command.name)
+                for other in started:
+                    await other.stop()
+                    self._publish_driver(other.name)
+                raise ServiceError(f"rig {self.name} could not start program {command.name}: {ex}") from None
+            started.append(command)
+            self._publish_driver(command.name)
+
+    async def _stop_programs(self) -> None:
+        """Stop every running program, all at once (each may take its grace period)."""
+        running = [c for c in self.commands.values() if c.running]
+        results = await asyncio.gather(*(c.stop() for c in running), return_exceptions=True)
+        for command, result in zip(running, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("rig %s: stopping program %s failed: %s", self.name, command.name, error_text(result))
+            self._publish_driver(command.name)
+
+    def _driver_errors(self) -> dict[str, str | None]:
+        return {name: self._health_of(name, d).get("last_error") for name, d in self._drivers().items()}
 
     def _recordings(self) -> dict[str, Any]:
         return {name: {"path": str(r.path) if r.path else None, "frames": r.frames}
@@ -465,11 +605,45 @@ def _short(data: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def build_manipulator(spec: Mapping[str, Any], source: str = "<rig>") -> Any:
-    """The manipulator driver a rig file asks for (simulated; the ephys-link proxy lives in transports)."""
+def driver_context(config: RigConfig) -> DriverContext:
+    base = Path(config.source).resolve().parent if config.source and not config.source.startswith("<") else Path(".")
+    return DriverContext(config.name, base, config.fsync, config.source)
+
+
+def build_recorder(spec: RecorderSpec, config: RigConfig) -> Recorder:
+    """A recorder for one validated ``drivers.recorders`` entry: simulated, video, or a plugin's kind."""
+    from core.config import ConfigError
+
+    if spec.kind in KINDS:
+        return SimulatedRecorder(spec.name, spec.kind, rate=spec.rate, frame_size=spec.frame_size,
+                                 chunk_interval=spec.chunk_interval, fsync=config.fsync)
+    where = f"{config.source}: drivers.recorders.{spec.name}"
+    if spec.problem:
+        raise ConfigError(f"{where}: {spec.problem}")
+    try:
+        kind = find_kind(spec.kind, "recorder")
+        recorder = kind.cls.from_options(spec.name, dict(spec.options), driver_context(config))
+    except Exception as ex:
+        raise ConfigError(f"{where}: {error_text(ex)}") from None
+    if not isinstance(recorder, Recorder):
+        raise ConfigError(f"{where}: kind {spec.kind!r} built {type(recorder).__name__}, not a Recorder")
+    return recorder
+
+
+def build_manipulator(spec: Mapping[str, Any], source: str = "<rig>", context: DriverContext | None = None) -> Any:
+    """The manipulator driver a rig file asks for (simulated or a plugin; the ephys-link proxy lives in transports)."""
     from core.config import ConfigError
     from core.drivers.manipulator import SimulatedManipulator, Vec4
 
+    if spec.get("plugin"):
+        if spec.get("problem"):
+            raise ConfigError(f"{source}: drivers.manipulator: {spec['problem']}")
+        try:
+            kind = find_kind(str(spec["type"]), "manipulator")
+            return kind.cls.from_options(str(spec.get("name", "manipulator")), dict(spec.get("options") or {}),
+                                         context or DriverContext(source=source))
+        except Exception as ex:
+            raise ConfigError(f"{source}: drivers.manipulator: {error_text(ex)}") from None
     if spec.get("type", "simulated") != "simulated":
         raise ConfigError(f"{source}: drivers.manipulator: {spec.get('type')!r} is not built in core "
                           "(ephys_link proxies are made by the serve command)")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.checks import is_number
+from core.drivers.base import Configurable
 from core.listeners import Listeners
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,15 @@ PositionListener = Callable[[str, Vec4, bool], None]
 INSIDE_BRAIN_TEXT = 'Cannot move manipulator while inside the brain. Set the depth ("set_depth") instead.'
 
 
-class Manipulator(abc.ABC):
-    """The async interface of a set of manipulators on one platform."""
+class Manipulator(Configurable, abc.ABC):
+    """The async interface of a set of manipulators on one platform.
+
+    Besides the operations below, a driver tells :meth:`subscribe` listeners every position change (the
+    rig's live state and health follow them) and releases its hardware in :meth:`close`. A plugin
+    manipulator builds itself in :meth:`~core.drivers.base.Configurable.from_options`.
+    """
+
+    role = "manipulator"
 
     @abc.abstractmethod
     async def platform_info(self) -> PlatformInfo: ...

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from core.checks import is_finite
+from core.drivers.base import Configurable, FaultListener, health
 from core.listeners import Listeners, Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -75,20 +76,31 @@ class Frame:
 FrameListener = Callable[[str, int], None]
 
 
-class Recorder(abc.ABC):
+class Recorder(Configurable, abc.ABC):
     """An acquisition device. ``start(session_dir)`` begins writing, ``stop()`` closes the file.
 
-    ``frames`` counts what has reached the file; listeners registered with :meth:`subscribe` are told
-    ``(name, frames)`` after every chunk, so a live view can follow without polling.
+    The contract (``docs/drivers.md``): ``start`` returns only once data is being acquired, or raises
+    (:class:`RecorderError` or :class:`~core.drivers.base.DriverError`) with nothing left running;
+    ``stop`` never raises for a device that already failed, is idempotent and leaves a closed, readable
+    file. ``frames`` counts what has reached the file; listeners registered with :meth:`subscribe` are
+    told ``(name, frames)`` after every chunk, so a live view can follow without polling. A failure
+    while recording (disk full, camera unplugged) sets ``error`` and is told to :meth:`on_fault`
+    listeners, in plain words, once.
     """
 
     kind: str = "recorder"
+    role = "recorder"
+    #: the session-folder collection the files go into (iblrig-like names)
+    collection: str = "raw_data"
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.path: Path | None = None
+        self.error: str | None = None
+        self.last_activity: float | None = None
         self._frames = 0
         self._listeners: Listeners[[str, int]] = Listeners(f"recorder {name}: frame listener")
+        self._fault_listeners: Listeners[[str, str]] = Listeners(f"recorder {name}: fault listener")
 
     @property
     def frames(self) -> int:
@@ -115,7 +127,24 @@ class Recorder(abc.ABC):
     def subscribe(self, listener: FrameListener) -> Unsubscribe:
         return self._listeners.add(listener)
 
+    def health(self) -> dict[str, Any]:
+        """``drivers/<name>``: alive while recording, the last frame's time, the last error."""
+        return health(self.running, self.last_activity, self.error, type="recorder", kind=self.kind,
+                      frames=self.frames)
+
+    def on_fault(self, listener: FaultListener) -> Unsubscribe:
+        return self._fault_listeners.add(listener)
+
+    def _fault(self, text: str) -> None:
+        """Report a failure while recording (sets ``error``; listeners hear it once per session)."""
+        first = self.error is None
+        self.error = text
+        log.error("recorder %s: %s", self.name, text)
+        if first:
+            self._fault_listeners.notify(self.name, text)
+
     def _notify(self) -> None:
+        self.last_activity = time.time()
         self._listeners.notify(self.name, self._frames)
 
 
@@ -301,7 +330,6 @@ class SimulatedRecorder(Recorder):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._t0 = 0.0
         self._m0 = 0.0
-        self.error: str | None = None
 
     @property
     def running(self) -> bool:
@@ -356,8 +384,7 @@ class SimulatedRecorder(Recorder):
         except asyncio.CancelledError:
             raise
         except Exception as ex:  # disk full, permissions...: stop recording, say why
-            self.error = f"{type(ex).__name__}: {ex}"
-            log.error("recorder %s stopped: %s", self.name, self.error)
+            self._fault(f"recording stopped: {type(ex).__name__}: {ex}")
 
     async def _write_due(self, elapsed: float) -> None:
         due = int(elapsed * self.rate)
