@@ -1,0 +1,155 @@
+"""The ``video`` recorder kind: a real ffmpeg (imageio-ffmpeg's) records a test pattern; the file is decoded back."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import ConfigError
+from core.drivers.base import DriverContext
+from core.drivers.video import VideoRecorder, ffmpeg_exe
+from core.protocol import ExpMessage as M
+from core.rig_config import parse_rig_config
+from core.service import DriverFault, RigService
+
+pytest.importorskip("imageio_ffmpeg")
+
+SOURCE = "lavfi:testsrc=size=320x240:rate=30"
+REF = "2026-11-30_1_KS001"
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def decoded_frames(path: Path) -> int:
+    """Frames in a video file, counted by decoding it all with the same ffmpeg binary."""
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    counts = re.findall(r"frame=\s*(\d+)", out.stderr)
+    assert counts, out.stderr[-500:]
+    return int(counts[-1])
+
+
+def stamps(path: Path) -> list[tuple[int, float]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["frame", "wall_time"]
+    return [(int(i), float(t)) for i, t in rows[1:]]
+
+
+def test_a_five_second_session_at_30_fps_gives_150_frames_and_as_many_timestamps(tmp_path: Path) -> None:
+    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
+                               "drivers": {"recorders": {"left": {"kind": "video", "source": SOURCE}}}},
+                              "rig.yaml", tmp_path)
+
+    async def main() -> tuple:
+        svc = RigService.from_config(config)
+        await svc.start()
+        await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
+        before = time.time()
+        await svc.handle(M.EXPSTART, [REF], "t")  # answered once the first frame has arrived
+        started = time.time()
+        await asyncio.sleep(5.0)  # the session's length (the input of this test, not a wait for a result)
+        live = dict(svc.state.get(["recorders", "left"]))
+        health = dict(svc.state.get(["drivers", "left"]))
+        reply = await svc.handle(M.EXPEND, [], "t")
+        await svc.close()
+        return before, started, live, health, reply
+
+    before, started, live, health, reply = run(main())
+    video = tmp_path / "data" / "KS001" / "2026-11-30" / "001" / "raw_video_data" / "left.mkv"
+    frames = decoded_frames(video)
+    times = stamps(video.with_name("left.timestamps.csv"))
+    assert abs(frames - 150) <= 3, (frames, times[0][1] - started, times[-1][1] - started, reply)
+    assert len(times) == frames and [i for i, _ in times] == list(range(frames))
+    assert before <= times[0][1] <= started  # wall-clock stamps: the first frame came during EXPSTART
+    deltas = [b - a for (_, a), (_, b) in zip(times, times[1:], strict=False)]
+    assert all(d > 0 for d in deltas)
+    assert abs(sum(deltas) / len(deltas) - 1 / 30) < 0.005  # the stamps follow the 30 fps source
+    assert live["frames"] > 100 and live["running"] is True and 20 < live["fps"] < 40
+    assert health["alive"] is True and health["last_error"] is None and health["last_activity"] >= started
+    assert reply[0]["recorders"]["left"]["frames"] == frames
+
+
+def test_a_source_that_cannot_open_is_an_error_at_expstart_with_ffmpegs_words(tmp_path: Path) -> None:
+    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data", "drivers": {
+        "recorders": {"left": {"kind": "video", "source": "lavfi:nosuchsource=rate=30"}}}}, "rig.yaml", tmp_path)
+
+    async def main() -> str:
+        svc = RigService.from_config(config)
+        await svc.start()
+        await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
+        try:
+            with pytest.raises(Exception) as info:
+                await svc.handle(M.EXPSTART, [REF], "t")
+            assert svc.status.name == "INITIALIZED"
+            return str(info.value)
+        finally:
+            await svc.close()
+
+    error = run(main())
+    assert "could not start recording" in error and "ffmpeg ended" in error and "nosuchsource" in error
+
+
+def test_ffmpeg_dying_mid_session_is_a_fault(tmp_path: Path) -> None:
+    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
+                               "drivers": {"recorders": {"left": {"kind": "video", "source": SOURCE}}}},
+                              "rig.yaml", tmp_path)
+
+    async def main() -> tuple:
+        svc = RigService.from_config(config)
+        await svc.start()
+        await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
+        await svc.handle(M.EXPSTART, [REF], "t")
+        recorder = svc.recorders["left"]
+        assert isinstance(recorder, VideoRecorder) and recorder._process is not None
+        recorder._process.kill_now()  # the camera's process dies (a crash, not a stop)
+        async with asyncio.timeout(15):
+            while svc.fault is None:
+                await asyncio.sleep(0.02)
+        with pytest.raises(DriverFault) as info:
+            await svc.handle(M.EXPSTATUS, [20], "t")
+        health = svc.state.get(["drivers", "left"])
+        await svc.handle(M.EXPEND, [], "t")
+        await svc.close()
+        return str(info.value), health
+
+    error, health = run(main())
+    assert "driver left failed: ffmpeg stopped recording" in error and "killed by SIGKILL" in error
+    assert health["alive"] is False and "ffmpeg stopped" in health["last_error"]
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"source": "usb:0"}, "source: unknown kind 'usb'"),
+    ({"source": SOURCE, "rate": 30}, "a lavfi source sets them in its graph"),
+    ({"source": "v4l2:/dev/video0", "codec": "vp9"}, "codec must be one of"),
+    ({"source": "v4l2:/dev/video0", "size": "big"}, "size must be WIDTHxHEIGHT"),
+    ({"source": "v4l2:/dev/video0", "fps": 30}, r"unknown key\(s\) \['fps'\] for kind 'video'"),
+])
+def test_bad_video_options_name_the_file_and_key(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_rig_config({"name": "r", "uris": ["udp://h:1"],
+                          "drivers": {"recorders": {"cam": {"kind": "video", **options}}}}, "lab.yaml")
+    assert str(info.value).startswith("lab.yaml: drivers.recorders.cam: ")
+
+
+def test_the_probe_says_whether_a_source_opens() -> None:
+    context = DriverContext()
+    good = VideoRecorder.validate_options({"source": SOURCE}, context)
+    bad = VideoRecorder.validate_options({"source": "v4l2:/dev/no-such-camera"}, context)
+    assert run(VideoRecorder.check(good, context)) is None
+    problem = run(VideoRecorder.check(bad, context))
+    assert problem is not None and "cannot open v4l2:/dev/no-such-camera" in problem
