@@ -101,6 +101,11 @@ class RigConfig:
     delay_on: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     source: str = "<rig>"
+    base_dir: Path = Path(".")  # the rig file's folder (relative paths in it are relative to this)
+
+    def driver_context(self) -> DriverContext:
+        """What a driver may know about this rig when it is built or checked."""
+        return DriverContext(self.name, self.base_dir, self.fsync, self.source)
 
     def with_data_dir(self, data_dir: str | os.PathLike[str] | None) -> RigConfig:
         return self if data_dir is None else dataclasses.replace(self, data_dir=Path(data_dir).expanduser())
@@ -249,7 +254,8 @@ def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSp
     return RigConfig(name=name, listen=tuple(listen), main_sync=main_sync, data_dir=data_dir,
                      recorders=drivers.recorders, manipulator=drivers.manipulator, commands=drivers.commands,
                      fsync=fsync, alyx=alyx,
-                     fail_on=fail_on, delay_on=delay_on, description=description, source=source)
+                     fail_on=fail_on, delay_on=delay_on, description=description, source=source,
+                     base_dir=base_dir or Path("."))
 
 
 def load_rig_config(path: str | os.PathLike[str], transports: Collection[TransportSpec],

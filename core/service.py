@@ -183,7 +183,7 @@ class RigService:
         recorders: dict[str, Recorder] = {spec.name: build_recorder(spec, config) for spec in config.recorders}
         commands = {spec.name: CommandDriver(spec, config.name) for spec in config.commands}
         if manipulator is None and config.manipulator is not None:
-            manipulator = build_manipulator(config.manipulator, config.source, driver_context(config))
+            manipulator = build_manipulator(config.manipulator, config.source, config.driver_context())
         return cls(config.name, data_dir=config.data_dir, main_sync=config.main_sync, recorders=recorders,
                    manipulator=manipulator, commands=commands, alyx=config.alyx, fail_on=config.fail_on,
                    delay_on=config.delay_on, description=config.description, **kwargs)
@@ -605,11 +605,6 @@ def _short(data: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def driver_context(config: RigConfig) -> DriverContext:
-    base = Path(config.source).resolve().parent if config.source and not config.source.startswith("<") else Path(".")
-    return DriverContext(config.name, base, config.fsync, config.source)
-
-
 def build_recorder(spec: RecorderSpec, config: RigConfig) -> Recorder:
     """A recorder for one validated ``drivers.recorders`` entry: simulated, video, or a plugin's kind."""
     from core.config import ConfigError
@@ -622,7 +617,7 @@ def build_recorder(spec: RecorderSpec, config: RigConfig) -> Recorder:
         raise ConfigError(f"{where}: {spec.problem}")
     try:
         kind = find_kind(spec.kind, "recorder")
-        recorder = kind.cls.from_options(spec.name, dict(spec.options), driver_context(config))
+        recorder = kind.cls.from_options(spec.name, dict(spec.options), config.driver_context())
     except Exception as ex:
         raise ConfigError(f"{where}: {error_text(ex)}") from None
     if not isinstance(recorder, Recorder):

@@ -9,11 +9,17 @@ tests read them)::
     SERVING <rig> <n>                               all n URIs are bound; the rig takes messages
     STOPPED <rig>                                   after a clean shutdown (recorders closed)
 
-SIGINT / SIGTERM stop it cleanly: servers close, recorders write their footers and close their files.
+SIGINT / SIGTERM stop it cleanly: servers close, programs are stopped, recorders close their files.
 A bad rig file, an unknown transport or a port in use is one line on stderr and exit code 2; so is a URI
 beyond loopback with no access control (allow, token, CURVE keys) unless it says ``open: true``, which
 start-up then warns about loudly (:func:`core.transport_spec.binding_problem`). An ``ephys_link``
 manipulator proxy connects before anything is bound: an absent server is one line, too.
+
+``rigdeck serve --check RIG.yaml`` validates the file and checks each driver's readiness without
+starting anything (no port is bound, no session folder is made): a program is found and executable,
+a camera source opens (a short ffmpeg probe), a plugin imports and passes its own check. One line per
+driver, ``ok`` or ``NOT READY`` with the reason; exit code 0 only when every driver is ready, 1 when
+one is not, 2 when the file itself is invalid.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 from core.config import ConfigError
 from core.drivers.manipulator import Manipulator
+from core.drivers.readiness import check_drivers
 from core.protocol import parse_uri
 from core.rig_config import RigConfig, load_rig_config
 from core.service import RigService, build_manipulator
@@ -41,6 +48,7 @@ from transports.sio.proxy import EphysLinkManipulator
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
+EXIT_NOT_READY = 1
 
 
 def register(subparsers: Any) -> None:
@@ -48,6 +56,8 @@ def register(subparsers: Any) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rig_file", metavar="RIG.yaml", help="the rig file (see resources/rig_example.yaml)")
     parser.add_argument("--data-dir", help="where sessions are filed (overrides data_dir in the rig file)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the rig file and check each driver's readiness; start nothing")
     parser.set_defaults(func=run)
 
 
@@ -90,6 +100,8 @@ async def make_manipulator(config: RigConfig) -> Manipulator | None:
     spec = config.manipulator
     if spec is None:
         return None
+    if spec.get("plugin"):  # a plugin's kind (core.drivers.kinds), built from its validated options
+        return build_manipulator(spec, config.source, config.driver_context())
     try:
         build = MANIPULATORS[spec["type"]]
     except KeyError:
@@ -159,7 +171,29 @@ async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
             say(f"STOPPED {config.name}")
 
 
+def check(rig_file: str) -> int:
+    """``--check``: the file's validity and every driver's readiness, one line each (see the docstring)."""
+    try:
+        config = load_rig_config(rig_file, TRANSPORTS, strict=False)
+    except ConfigError as ex:
+        print(f"rigdeck: {ex}", file=sys.stderr, flush=True)
+        say(f"INVALID {rig_file}")
+        return EXIT_CONFIG
+    verdicts = asyncio.run(check_drivers(config))
+    say(f"rig {config.name} ({config.source}): file valid, {len(verdicts)} driver(s)")
+    width = max((len(v.name) for v in verdicts), default=0)
+    for v in verdicts:
+        state = "ok" if v.ready else "NOT READY"
+        words = v.problem if v.problem else v.detail
+        say(f"  {state:<9} {v.name:<{width}}  {v.role} {v.kind}" + (f": {words}" if words else ""))
+    missing = [v.name for v in verdicts if not v.ready]
+    say(f"READY {config.name}" if not missing else f"NOT READY {config.name}: {', '.join(missing)}")
+    return EXIT_NOT_READY if missing else 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.check:
+        return check(args.rig_file)
     config = load_rig_config(args.rig_file, TRANSPORTS).with_data_dir(args.data_dir)
     try:
         return asyncio.run(serve(config))
