@@ -24,7 +24,14 @@ Rules that make it safe on a lossy network and with impatient consoles:
 The rig's published live state (``self.state``): ``name``, ``status``, ``exp_ref``, ``main_sync``,
 ``session_dir``, ``recorders/<name>/{kind, rate, frames, path, running, error}``,
 ``manipulators/<id>/{x, y, z, w, moving, inside_brain}``, ``alyx/{base_url, user, has_token}``,
-``last_command/{event, peer, time}``, ``last_error``.
+``last_command/{event, peer, time}``, ``last_error``, ``fault`` and ``drivers/<name>/{alive,
+last_activity, last_error, ...}`` (every driver's health, see :mod:`core.drivers.base`).
+
+Drivers: recorders start at EXPSTART, external programs (``drivers.commands``) at EXPSTART or EXPINIT;
+EXPEND/EXPINTERRUPT stop both (programs in parallel, each with its own grace). A driver that fails
+mid-session never stops the rig: :meth:`RigService._on_fault` sets ``fault``, the next EXPSTATUS is
+answered with a :class:`DriverFault` error report naming the driver and its last words, and the
+stop that ends the session clears it (its reply lists ``errors``). ``docs/drivers.md`` is the contract.
 
 Each session command the rig runs (EXPINIT, EXPSTART, EXPEND, EXPINTERRUPT, repeats included) is recorded
 in the session folder, one JSON line each in :data:`COMMANDS_FILE`: what the rig itself did and for whom,

@@ -50,13 +50,16 @@ def stamps(path: Path) -> list[tuple[int, float]]:
     return [(int(i), float(t)) for i, t in rows[1:]]
 
 
-def test_a_five_second_session_at_30_fps_gives_150_frames_and_as_many_timestamps(tmp_path: Path) -> None:
-    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
-                               "drivers": {"recorders": {"left": {"kind": "video", "source": SOURCE}}}},
-                              "rig.yaml", tmp_path)
+def video_rig(tmp_path: Path, source: str = SOURCE) -> RigService:
+    """A rig with one video recorder ``left``, filing sessions under ``tmp_path/data``."""
+    return RigService.from_config(parse_rig_config({
+        "name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
+        "drivers": {"recorders": {"left": {"kind": "video", "source": source}}}}, "rig.yaml", tmp_path))
 
+
+def test_a_five_second_session_at_30_fps_gives_150_frames_and_as_many_timestamps(tmp_path: Path) -> None:
     async def main() -> tuple:
-        svc = RigService.from_config(config)
+        svc = video_rig(tmp_path)
         await svc.start()
         await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
         before = time.time()
@@ -85,11 +88,8 @@ def test_a_five_second_session_at_30_fps_gives_150_frames_and_as_many_timestamps
 
 
 def test_a_source_that_cannot_open_is_an_error_at_expstart_with_ffmpegs_words(tmp_path: Path) -> None:
-    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data", "drivers": {
-        "recorders": {"left": {"kind": "video", "source": "lavfi:nosuchsource=rate=30"}}}}, "rig.yaml", tmp_path)
-
     async def main() -> str:
-        svc = RigService.from_config(config)
+        svc = video_rig(tmp_path, "lavfi:nosuchsource=rate=30")
         await svc.start()
         await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
         try:
@@ -105,12 +105,8 @@ def test_a_source_that_cannot_open_is_an_error_at_expstart_with_ffmpegs_words(tm
 
 
 def test_ffmpeg_dying_mid_session_is_a_fault(tmp_path: Path) -> None:
-    config = parse_rig_config({"name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
-                               "drivers": {"recorders": {"left": {"kind": "video", "source": SOURCE}}}},
-                              "rig.yaml", tmp_path)
-
     async def main() -> tuple:
-        svc = RigService.from_config(config)
+        svc = video_rig(tmp_path)
         await svc.start()
         await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
         await svc.handle(M.EXPSTART, [REF], "t")
