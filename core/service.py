@@ -368,6 +368,8 @@ class RigService:
             "api_version": PROTOCOL_VERSION,
             "status": int(self.status),
             "recorders": sorted(self.recorders),
+            "programs": sorted(self.commands),
+            "fault": self.fault,
         }
         if subject is not None:
             reply["subject"] = subject

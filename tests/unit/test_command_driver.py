@@ -151,7 +151,7 @@ def test_a_crash_mid_session_is_an_error_status_and_the_rig_keeps_answering(tmp_
     assert "driver acquisition failed: program acquisition ended mid-session (exit code 3" in error
     assert "fatal: camera disconnected" in error and "RUNNING" in error
     assert health["alive"] is False and "exit code 3" in health["last_error"] and health["exit_code"] == 3
-    assert info[0] == 20
+    assert info[0] == 20 and "exit code 3" in info[1]["fault"]  # EXPINFO says it too
     assert reply[0]["programs"]["acquisition"]["ended_by"] == "exited"
     assert "exit code 3" in reply[0]["errors"]["acquisition"]
     assert after == [30] and fault is None  # the stop acknowledged it
