@@ -394,10 +394,12 @@ class SimulatedRecorder(Recorder):
         stamps = [self._t0 + i / self.rate for i in range(first, due)]
         data = [self._frame_bytes(i) for i in range(first, due)]
         # Claim the frames before awaiting the write: a stop() that cancels us mid-write must not write them
-        # again (the write itself finishes in the one worker thread, ahead of stop's final chunk).
+        # again. The write is shielded: cancelling a run_in_executor future that the worker has not picked up
+        # yet would drop the job, and with it frames already counted; shielded, it runs in the one worker
+        # thread ahead of stop's final chunk.
         self._frames = due
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._writer.write_chunk, first, stamps, data)
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(
+            self._executor, self._writer.write_chunk, first, stamps, data))
         self._notify()
 
     async def stop(self) -> dict[str, Any]:
