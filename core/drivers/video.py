@@ -151,6 +151,7 @@ class VideoRecorder(Recorder):
         self.timestamps_path: Path | None = None
         self.dropped = 0
         self.fps = 0.0
+        self.stop_requested_at: float | None = None  # when ffmpeg was asked to finish (the session's end)
         self._process: SupervisedProcess | None = None
         self._csv: IO[str] | None = None
         self._recent: collections.deque[float] = collections.deque(maxlen=64)
@@ -331,6 +332,7 @@ class VideoRecorder(Recorder):
         proc = self._process
         if proc is not None:
             self._stopping = True
+            self.stop_requested_at = time.time()
             end = await proc.stop(STOP)
             if self._watch is not None:
                 await asyncio.gather(self._watch, return_exceptions=True)
