@@ -33,7 +33,7 @@ import asyncio
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 from core.checks import is_finite
 from core.drivers.base import DriverError, FaultListener, SessionInfo, health
 from core.drivers.process import STOP_SIGNALS, Exit, ProcessError, StopPolicy, SupervisedProcess, resolve_program
+from core.listeners import Listeners, Unsubscribe
 
 PLACEHOLDERS = ("exp_ref", "session_path", "subject", "rig", "date")
 START_ON = ("EXPSTART", "EXPINIT")
@@ -176,8 +177,8 @@ class CommandDriver:
         self.last_exit: Exit | None = None
         self.last_error: str | None = None
         self.session: SessionInfo | None = None
-        self._fault_listeners: list[FaultListener] = []
-        self._change_listeners: list[Any] = []
+        self._fault_listeners: Listeners[[str, str]] = Listeners(f"program {self.name}: fault listener")
+        self._change_listeners: Listeners[[str]] = Listeners(f"program {self.name}: change listener")
         self._watch: asyncio.Task[None] | None = None
 
     @property
@@ -188,16 +189,16 @@ class CommandDriver:
     def running(self) -> bool:
         return self.process is not None and self.process.running
 
-    def on_fault(self, listener: FaultListener) -> None:
-        self._fault_listeners.append(listener)
+    def on_fault(self, listener: FaultListener) -> Unsubscribe:
+        """``listener(name, text)`` when the program ends mid-session (not when the rig stops it)."""
+        return self._fault_listeners.add(listener)
 
-    def on_change(self, listener: Any) -> None:
+    def on_change(self, listener: Callable[[str], object]) -> Unsubscribe:
         """``listener(name)`` after output or a state change (the rig republishes health, throttled)."""
-        self._change_listeners.append(listener)
+        return self._change_listeners.add(listener)
 
     def _changed(self, *_: Any) -> None:
-        for listener in list(self._change_listeners):
-            listener(self.name)
+        self._change_listeners.notify(self.name)
 
     def argv_for(self, session: SessionInfo) -> list[str]:
         values = session.placeholders()
@@ -272,8 +273,7 @@ class CommandDriver:
         self.last_error = (f"program {self.name} ended mid-session ({end.describe()}, session {ref}); "
                            f"last output: {_tail_text(list(end.last_lines)[-TAIL:])}")
         self._changed()
-        for listener in list(self._fault_listeners):
-            listener(self.name, self.last_error)
+        self._fault_listeners.notify(self.name, self.last_error)
 
     async def stop(self) -> dict[str, Any]:
         """Stop it (policy, then SIGTERM, then SIGKILL) and say how it ended. Idempotent."""

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from core.listeners import Listeners
+
 log = logging.getLogger(__name__)
 
 IS_WINDOWS = sys.platform == "win32"
@@ -130,7 +132,8 @@ class SupervisedProcess:
         self.lines: collections.deque[str] = collections.deque(maxlen=last_lines)
         self.last_output_at: float | None = None
         self.started_at: float | None = None
-        self._listeners: dict[str, list[LineListener]] = {"stdout": [], "stderr": []}
+        self._listeners: dict[str, Listeners[[str, str]]] = {
+            stream: Listeners(f"{name}: {stream} listener") for stream in ("stdout", "stderr")}
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._readers: list[asyncio.Task[None]] = []
@@ -142,7 +145,7 @@ class SupervisedProcess:
     def on_line(self, listener: LineListener, stream: str = "both") -> None:
         """Call ``listener(stream, line)`` for each output line (``stream`` "stdout", "stderr" or "both")."""
         for key in (("stdout", "stderr") if stream == "both" else (stream,)):
-            self._listeners[key].append(listener)
+            self._listeners[key].add(listener)
 
     @property
     def pid(self) -> int | None:
@@ -208,11 +211,7 @@ class SupervisedProcess:
                 self._log.flush()
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.lines.append(line)
-            for listener in list(self._listeners[which]):
-                try:
-                    listener(which, line)
-                except Exception:
-                    log.exception("%s: output listener failed", self.name)
+            self._listeners[which].notify(which, line)
 
     async def _wait_exit(self) -> int:
         assert self._proc is not None
