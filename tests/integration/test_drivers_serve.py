@@ -165,3 +165,35 @@ def test_a_program_crash_mid_session_is_an_error_status_and_the_rig_keeps_answer
     assert info[0] == 20 and alive
     assert reply[0]["status"] == 30 and "exit code 3" in reply[0]["errors"]["acquisition"]
     assert reply[0]["recorders"]["left"]["frames"] > 0  # the other drivers kept recording
+
+
+def test_the_consoles_rig_monitor_sees_a_program_crash_as_a_rig_error_on_polled_and_pushing_rigs(
+        tmp_path: Path) -> None:
+    """udp:// rigs are polled (EXPSTATUS answers the fault), zmq:// rigs push their state (``fault`` and
+    ``last_error`` change): either way the console's monitor opens a rig_error incident in plain words."""
+    command = {"run": [sys.executable, str(PROGRAM), "--record", "{session_path}/calls.jsonl", "--crash-after", "0.3"]}
+    rigs = {"polled": {"drivers": {"commands": {"acquisition": command}}},
+            "pushing": {"uris": ["zmq://127.0.0.1:0"], "drivers": {"commands": {"acquisition": command}}}}
+    with rig_processes(tmp_path, rigs) as cluster:
+
+        async def main() -> dict[str, str]:
+            rigset = RigSet(cluster.specs, poll_interval=0.2)
+            incidents: dict[str, str] = {}
+            rigset.prepare().on_incident(
+                lambda i: incidents.setdefault(i.rig, i.detail or "") if i.kind == "rig_error" else None)
+            links = await rigset.open()
+            try:
+                for link in links.values():
+                    await link.request(M.EXPINIT, {"exp_ref": REF}, timeout=10)
+                    await link.request(M.EXPSTART, REF, {}, timeout=20)
+                await poll_until(lambda: len(incidents) == 2, 20, "a rig_error incident from each rig")
+                for link in links.values():
+                    await link.request(M.EXPEND, {}, timeout=20)
+                return incidents
+            finally:
+                await rigset.close()
+
+        incidents = run(main())
+    for rig in ("polled", "pushing"):
+        assert "driver acquisition failed: program acquisition ended mid-session (exit code 3" in incidents[rig]
+        assert "fatal: camera disconnected" in incidents[rig]
