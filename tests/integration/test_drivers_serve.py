@@ -8,6 +8,7 @@ RigDeck then finds its kind through the ``rigdeck.drivers`` entry point alone.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -197,3 +198,27 @@ def test_the_consoles_rig_monitor_sees_a_program_crash_as_a_rig_error_on_polled_
     for rig in ("polled", "pushing"):
         assert "driver acquisition failed: program acquisition ended mid-session (exit code 3" in incidents[rig]
         assert "fatal: camera disconnected" in incidents[rig]
+
+
+def test_a_rig_stopped_mid_session_stops_its_programs_first(tmp_path: Path) -> None:
+    command = {"run": [sys.executable, str(PROGRAM), "--record", "{session_path}/calls.jsonl"],
+               "stop": {"signal": "SIGINT", "grace": 5}}
+    with rig_processes(tmp_path, {"lab": {"drivers": {"commands": {"acquisition": command}}}}) as cluster:
+        calls = cluster.session_dir("lab", REF) / "calls.jsonl"
+
+        async def begin() -> None:
+            rigset = RigSet({"lab": cluster.specs["lab"]})
+            link = (await rigset.open())["lab"]
+            try:
+                await link.request(M.EXPINIT, {"exp_ref": REF}, timeout=10)
+                await link.request(M.EXPSTART, REF, {}, timeout=20)
+                await poll_until(calls.exists, 15, "the program's first record")
+            finally:
+                await rigset.close()
+
+        run(begin())
+        code = cluster.stop("lab")  # SIGTERM to rigdeck serve, as a service manager would send
+    events = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert code == 0 and [e["event"] for e in events] == ["started", "stopped"] and events[1]["signal"] == "SIGINT"
+    with pytest.raises(ProcessLookupError):
+        os.kill(events[0]["pid"], 0)
