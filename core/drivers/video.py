@@ -278,6 +278,10 @@ class VideoRecorder(Recorder):
             problem = "no frame" if proc.running else f"ffmpeg ended ({proc.exit.describe() if proc.exit else '?'})"
             await proc.stop(STOP)
             self._close_csv()
+            if self._frames == 0:  # nothing recorded: leave no empty files to block a retried EXPSTART
+                for leftover in (path, self.timestamps_path):
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
             said = " | ".join(line for line in proc.tail(4) if line.strip()) or "(no output)"
             self.error = f"{problem} from {self.source} within {self.ready_timeout:g} s; ffmpeg said: {said}"
             raise RecorderError(f"recorder {self.name}: {self.error}")

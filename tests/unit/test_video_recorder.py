@@ -107,6 +107,8 @@ def test_a_source_that_cannot_open_is_an_error_at_expstart_with_ffmpegs_words(tm
 
     error = run(main())
     assert "could not start recording" in error and "ffmpeg ended" in error and "nosuchsource" in error
+    folder = tmp_path / "data" / "KS001" / "2026-11-30" / "001" / "raw_video_data"
+    assert sorted(p.name for p in folder.iterdir()) == ["left.ffmpeg.log"]  # a retry is not blocked
 
 
 def test_ffmpeg_dying_mid_session_is_a_fault(tmp_path: Path) -> None:
