@@ -28,6 +28,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +98,6 @@ class Exit:
 def resolve_program(program: str, cwd: Path | None = None) -> str | None:
     """The executable ``program`` names (a path, relative to ``cwd`` if it has a separator, or a PATH
     lookup), or None when it cannot be found or is not executable."""
-    import shutil
-
     if os.sep in program or (os.altsep and os.altsep in program):
         path = Path(program).expanduser()
         if not path.is_absolute() and cwd is not None:
