@@ -106,6 +106,19 @@ def resolve_program(program: str, cwd: Path | None = None) -> str | None:
     return shutil.which(program)
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own protocol for a subprocess with pipes, which also says when the process itself exited."""
+
+    def __init__(self, exited: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self._exited_future = exited
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self._exited_future.done():
+            self._exited_future.set_result(None)
+
+
 class SupervisedProcess:
     """One run of a program (see the module docstring). Create, ``await start()``, ``await stop()``."""
 
@@ -137,6 +150,7 @@ class SupervisedProcess:
         self._log: IO[bytes] | None = None
         self._readers: list[asyncio.Task[None]] = []
         self._exit_task: asyncio.Task[int] | None = None
+        self._exited: asyncio.Future[None] | None = None
         self.exit: Exit | None = None
         self._stopping: str | None = None
 
@@ -177,11 +191,16 @@ class SupervisedProcess:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
         else:
             kwargs["start_new_session"] = True
+        loop = asyncio.get_running_loop()
+        self._exited = loop.create_future()
+        exited = self._exited
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(exited, loop),
                 *self.argv, cwd=str(self.cwd) if self.cwd is not None else None, env=self.env,
                 stdin=asyncio.subprocess.PIPE if self.stdin_pipe else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **kwargs)
+            self._proc = asyncio.subprocess.Process(transport, protocol, loop)
         except (OSError, ValueError) as ex:
             self._close_log(f"could not start: {ex}")
             what = getattr(ex, "strerror", None) or str(ex)
@@ -214,7 +233,14 @@ class SupervisedProcess:
 
     async def _wait_exit(self) -> int:
         assert self._proc is not None
-        code = await self._proc.wait()
+        # The program itself has ended. (Process.wait() would also wait for every process still holding
+        # its pipes, such as a shell's background child, before Python 3.12.)
+        await self._exited
+        code = self._proc.returncode
+        assert code is not None
+        if not IS_WINDOWS:  # whatever it started (a shell's children) ends with it; ESRCH when nothing is left
+            with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
         for reader in self._readers:  # the pipes close with the process (or its last child): drain them
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(reader), 2.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -40,12 +41,17 @@ def records(path: Path) -> list[dict[str, Any]]:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper that is not ours counts as ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        with contextlib.suppress(OSError, IndexError):
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -213,3 +219,29 @@ def test_driver_names_are_shared_between_sections() -> None:
     with pytest.raises(ConfigError, match="'left' is used twice"):
         parse_rig_config({"name": "r", "uris": ["udp://h:1"], "drivers": {
             "recorders": {"left": {"kind": "camera"}}, "commands": {"left": {"run": ["a"]}}}}, "lab.yaml")
+
+
+def test_what_a_shell_program_started_ends_with_it(tmp_path: Path) -> None:
+    """A shell that exits while its background child still runs: the child does not outlive the program."""
+    script = f'"{sys.executable}" -c "import time; time.sleep(60)" & echo child $!; exit 4'
+
+    async def main() -> tuple:
+        config = parse_rig_config({"name": "acq", "uris": ["udp://127.0.0.1:0"], "data_dir": "d", "drivers": {
+            "commands": {"wrapper": {"run": ["sh", "-c", script]}}}}, "rig.yaml", tmp_path)
+        svc = RigService.from_config(config)
+        await begin_without_record(svc)
+        await until(lambda: svc.fault, "the wrapper's exit")
+        health = svc.state.get(["drivers", "wrapper"])
+        await svc.close()
+        return health
+
+    health = run(main())
+    child = int(next(line.split()[1] for line in health["last_lines"] if line.startswith("child ")))
+    assert health["exit_code"] == 4
+    assert not pid_alive(child)
+
+
+async def begin_without_record(svc: RigService) -> None:
+    await svc.start()
+    await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
+    await svc.handle(M.EXPSTART, [REF], "t")
