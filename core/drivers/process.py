@@ -12,7 +12,8 @@ Both the external-program driver (:mod:`core.drivers.command`) and the FFmpeg ca
   process ended, so the rig can report it.
 - **Children do not outlive the rig.** The child gets its own process group (POSIX: a new session;
   Windows: ``CREATE_NEW_PROCESS_GROUP``) so signals reach a shell's children too, and a Ctrl-C typed at
-  the rig's terminal reaches the rig, which then stops its children in order. :meth:`kill` and an
+  the rig's terminal reaches the rig, which then stops its children in order. When the program
+  itself exits, the rest of its group is killed (POSIX), so nothing it started lingers. :meth:`kill` and an
   ``atexit`` hook kill whatever is still running when the rig closes or its interpreter exits.
   (A rig killed with SIGKILL gets no chance to do so; that is the operating system's to clean up.)
 
