@@ -110,7 +110,7 @@ def record_args(options: Mapping[str, Any], out: Path) -> list[str]:
     """The whole command line: the video file, and the per-frame wall-clock stamps on stdout."""
     # -stats_period: ffmpeg looks at its stdin (our "q") once per period; 0.5 s by default would add up to
     # 15 frames at 30 fps to every session's end
-    return [ffmpeg_exe(options.get("ffmpeg")), "-hide_banner", "-nostats", "-stats_period", "0.05",
+    return [ffmpeg_exe(options.get("ffmpeg")), "-hide_banner", "-nostats", "-stats_period", "0.02",
             "-loglevel", "info",
             "-use_wallclock_as_timestamps", "1", *input_args(options), "-copyts",
             "-map", "0:v", "-vf", "setpts=PTS-STARTPTS", "-fps_mode", "passthrough",
