@@ -33,6 +33,7 @@ from core.drivers.video import VideoRecorder  # noqa: E402
 from core.protocol import ExpMessage as M  # noqa: E402
 from core.rig_config import parse_rig_config  # noqa: E402
 from core.service import RigService  # noqa: E402
+from transports.registry import TRANSPORTS  # noqa: E402
 
 PROGRAM = ROOT / "tests" / "programs" / "fake_acquisition.py"
 PATTERN = "lavfi:testsrc=size={size}:rate=30"
@@ -46,7 +47,7 @@ def drivers_for(kind: str) -> dict:
 
 async def round_trip(base: Path, kind: str, i: int) -> tuple[float, float]:
     config = parse_rig_config({"name": "bench", "uris": ["udp://127.0.0.1:0"], "data_dir": str(base / kind),
-                               "drivers": drivers_for(kind)}, "bench.yaml", base)
+                               "drivers": drivers_for(kind)}, TRANSPORTS, "bench.yaml", base)
     svc = RigService.from_config(config)
     await svc.start()
     ref = f"2026-11-30_{i + 1}_BENCH"

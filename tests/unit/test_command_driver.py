@@ -16,6 +16,7 @@ from core.config import ConfigError
 from core.protocol import ExpMessage as M
 from core.rig_config import parse_rig_config
 from core.service import DriverFault, RigService, ServiceError
+from transports.registry import TRANSPORTS
 
 PROGRAM = Path(__file__).resolve().parents[1] / "programs" / "fake_acquisition.py"
 REF = "2026-11-30_1_KS001"
@@ -61,7 +62,7 @@ def rig(tmp_path: Path, extra_args: list[str] | None = None, **command: Any) -> 
                     *(extra_args or [])],
             "env": {"CAMERA": "left"}, "stop": {"signal": "SIGINT", "grace": 5}, **command}
     config = parse_rig_config({"name": "acq", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
-                               "drivers": {"commands": {"acquisition": body}}}, "rig.yaml", tmp_path)
+                               "drivers": {"commands": {"acquisition": body}}}, TRANSPORTS, "rig.yaml", tmp_path)
     return RigService.from_config(config)
 
 
@@ -186,7 +187,7 @@ def test_expinit_programs_start_at_expinit_and_stop_at_cleanup_and_close_leaves_
 def test_a_program_that_cannot_start_is_an_error_reply(tmp_path: Path) -> None:
     async def main() -> tuple:
         config = parse_rig_config({"name": "acq", "uris": ["udp://127.0.0.1:0"], "data_dir": "d", "drivers": {
-            "commands": {"grab": {"run": ["./no-such-program", "{exp_ref}"]}}}}, "rig.yaml", tmp_path)
+            "commands": {"grab": {"run": ["./no-such-program", "{exp_ref}"]}}}}, TRANSPORTS, "rig.yaml", tmp_path)
         svc = RigService.from_config(config)
         await svc.start()
         await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
@@ -211,14 +212,15 @@ def test_a_program_that_cannot_start_is_an_error_reply(tmp_path: Path) -> None:
 ])
 def test_bad_command_entries_name_the_file_and_the_key(command: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
-        parse_rig_config({"name": "r", "uris": ["udp://h:1"], "drivers": {"commands": {"acq": command}}}, "lab.yaml")
+        parse_rig_config({"name": "r", "uris": ["udp://127.0.0.1:1"], "drivers": {"commands": {"acq": command}}},
+                         TRANSPORTS, "lab.yaml")
     assert str(info.value).startswith("lab.yaml: ")
 
 
 def test_driver_names_are_shared_between_sections() -> None:
     with pytest.raises(ConfigError, match="'left' is used twice"):
-        parse_rig_config({"name": "r", "uris": ["udp://h:1"], "drivers": {
-            "recorders": {"left": {"kind": "camera"}}, "commands": {"left": {"run": ["a"]}}}}, "lab.yaml")
+        parse_rig_config({"name": "r", "uris": ["udp://127.0.0.1:1"], "drivers": {
+            "recorders": {"left": {"kind": "camera"}}, "commands": {"left": {"run": ["a"]}}}}, TRANSPORTS, "lab.yaml")
 
 
 def test_what_a_shell_program_started_ends_with_it(tmp_path: Path) -> None:
@@ -227,7 +229,7 @@ def test_what_a_shell_program_started_ends_with_it(tmp_path: Path) -> None:
 
     async def main() -> tuple:
         config = parse_rig_config({"name": "acq", "uris": ["udp://127.0.0.1:0"], "data_dir": "d", "drivers": {
-            "commands": {"wrapper": {"run": ["sh", "-c", script]}}}}, "rig.yaml", tmp_path)
+            "commands": {"wrapper": {"run": ["sh", "-c", script]}}}}, TRANSPORTS, "rig.yaml", tmp_path)
         svc = RigService.from_config(config)
         await begin_without_record(svc)
         await until(lambda: svc.fault, "the wrapper's exit")

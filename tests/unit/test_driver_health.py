@@ -14,6 +14,7 @@ from core.drivers.readiness import check_drivers
 from core.protocol import ExpMessage as M
 from core.rig_config import parse_rig_config
 from core.service import RigService
+from transports.registry import TRANSPORTS
 
 
 def run(coro: Any, timeout: float = 30.0) -> Any:
@@ -35,7 +36,8 @@ def test_recorders_and_the_manipulator_report_alive_activity_and_errors(tmp_path
     async def main() -> tuple:
         svc = RigService("r", data_dir=tmp_path, manipulator=SimulatedManipulator(ids=["1"]))
         config = parse_rig_config({"name": "r", "uris": ["udp://127.0.0.1:0"],
-                                   "drivers": {"recorders": {"cam": {"kind": "camera", "rate": 100}}}}, "rig.yaml")
+                                   "drivers": {"recorders": {"cam": {"kind": "camera", "rate": 100}}}},
+                                  TRANSPORTS, "rig.yaml")
         cams = RigService.from_config(config.with_data_dir(tmp_path))
         await svc.start()
         await cams.start()
@@ -90,11 +92,11 @@ def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_a_plugin_that_cannot_be_imported_fails_the_file_and_check_reports_it(broken_plugin: str) -> None:
-    body = {"name": "r", "uris": ["udp://h:1"], "drivers": {"recorders": {
+    body = {"name": "r", "uris": ["udp://127.0.0.1:1"], "drivers": {"recorders": {
         "laser": {"kind": broken_plugin, "power_mw": 3}, "cam": {"kind": "camera"}}}}
     with pytest.raises(ConfigError) as info:
-        parse_rig_config(body, "lab.yaml")
-    lenient = parse_rig_config(body, "lab.yaml", strict=False)
+        parse_rig_config(body, TRANSPORTS, "lab.yaml")
+    lenient = parse_rig_config(body, TRANSPORTS, "lab.yaml", strict=False)
     verdicts = {v.name: v for v in run(check_drivers(lenient))}
     text = str(info.value)
     assert text.startswith("lab.yaml: drivers.recorders.laser: kind 'broken-laser': plugin broken-laser 0.1")

@@ -18,6 +18,7 @@ from core.drivers.video import VideoRecorder, ffmpeg_exe
 from core.protocol import ExpMessage as M
 from core.rig_config import parse_rig_config
 from core.service import DriverFault, RigService
+from transports.registry import TRANSPORTS
 
 pytest.importorskip("imageio_ffmpeg")
 
@@ -54,7 +55,7 @@ def video_rig(tmp_path: Path, source: str = SOURCE) -> RigService:
     """A rig with one video recorder ``left``, filing sessions under ``tmp_path/data``."""
     return RigService.from_config(parse_rig_config({
         "name": "cams", "uris": ["udp://127.0.0.1:0"], "data_dir": "data",
-        "drivers": {"recorders": {"left": {"kind": "video", "source": source}}}}, "rig.yaml", tmp_path))
+        "drivers": {"recorders": {"left": {"kind": "video", "source": source}}}}, TRANSPORTS, "rig.yaml", tmp_path))
 
 
 def test_a_five_second_session_at_30_fps_gives_150_frames_and_as_many_timestamps(tmp_path: Path) -> None:
@@ -146,8 +147,8 @@ def test_ffmpeg_dying_mid_session_is_a_fault(tmp_path: Path) -> None:
 ])
 def test_bad_video_options_name_the_file_and_key(options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
-        parse_rig_config({"name": "r", "uris": ["udp://h:1"],
-                          "drivers": {"recorders": {"cam": {"kind": "video", **options}}}}, "lab.yaml")
+        parse_rig_config({"name": "r", "uris": ["udp://127.0.0.1:1"],
+                          "drivers": {"recorders": {"cam": {"kind": "video", **options}}}}, TRANSPORTS, "lab.yaml")
     assert str(info.value).startswith("lab.yaml: drivers.recorders.cam: ")
 
 
