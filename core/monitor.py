@@ -8,13 +8,18 @@ session run over them. It is the one place that:
   the per-rig :meth:`lock` is shared with the session engine, which takes it for its own requests);
 - writes the ``rigs/<name>`` subtree of the live state, and nothing else does: ``uri``, ``transport``,
   ``role``, ``in_session``, ``link``, ``status``, ``last_reply`` / ``rtt_ms`` (the last answered request),
-  ``last_heard`` (any message: a reply or a pushed update), ``last_error``, ``last_reply_data`` and
-  ``service`` (the rig's own published tree, when its transport streams one);
+  ``last_heard`` (any message: a reply or a pushed update), ``last_error`` (the trouble the rig is in *now*:
+  cleared when it is back or answers well again), ``errors`` (the last :data:`ERRORS_KEPT` errors as
+  ``[time, text]``, kept after recovery for a history), ``last_reply_data`` and ``service`` (the rig's own
+  published tree, when its transport streams one);
 - keeps :class:`Incident` records, "rig X went unreachable at T and came back at T'" (``link_lost``) and
   "rig X reported an error" (``rig_error``, closed by its next good answer), and tells listeners.
 
 Sessions read liveness and status from here, subscribe while they run (journaling each incident) and
 unsubscribe when done, so sessions come and go while the links and their listeners stay as they are.
+One condition gives one stable text: while a rig stays unreachable, ``last_error`` keeps the text of the
+loss (the link's "port unreachable" and the poller's "no reply" do not take turns), and the link listeners
+hear of a loss once and of the recovery once.
 ``last_heard`` is written at most every :data:`HEARD_THROTTLE` seconds per rig: a rig that pushes
 positions at 100 Hz must not become 100 live-state mods a second.
 """
@@ -47,6 +52,8 @@ TIMEOUT_GUARD = 1.0
 HEARD_THROTTLE = 0.5
 #: incidents kept in memory (a rig that flaps for a week must not grow the console without bound)
 INCIDENTS_KEPT = 1000
+#: errors kept per rig in ``rigs/<name>/errors`` (the history behind a cleared ``last_error``)
+ERRORS_KEPT = 20
 
 LINK_LOST = "link_lost"
 RIG_ERROR = "rig_error"
@@ -136,6 +143,8 @@ class RigMonitor:
         self._last_contact: dict[str, float] = {}
         self._heard_written: dict[str, float] = {}
         self._open: dict[tuple[str, str], Incident] = {}
+        self._errors: dict[str, collections.deque[list[Any]]] = {
+            n: collections.deque(maxlen=ERRORS_KEPT) for n in self.links}
         self._ids = itertools.count(1)
         self._poller: asyncio.Task[None] | None = None
         self._polls: dict[str, asyncio.Task[None]] = {}
@@ -209,13 +218,14 @@ class RigMonitor:
         if status is not None:
             self._set_status(name, status, source)
         if error:
-            self.state.set(["rigs", name, "last_error"], error)
+            self._note_error(name, error)
         if data is not _KEEP:
             self.state.set(["rigs", name, "last_reply_data"], data)
         if reported:
             self._open_incident(name, RIG_ERROR, error)
         elif not error:
             self._close_incident(name, RIG_ERROR)
+            self._clear_error(name)
 
     def record_silence(self, name: str, error: str, data: Any = _KEEP) -> None:
         """A request to the rig went unanswered: it is unreachable until it speaks again."""
@@ -225,7 +235,7 @@ class RigMonitor:
 
     def record_failure(self, name: str, error: str) -> None:
         """A request failed on our side of the link (closed, cannot send): the rig said nothing."""
-        self.state.set(["rigs", name, "last_error"], error)
+        self._note_error(name, error)
 
     # ==================================================================== lifecycle
     async def start(self) -> None:
@@ -259,28 +269,43 @@ class RigMonitor:
                 "uri": link.uri, "transport": spec.scheme if spec else link.uri.split("://")[0],
                 "role": (spec.role.value if spec else Role.AUX.value), "in_session": spec.in_sessions if spec else True,
                 "link": link.state.value, "status": None, "last_reply": None, "last_heard": None, "rtt_ms": None,
-                "last_error": link.last_error,
+                "last_error": link.last_error, "errors": [],
             }
         self.state.set(["rigs"], rigs)
 
     def _set_link(self, name: str, value: str, error: str | None) -> None:
+        """A change of link state (a repeat of the current one, whatever its text, is no news)."""
         if self._closed:
             return
         current = self.state.get(["rigs", name, "link"])
-        if value == LinkState.ONLINE.value and current == LinkState.ONLINE.value:
-            return
-        if value == current and error == self.state.get(["rigs", name, "last_error"]):
-            return
-        self.state.set(["rigs", name, "link"], value)
-        if error:
-            self.state.set(["rigs", name, "last_error"], error)
         if value == current:
             return
+        self.state.set(["rigs", name, "link"], value)
         if value == LinkState.UNREACHABLE.value:
+            self._note_error(name, error or "unreachable")
             self._open_incident(name, LINK_LOST, error)
         elif value == LinkState.ONLINE.value:
             self._close_incident(name, LINK_LOST)
+            self._clear_error(name)
         self._link_listeners.notify(name, value, error)
+
+    def _note_error(self, name: str, text: str) -> None:
+        """The rig's trouble now (``last_error``) and one more line of its history (``errors``)."""
+        if self._closed or name not in self._errors:
+            return
+        if self.state.get(["rigs", name, "last_error"]) != text:
+            self.state.set(["rigs", name, "last_error"], text)
+        history = self._errors[name]
+        if not history or history[-1][1] != text:
+            history.append([round(time.time(), 3), text])
+            self.state.set(["rigs", name, "errors"], list(history))
+
+    def _clear_error(self, name: str) -> None:
+        """The rig is back (or answers well): its error leaves the live column, stays in ``errors``."""
+        if self._closed or (name, RIG_ERROR) in self._open or (name, LINK_LOST) in self._open:
+            return
+        if self.state.get(["rigs", name, "last_error"]) is not None:
+            self.state.set(["rigs", name, "last_error"], None)
 
     def _set_status(self, name: str, status: int, source: str) -> None:
         if status == self._statuses.get(name):
@@ -318,10 +343,13 @@ class RigMonitor:
         status = service.get("status") if isinstance(service, dict) else None
         if is_int(status):
             self._set_status(name, status, "push")
-        if mod.get("action") == "setitem" and not mod.get("path") and mod.get("key") == "last_error" \
-                and mod.get("value"):
-            self._close_incident(name, RIG_ERROR)  # a new error is a new incident
-            self._open_incident(name, RIG_ERROR, str(mod["value"]))
+        if mod.get("action") == "setitem" and not mod.get("path") and mod.get("key") == "last_error":
+            self._close_incident(name, RIG_ERROR)  # a new error is a new incident; none is the end of one
+            if mod.get("value"):
+                self._note_error(name, str(mod["value"]))
+                self._open_incident(name, RIG_ERROR, str(mod["value"]))
+            else:
+                self._clear_error(name)
 
     # ==================================================================== incidents
     def _open_incident(self, name: str, kind: str, detail: str | None) -> None:
@@ -391,6 +419,6 @@ class RigMonitor:
 
 
 __all__ = [
-    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "HEARD_THROTTLE", "Incident", "LINK_LOST", "RIG_ERROR",
+    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "ERRORS_KEPT", "HEARD_THROTTLE", "Incident", "LINK_LOST", "RIG_ERROR",
     "RigMonitor", "TIMEOUT_GUARD", "reply_status", "spec_seconds", "status_name",
 ]
