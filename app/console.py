@@ -126,6 +126,7 @@ class Console:
         self._stop_progress: Callable[[], None] | None = None
         #: losses and errors of the running session's rigs, until the experimenter acknowledges them
         self.alarms = AlarmBoard()
+        self.alarms.on_change(lambda _alarm, _raised: self._publish_console())
         #: rigs reached at least once since the rigs file was loaded (their first "online" is worth a line)
         self._reached: set[str] = set()
 
@@ -428,6 +429,7 @@ class Console:
 
     def _publish_console(self) -> None:
         self.state.update(["console"], {"main_sync": self.shown_main_sync(), "active": self.active,
+                                        "warning": self.alarms.warning(),
                                         "rigs_file": str(self.rigs_path) if self.rigs_path else None})
 
     # ================================================================ manipulators
