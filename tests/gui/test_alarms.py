@@ -75,6 +75,9 @@ def test_the_sound_can_be_turned_off_from_the_view_menu(make_window, rigs, qtbot
     assert not window.banner.sound_on()
     start_by_clicks(qtbot, window, "KS011")
     wait_for(qtbot, lambda: window.console.phase is Phase.RUNNING)
+    cams = lambda: window.console.state.get(["rigs", "cams"])  # noqa: E731
+    # a zmq rig's heartbeats and pushed state count as heard: Last heard moves on while no request is made
+    wait_for(qtbot, lambda: cams()["last_heard"] > cams()["last_reply"] + 1.0)
     crash(rigs, "cams")
     wait_for(qtbot, window.banner.isVisible)
     assert window.banner.texts()[0].startswith("cams lost: what it records for this session may be missing")

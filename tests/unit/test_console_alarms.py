@@ -127,3 +127,24 @@ def test_waiting_for_a_rig_known_down_returns_when_it_is_back_and_can_be_cancell
         await console.close()
 
     asyncio.run(main())
+
+
+def test_a_session_rig_reporting_an_error_is_an_alarm_too_and_its_error_clears_when_it_answers_well(tmp_path):
+    rigs, path, console = setup(tmp_path)
+
+    async def main():
+        await console.load(path)
+        assert (await console.start("KS001")).ok
+        rigs["cam"].faults["EXPSTATUS"] = "error"  # the rig answers its status polls with an error report
+        await until(lambda: console.alarms.shown())
+        (alarm,) = console.alarms.shown()
+        assert alarm.kind == "rig_error" and alarm.text.startswith("cam reported an error at ")
+        assert "refused by cam" in console.state.get(["rigs", "cam", "last_error"])
+        del rigs["cam"].faults["EXPSTATUS"]
+        await until(lambda: not alarm.open)
+        assert console.state.get(["rigs", "cam", "last_error"]) is None  # gone from the live column
+        assert "refused by cam" in console.state.get(["rigs", "cam", "errors"])[-1][1]  # kept in the history
+        await console.abort()
+        await console.close()
+
+    asyncio.run(main())
