@@ -3,8 +3,9 @@
 One :class:`RigMonitor` is made where the links are made (``app.rigset.RigSet``) and outlives every
 session run over them. It is the one place that:
 
-- listens to the links (state changes, pushed updates, every reply whoever asked) and polls EXPSTATUS
-  every ``poll_interval`` from rigs that don't push their status (never two requests at once to one rig:
+- listens to the links (state changes, pushed updates, heartbeats, every reply whoever asked) and polls
+  EXPSTATUS every ``poll_interval`` from rigs that don't push their status, and from a pushing rig that has
+  been quiet for :data:`QUIET_PROBE` s (never two requests at once to one rig:
   the per-rig :meth:`lock` is shared with the session engine, which takes it for its own requests);
 - writes the ``rigs/<name>`` subtree of the live state, and nothing else does: ``uri``, ``transport``,
   ``role``, ``in_session``, ``link``, ``status``, ``last_reply`` / ``rtt_ms`` (the last answered request),
@@ -50,6 +51,9 @@ DEFAULT_POLL_INTERVAL = 1.0
 TIMEOUT_GUARD = 1.0
 #: ``last_heard`` (and a pushing rig's ``last_reply``) is written at most this often per rig
 HEARD_THROTTLE = 0.5
+#: a rig that pushes its status is not polled, unless it has been quiet this long: then one EXPSTATUS probes it
+#: (an idle manipulator rig pushes nothing; its "last heard" must not grow as if it were gone)
+QUIET_PROBE = 5.0
 #: incidents kept in memory (a rig that flaps for a week must not grow the console without bound)
 INCIDENTS_KEPT = 1000
 #: errors kept per rig in ``rigs/<name>/errors`` (the history behind a cleared ``last_error``)
@@ -140,7 +144,9 @@ class RigMonitor:
         self._statuses: dict[str, int | None] = dict.fromkeys(self.links)
         self._expected: dict[str, ExpStatus] = dict.fromkeys(self.links, ExpStatus.CONNECTED)
         self._locks = {n: asyncio.Lock() for n in self.links}
-        self._last_contact: dict[str, float] = {}
+        #: monotonic time of the last message from (or request to) each rig; a pushing rig starts "just heard"
+        self._last_contact: dict[str, float] = {n: time.monotonic() for n, link in self.links.items()
+                                                if link.pushes_status}
         self._heard_written: dict[str, float] = {}
         self._open: dict[tuple[str, str], Incident] = {}
         self._errors: dict[str, collections.deque[list[Any]]] = {
@@ -374,15 +380,17 @@ class RigMonitor:
 
     # ==================================================================== the EXPSTATUS poller
     async def _poll_loop(self) -> None:
-        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once)."""
+        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once); a
+        rig that pushes is asked only after :data:`QUIET_PROBE` s of silence."""
         assert self.poll_interval is not None
         while not self._closed:
             now = time.monotonic()
             for name, link in self.links.items():
                 interval = spec_seconds(self.specs.get(name), "poll_interval", self.poll_interval)
-                if link.pushes_status or self._locks[name].locked() or name in self._polls:
+                if self._locks[name].locked() or name in self._polls:
                     continue
-                if now - self._last_contact.get(name, 0.0) < interval * 0.9:
+                quiet = max(interval, QUIET_PROBE) if link.pushes_status else interval
+                if now - self._last_contact.get(name, 0.0) < quiet * 0.9:
                     continue
                 self._polls[name] = asyncio.create_task(self._poll(name, interval), name=f"rigdeck-poll-{name}")
             await asyncio.sleep(self.poll_interval / 2)
@@ -419,6 +427,6 @@ class RigMonitor:
 
 
 __all__ = [
-    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "ERRORS_KEPT", "HEARD_THROTTLE", "Incident", "LINK_LOST", "RIG_ERROR",
-    "RigMonitor", "TIMEOUT_GUARD", "reply_status", "spec_seconds", "status_name",
+    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "ERRORS_KEPT", "HEARD_THROTTLE", "Incident", "LINK_LOST",
+    "QUIET_PROBE", "RIG_ERROR", "RigMonitor", "TIMEOUT_GUARD", "reply_status", "spec_seconds", "status_name",
 ]

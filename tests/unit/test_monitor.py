@@ -224,3 +224,20 @@ def test_a_lost_rig_shows_one_stable_error_which_clears_when_it_is_back_and_stay
     assert links.count("unreachable") == 1 and links[-2:] == ["unreachable", "online"]
     assert last_error is None  # back: the live column is clear
     assert [text for _, text in history] == lost_errors  # and the history remembers
+
+
+def test_a_pushing_rig_that_has_gone_quiet_is_probed(monkeypatch):
+    """An idle manipulator rig pushes nothing: after QUIET_PROBE s of silence one EXPSTATUS checks it is there."""
+    monkeypatch.setattr("core.monitor.QUIET_PROBE", 0.2)
+    rigs, links = make_rigs("a", main="a")
+    links["a"].pushes_status = True
+
+    async def main():
+        monitor = RigMonitor(links, poll_interval=0.02)
+        await monitor.start()
+        await until(lambda: links["a"].requests >= 1)
+        heard = monitor.state.get(["rigs", "a", "last_heard"])
+        await monitor.close()
+        return heard
+
+    assert run(main()) is not None
