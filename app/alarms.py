@@ -44,6 +44,8 @@ class Alarm:
     until: float | None = None
     detail: str | None = None
     acknowledged: bool = False
+    #: the session it was raised in (its line stays on the banner after that session, until acknowledged)
+    exp_ref: str | None = None
 
     @property
     def open(self) -> bool:
@@ -88,8 +90,9 @@ class AlarmBoard:
     def on_change(self, listener: Callable[[Alarm, bool], object]) -> Unsubscribe:
         return self._listeners.add(listener)
 
-    def incident(self, incident: Incident, role: str, in_session: bool) -> Alarm | None:
-        """Take an incident from the monitor: raise an alarm for a session rig, or update the alarm it is."""
+    def incident(self, incident: Incident, role: str, in_session: bool, exp_ref: str | None = None) -> Alarm | None:
+        """Take an incident from the monitor: raise an alarm for a session rig (of session ``exp_ref``), or
+        update the alarm it is."""
         alarm = self.alarms.get(incident.id) or self.acknowledged.get(incident.id)
         if alarm is not None:
             alarm.until, alarm.detail = incident.until, alarm.detail or incident.detail
@@ -99,7 +102,8 @@ class AlarmBoard:
             return alarm
         if not in_session or not incident.open:
             return None
-        alarm = Alarm(incident.id, incident.rig, role, incident.kind, incident.since, incident.until, incident.detail)
+        alarm = Alarm(incident.id, incident.rig, role, incident.kind, incident.since, incident.until, incident.detail,
+                      exp_ref=exp_ref)
         self.alarms[alarm.id] = alarm
         self._listeners.notify(alarm, True)
         return alarm
@@ -116,13 +120,14 @@ class AlarmBoard:
     def shown(self) -> list[Alarm]:
         return sorted(self.alarms.values(), key=lambda a: a.since)
 
-    def warning(self) -> str | None:
-        """What the session label and status bar say while any alarm is on the board, else None."""
-        shown = self.shown()
-        open_ones = [a for a in [*shown, *self.acknowledged.values()] if a.open]
-        if not shown and not open_ones:
-            return None
-        return "⚠ " + ", ".join(a.short for a in sorted(open_ones or shown, key=lambda a: a.since))
+    def warning(self, exp_ref: str | None = None) -> str | None:
+        """What the session label and status bar say, else None: every rig still lost (acknowledged or not),
+        else the alarms of session ``exp_ref`` not yet acknowledged (an earlier session's do not redden this
+        one's label; their lines stay on the banner)."""
+        open_ones = [a for a in [*self.shown(), *self.acknowledged.values()] if a.open]
+        this_session = [a for a in self.shown() if a.exp_ref == exp_ref]
+        worth = sorted(open_ones or this_session, key=lambda a: a.since)
+        return "⚠ " + ", ".join(a.short for a in worth) if worth else None
 
 
 __all__ = ["AT_RISK", "Alarm", "AlarmBoard", "duration_text"]

@@ -220,7 +220,12 @@ class Console:
         spec = self.specs.get(incident.rig)
         role = self.session.role(incident.rig) if self.session and incident.rig in self.session.links \
             else spec.role.value if spec else Role.AUX.value
-        self.alarms.incident(incident, role, self.in_running_session(incident.rig))
+        self.alarms.incident(incident, role, self.in_running_session(incident.rig),
+                             self.session.exp_ref if self.session else None)
+
+    def warning(self) -> str | None:
+        """What the session label and the status bar show in red, or None (see :meth:`AlarmBoard.warning`)."""
+        return self.alarms.warning(self.session.exp_ref if self.session else None)
 
     def in_running_session(self, name: str) -> bool:
         """The rig takes part in the session under way (its loss is an alarm, not a cell)."""
@@ -429,7 +434,7 @@ class Console:
 
     def _publish_console(self) -> None:
         self.state.update(["console"], {"main_sync": self.shown_main_sync(), "active": self.active,
-                                        "warning": self.alarms.warning(),
+                                        "warning": self.warning(),
                                         "rigs_file": str(self.rigs_path) if self.rigs_path else None})
 
     # ================================================================ manipulators

@@ -53,7 +53,7 @@ TIMEOUT_GUARD = 1.0
 HEARD_THROTTLE = 0.5
 #: a rig that pushes its status is not polled, unless it has been quiet this long: then one EXPSTATUS probes it
 #: (an idle manipulator rig pushes nothing; its "last heard" must not grow as if it were gone)
-QUIET_PROBE = 5.0
+QUIET_PROBE = 3.0
 #: incidents kept in memory (a rig that flaps for a week must not grow the console without bound)
 INCIDENTS_KEPT = 1000
 #: errors kept per rig in ``rigs/<name>/errors`` (the history behind a cleared ``last_error``)

@@ -27,14 +27,14 @@ def test_a_session_rig_lost_is_an_alarm_until_acknowledged_and_shows_when_it_cam
         await until(lambda: console.alarms.shown())
         (alarm,) = console.alarms.shown()
         assert alarm.open and alarm.text.startswith("main sync sync lost: this session's sync pulses may be missing")
-        assert console.alarms.warning().startswith("⚠ sync lost")
+        assert console.warning().startswith("⚠ sync lost")
         await asyncio.sleep(0.5)  # ten polls of a dead rig: no more log lines, no second alarm
         assert len(lines(console, "sync", "warning")) == 1 and raised == ["sync"]
         rigs["sync"].dead = False
         await until(lambda: not alarm.open)
         assert "back at" in alarm.text and console.alarms.shown() == [alarm]  # stays until acknowledged
         console.alarms.acknowledge(alarm.id)
-        assert console.alarms.shown() == [] and console.alarms.warning() is None
+        assert console.alarms.shown() == [] and console.warning() is None
         await console.stop()
         folder = console.session.folder
         await console.close()
@@ -58,7 +58,7 @@ def test_a_rig_lost_outside_a_session_is_logged_not_an_alarm(tmp_path):
         await console.load(path)
         rigs["cam"].dead = True
         await until(lambda: console.state.get(["rigs", "cam", "link"]) == "unreachable")
-        assert console.alarms.shown() == [] and console.alarms.warning() is None
+        assert console.alarms.shown() == [] and console.warning() is None
         assert [t for t in lines(console, "cam", "warning")][0].startswith("Lost at")
         await console.close()
 
@@ -144,6 +144,27 @@ def test_a_session_rig_reporting_an_error_is_an_alarm_too_and_its_error_clears_w
         await until(lambda: not alarm.open)
         assert console.state.get(["rigs", "cam", "last_error"]) is None  # gone from the live column
         assert "refused by cam" in console.state.get(["rigs", "cam", "errors"])[-1][1]  # kept in the history
+        await console.abort()
+        await console.close()
+
+    asyncio.run(main())
+
+
+def test_an_earlier_sessions_alarm_stays_on_the_board_but_does_not_redden_the_next_session(tmp_path):
+    rigs, path, console = setup(tmp_path)
+
+    async def main():
+        await console.load(path)
+        assert (await console.start("KS001")).ok
+        rigs["cam"].dead = True
+        await until(lambda: console.alarms.shown())
+        rigs["cam"].dead = False
+        await until(lambda: not console.alarms.shown()[0].open)
+        assert console.warning().startswith("⚠ cam lost")  # this session's: red until acknowledged
+        await console.stop()
+        await console.cleanup()
+        assert (await console.start("KS002")).ok
+        assert console.warning() is None and len(console.alarms.shown()) == 1
         await console.abort()
         await console.close()
 
