@@ -70,7 +70,8 @@ def test_a_rig_killed_during_a_session_raises_a_banner_until_acknowledged_and_sh
 def test_the_sound_can_be_turned_off_from_the_view_menu(make_window, rigs, qtbot):
     window = make_window(rigs.rigs_file)
     action = window.banner.sound_action
-    assert action in window.menuBar().actions()[2].menu().actions() and action.isChecked()
+    menus = [a.menu() for a in window.menuBar().actions() if a.menu()]
+    assert any(action in menu.actions() for menu in menus) and action.isChecked()  # in the menu bar, on
     action.trigger()
     assert not window.banner.sound_on()
     start_by_clicks(qtbot, window, "KS011")
