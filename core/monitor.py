@@ -51,6 +51,8 @@ DEFAULT_POLL_INTERVAL = 1.0
 TIMEOUT_GUARD = 1.0
 #: ``last_heard`` (and a pushing rig's ``last_reply``) is written at most this often per rig
 HEARD_THROTTLE = 0.5
+#: the share of a rig's poll period its EXPSTATUS poll may wait for the reply
+POLL_TIMEOUT_SHARE = 0.75
 #: a rig that pushes its status is not polled, unless it has been quiet this long: then one EXPSTATUS probes it
 #: (an idle manipulator rig pushes nothing; its "last heard" must not grow as if it were gone)
 QUIET_PROBE = 3.0
@@ -393,11 +395,13 @@ class RigMonitor:
                 if now - self._last_contact.get(name, 0.0) < quiet * 0.9:
                     continue
                 self._polls[name] = asyncio.create_task(self._poll(name, interval), name=f"rigdeck-poll-{name}")
-            await asyncio.sleep(self.poll_interval / 2)
+            await asyncio.sleep(self.poll_interval / 4)
 
     async def _poll(self, name: str, interval: float) -> None:
         link = self.links[name]
-        timeout = min(self.rig_timeout(name), max(interval, 0.5))
+        # a poll must end before the next is due: a silent rig (no ICMP: its host is down) is then found within
+        # two poll periods, and a session rig's loss is an alarm within 2 s at the default 1 s period
+        timeout = min(self.rig_timeout(name), max(interval * POLL_TIMEOUT_SHARE, 0.5))
         try:
             async with self._locks[name]:
                 self._last_contact[name] = time.monotonic()
