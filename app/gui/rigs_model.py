@@ -50,7 +50,7 @@ COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
 
 #: column -> width at the default size; the columns marked "stretch" share what is left, so every column
 #: is on screen without a horizontal scrollbar at 1280x720 (long texts are elided, the tooltip has them whole)
-WIDTHS: dict[str, int | str] = {"name": 90, "transport": "stretch", "link": 105, "status": 150, "main_sync": 70,
+WIDTHS: dict[str, int | str] = {"name": 90, "transport": "stretch", "link": 105, "status": 170, "main_sync": 70,
                                 "age": 80, "rtt_ms": 70, "progress": "stretch", "last_error": "stretch"}
 LOCKED_TIP = "Locked while a session is under way: the main-sync rig cannot change while the rigs record"
 

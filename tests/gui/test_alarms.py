@@ -64,7 +64,7 @@ def test_a_rig_killed_during_a_session_raises_a_banner_until_acknowledged_and_sh
     wait_for(qtbot, lambda: not window.banner.isVisible())
     wait_for(qtbot, lambda: "⚠" not in window.session.phase.text() and "⚠" not in window.summary.text())
     said = [e.text for e in window.console.logbook.entries if e.rig == "sync" and e.level == "warning"]
-    assert len(said) == 1 and said[0].startswith("lost at")  # once, not once per poll
+    assert len(said) == 1 and said[0].startswith("Lost at")  # once, not once per poll
 
 
 def test_the_sound_can_be_turned_off_from_the_view_menu(make_window, rigs, qtbot):

@@ -24,7 +24,8 @@ def test_a_rig_never_reached_in_this_launch_shows_no_status_even_with_one_from_a
 
 def test_the_error_column_shows_the_error_now_and_the_tooltip_the_history():
     history = [[HEARD, "no reply to EXPSTATUS within 1 s"]]
-    now = error_cell({"last_error": "no reply to EXPSTATUS within 1 s\nmore", "errors": history})
-    assert now.text == "no reply to EXPSTATUS within 1 s"
+    now = error_cell({"last_error": "no reply to EXPSTATUS within 1 s", "errors": history})
+    assert now.text == "The rig stopped answering (nothing for 1 s)"  # in plain words; the tooltip has it whole
+    assert "now: no reply to EXPSTATUS within 1 s" in now.tooltip
     after = error_cell({"last_error": None, "errors": history})
     assert after.text == "" and f"{clock(HEARD)}  no reply to EXPSTATUS" in after.tooltip
