@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.alarms import AlarmBoard
+from app.rig_view import clock
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
 from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
@@ -33,7 +35,7 @@ from core.drivers.manipulator import PlatformInfo, Vec4
 from core.journal import SessionSummary, find_unfinished, read_description
 from core.link import LinkState, RigError, RigLink
 from core.listeners import Listeners, Unsubscribe
-from core.monitor import RIG_ERROR, Incident, RigMonitor
+from core.monitor import LINK_LOST, Incident, RigMonitor
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult, status_name
 from core.state import LiveState
 from transports.registry import TRANSPORTS
@@ -86,6 +88,16 @@ PROGRESS_LEVEL = {"sent": "debug", "reply": "info", "error": "error", "timeout":
 Decider = Callable[[StepResult], Awaitable[str]]
 
 
+@dataclass(frozen=True)
+class StartOffer:
+    """What Start asks when session rigs are known down: the rigs, whether going on without them is
+    possible, and the question in plain words (the window's dialog shows it as is)."""
+
+    down: list[str]
+    can_continue: bool
+    text: str
+
+
 class Console:
     """Open with ``await console.load(path)``; close with ``await console.close()``."""
 
@@ -112,6 +124,11 @@ class Console:
         #: (rig, manipulator id or "*") -> when the experimenter last stopped it (monotonic)
         self._stopped: dict[tuple[str, str], float] = {}
         self._stop_progress: Callable[[], None] | None = None
+        #: losses and errors of the running session's rigs, until the experimenter acknowledges them
+        self.alarms = AlarmBoard()
+        self.alarms.on_change(lambda _alarm, _raised: self._publish_console())
+        #: rigs reached at least once since the rigs file was loaded (their first "online" is worth a line)
+        self._reached: set[str] = set()
 
     # ================================================================ rigs file
     @property
@@ -180,13 +197,39 @@ class Console:
         self._publish_console()
 
     def _on_link(self, name: str, state: str, error: str | None) -> None:
-        level = "warning" if state == LinkState.UNREACHABLE.value else "info"
-        self.logbook.add(level, name, LINKS.get(state, state) + (f": {uncapital(plain(error)[0])}" if error else ""),
+        """Losses and recoveries are logged once each, from the incidents; link states are details (debug),
+        but for a rig's first "online" since the rigs file was loaded."""
+        first = state == LinkState.ONLINE.value and name not in self._reached
+        if first:
+            self._reached.add(name)
+        self.logbook.add("info" if first else "debug", name,
+                         LINKS.get(state, state) + (f": {uncapital(plain(error)[0])}" if error else ""),
                          f"link {state}" + (f": {error}" if error else ""))
 
     def _on_incident(self, incident: Incident) -> None:
-        if incident.kind == RIG_ERROR and incident.open:
-            self.logbook.add("warning", incident.rig, f"rig reported an error: {incident.detail}")
+        lost = incident.kind == LINK_LOST
+        detail = incident.detail or ""
+        if incident.open:
+            what = f"Lost at {clock(incident.since)}" if lost else f"Reported an error at {clock(incident.since)}"
+            self.logbook.add("warning", incident.rig, what + (f": {uncapital(plain(detail)[0])}" if detail else ""),
+                             detail)
+        else:
+            what = "Back" if lost else "Error cleared"
+            span = f"{clock(incident.since)} to {clock(incident.until)}"
+            self.logbook.add("info", incident.rig, f"{what} at {clock(incident.until)} ({span})", detail)
+        spec = self.specs.get(incident.rig)
+        role = self.session.role(incident.rig) if self.session and incident.rig in self.session.links \
+            else spec.role.value if spec else Role.AUX.value
+        self.alarms.incident(incident, role, self.in_running_session(incident.rig),
+                             self.session.exp_ref if self.session else None)
+
+    def warning(self) -> str | None:
+        """What the session label and the status bar show in red, or None (see :meth:`AlarmBoard.warning`)."""
+        return self.alarms.warning(self.session.exp_ref if self.session else None)
+
+    def in_running_session(self, name: str) -> bool:
+        """The rig takes part in the session under way (its loss is an alarm, not a cell)."""
+        return self.active and self.session is not None and name in self.session.participants
 
     # ================================================================ session
     @property
@@ -232,13 +275,62 @@ class Console:
         roles = [n for n, s in self.specs.items() if s.role is Role.MAIN_SYNC and s.enabled]
         return roles[0] if roles else None
 
-    async def start(self, subject: str, details: Mapping[str, Any] | None = None) -> StepResult:
-        """Info -> init -> start on every session rig. Returns the last step's result (failed or not)."""
+    def known_down(self) -> list[str]:
+        """The session rigs the monitor knows to be unreachable right now (Start asks about them at once,
+        rather than waiting a timeout for each and refusing)."""
+        return [n for n, spec in self.specs.items() if spec.in_sessions and n in self.links
+                and self.state.get(["rigs", n, "link"]) == LinkState.UNREACHABLE.value]
+
+    def start_offer(self, down: list[str]) -> StartOffer:
+        """What Start offers when ``down`` rigs are known unreachable: go on without them (not when one is the
+        main sync: the session has no clock without it), wait for them, or cancel."""
+        main = self.shown_main_sync()
+        names = ", ".join(down)
+        if main in down:
+            return StartOffer(down, False, f"The main-sync rig {main} cannot be reached (since "
+                              f"{self._down_since(main)}). A session cannot run without its clock: wait for it "
+                              f"to come back, or cancel and pick another main-sync rig.")
+        return StartOffer(down, True, f"{names} cannot be reached (since {self._down_since(down[0])}). Start "
+                          f"without {'them' if len(down) > 1 else 'it'} (the session is marked degraded), wait "
+                          f"and start when {'they are' if len(down) > 1 else 'it is'} back, or cancel?")
+
+    def _down_since(self, name: str) -> str:
+        monitor = self.monitor
+        lost = [i.since for i in (monitor.open_incidents([name]) if monitor else []) if i.kind == LINK_LOST]
+        return clock(lost[0]) if lost else "start-up"
+
+    async def wait_for_rigs(self, names: list[str]) -> None:
+        """Return when every one of ``names`` is online (cancel the waiting task to give up)."""
+        monitor = self.monitor
+        if monitor is None:
+            raise SessionError("no rigs loaded")
+        back = asyncio.Event()
+
+        def check(*_: Any) -> None:
+            if all(self.state.get(["rigs", n, "link"]) == LinkState.ONLINE.value for n in names):
+                back.set()
+
+        unsubscribe = monitor.on_link(check)
+        try:
+            check()
+            self.logbook.add("info", "", f"waiting for {', '.join(names)} to start the session")
+            await back.wait()
+        finally:
+            unsubscribe()
+
+    async def start(self, subject: str, details: Mapping[str, Any] | None = None,
+                    without: list[str] | None = None) -> StepResult:
+        """Info -> init -> start on every session rig (but ``without``: rigs known down, left out from the
+        start, the session degraded). Returns the last step's result (failed or not)."""
         if self.active:
             raise SessionError("a session is already under way; stop it first")
         if not subject or not subject.strip():
             raise SessionError("type a subject first")
+        if without and self.shown_main_sync() in without:
+            raise SessionError(f"cannot start without the main-sync rig {self.shown_main_sync()}")
         session = await self._new_session(subject.strip(), details)
+        if without:
+            session.leave_out(without, "unreachable when the session started")
         result: StepResult | None = None
         for step in (session.info, session.init, session.start):
             result = await step()
@@ -314,7 +406,7 @@ class Console:
 
     def _on_progress(self, p: Progress) -> None:
         if p.kind == "note" and p.rig is not None and p.detail.startswith("link "):
-            return  # a link change: _on_link logs it once (the session tells its journal, not the operator)
+            return  # a link change: _on_link / _on_incident log it once (the session tells its journal)
         level = PROGRESS_LEVEL.get(p.kind, "info")
         if p.kind == "phase":
             self._publish_console()
@@ -342,6 +434,7 @@ class Console:
 
     def _publish_console(self) -> None:
         self.state.update(["console"], {"main_sync": self.shown_main_sync(), "active": self.active,
+                                        "warning": self.warning(),
                                         "rigs_file": str(self.rigs_path) if self.rigs_path else None})
 
     # ================================================================ manipulators

@@ -14,6 +14,14 @@ TABLE_BACKGROUNDS = ("#ffffff", "#f5f5f5")
 #: log levels as text colours on the table background
 LEVEL_COLOURS: dict[str, str] = {"error": "#b3261e", "warning": "#8a5300", "debug": "#5f6368"}
 
+#: old news in a table (a value not confirmed recently): grey, yet 4.5:1 on both row backgrounds
+STALE = "#5f6368"
+
+#: (background, text) of an alarm whose rig is still away (the banner line, the session label, the status bar)
+#: and of one whose rig is back (the banner line until acknowledged)
+ALARM_OPEN = ("#c62828", "#ffffff")
+ALARM_CLOSED = ("#f0a30a", "#1a1a1a")
+
 #: link states as text colours
 LINK_COLOURS: dict[str, str] = {"online": "#1b7a35", "connecting": "#8a5300", "unreachable": "#b3261e",
                                 "closed": "#5f6368"}

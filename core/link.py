@@ -124,6 +124,11 @@ class RigLink(abc.ABC):
         self.set_state(LinkState.ONLINE)
         self._heard_listeners.notify(rtt)
 
+    def note_heard(self) -> None:
+        """Transports call this for a message that is neither a reply nor a pushed mod (a heartbeat): the
+        rig is alive, and "last heard" must say so."""
+        self._heard_listeners.notify(None)
+
     def emit_update(self, mod: dict[str, Any]) -> None:
         """Transports call this for every pushed mod of the rig's published tree."""
         self._update_listeners.notify(mod)

@@ -3,18 +3,24 @@
 One :class:`RigMonitor` is made where the links are made (``app.rigset.RigSet``) and outlives every
 session run over them. It is the one place that:
 
-- listens to the links (state changes, pushed updates, every reply whoever asked) and polls EXPSTATUS
-  every ``poll_interval`` from rigs that don't push their status (never two requests at once to one rig:
+- listens to the links (state changes, pushed updates, heartbeats, every reply whoever asked) and polls
+  EXPSTATUS every ``poll_interval`` from rigs that don't push their status, and from a pushing rig that has
+  been quiet for :data:`QUIET_PROBE` s (never two requests at once to one rig:
   the per-rig :meth:`lock` is shared with the session engine, which takes it for its own requests);
 - writes the ``rigs/<name>`` subtree of the live state, and nothing else does: ``uri``, ``transport``,
   ``role``, ``in_session``, ``link``, ``status``, ``last_reply`` / ``rtt_ms`` (the last answered request),
-  ``last_heard`` (any message: a reply or a pushed update), ``last_error``, ``last_reply_data`` and
-  ``service`` (the rig's own published tree, when its transport streams one);
+  ``last_heard`` (any message: a reply or a pushed update), ``last_error`` (the trouble the rig is in *now*:
+  cleared when it is back or answers well again), ``errors`` (the last :data:`ERRORS_KEPT` errors as
+  ``[time, text]``, kept after recovery for a history), ``last_reply_data`` and ``service`` (the rig's own
+  published tree, when its transport streams one);
 - keeps :class:`Incident` records, "rig X went unreachable at T and came back at T'" (``link_lost``) and
   "rig X reported an error" (``rig_error``, closed by its next good answer), and tells listeners.
 
 Sessions read liveness and status from here, subscribe while they run (journaling each incident) and
 unsubscribe when done, so sessions come and go while the links and their listeners stay as they are.
+One condition gives one stable text: while a rig stays unreachable, ``last_error`` keeps the text of the
+loss (the link's "port unreachable" and the poller's "no reply" do not take turns), and the link listeners
+hear of a loss once and of the recovery once.
 ``last_heard`` is written at most every :data:`HEARD_THROTTLE` seconds per rig: a rig that pushes
 positions at 100 Hz must not become 100 live-state mods a second.
 """
@@ -45,8 +51,15 @@ DEFAULT_POLL_INTERVAL = 1.0
 TIMEOUT_GUARD = 1.0
 #: ``last_heard`` (and a pushing rig's ``last_reply``) is written at most this often per rig
 HEARD_THROTTLE = 0.5
+#: the share of a rig's poll period its EXPSTATUS poll may wait for the reply
+POLL_TIMEOUT_SHARE = 0.75
+#: a rig that pushes its status is not polled, unless it has been quiet this long: then one EXPSTATUS probes it
+#: (an idle manipulator rig pushes nothing; its "last heard" must not grow as if it were gone)
+QUIET_PROBE = 3.0
 #: incidents kept in memory (a rig that flaps for a week must not grow the console without bound)
 INCIDENTS_KEPT = 1000
+#: errors kept per rig in ``rigs/<name>/errors`` (the history behind a cleared ``last_error``)
+ERRORS_KEPT = 20
 
 LINK_LOST = "link_lost"
 RIG_ERROR = "rig_error"
@@ -133,9 +146,13 @@ class RigMonitor:
         self._statuses: dict[str, int | None] = dict.fromkeys(self.links)
         self._expected: dict[str, ExpStatus] = dict.fromkeys(self.links, ExpStatus.CONNECTED)
         self._locks = {n: asyncio.Lock() for n in self.links}
-        self._last_contact: dict[str, float] = {}
+        #: monotonic time of the last message from (or request to) each rig; a pushing rig starts "just heard"
+        self._last_contact: dict[str, float] = {n: time.monotonic() for n, link in self.links.items()
+                                                if link.pushes_status}
         self._heard_written: dict[str, float] = {}
         self._open: dict[tuple[str, str], Incident] = {}
+        self._errors: dict[str, collections.deque[list[Any]]] = {
+            n: collections.deque(maxlen=ERRORS_KEPT) for n in self.links}
         self._ids = itertools.count(1)
         self._poller: asyncio.Task[None] | None = None
         self._polls: dict[str, asyncio.Task[None]] = {}
@@ -209,13 +226,14 @@ class RigMonitor:
         if status is not None:
             self._set_status(name, status, source)
         if error:
-            self.state.set(["rigs", name, "last_error"], error)
+            self._note_error(name, error)
         if data is not _KEEP:
             self.state.set(["rigs", name, "last_reply_data"], data)
         if reported:
             self._open_incident(name, RIG_ERROR, error)
         elif not error:
             self._close_incident(name, RIG_ERROR)
+            self._clear_error(name)
 
     def record_silence(self, name: str, error: str, data: Any = _KEEP) -> None:
         """A request to the rig went unanswered: it is unreachable until it speaks again."""
@@ -225,7 +243,7 @@ class RigMonitor:
 
     def record_failure(self, name: str, error: str) -> None:
         """A request failed on our side of the link (closed, cannot send): the rig said nothing."""
-        self.state.set(["rigs", name, "last_error"], error)
+        self._note_error(name, error)
 
     # ==================================================================== lifecycle
     async def start(self) -> None:
@@ -259,28 +277,43 @@ class RigMonitor:
                 "uri": link.uri, "transport": spec.scheme if spec else link.uri.split("://")[0],
                 "role": (spec.role.value if spec else Role.AUX.value), "in_session": spec.in_sessions if spec else True,
                 "link": link.state.value, "status": None, "last_reply": None, "last_heard": None, "rtt_ms": None,
-                "last_error": link.last_error,
+                "last_error": link.last_error, "errors": [],
             }
         self.state.set(["rigs"], rigs)
 
     def _set_link(self, name: str, value: str, error: str | None) -> None:
+        """A change of link state (a repeat of the current one, whatever its text, is no news)."""
         if self._closed:
             return
         current = self.state.get(["rigs", name, "link"])
-        if value == LinkState.ONLINE.value and current == LinkState.ONLINE.value:
-            return
-        if value == current and error == self.state.get(["rigs", name, "last_error"]):
-            return
-        self.state.set(["rigs", name, "link"], value)
-        if error:
-            self.state.set(["rigs", name, "last_error"], error)
         if value == current:
             return
+        self.state.set(["rigs", name, "link"], value)
         if value == LinkState.UNREACHABLE.value:
+            self._note_error(name, error or "unreachable")
             self._open_incident(name, LINK_LOST, error)
         elif value == LinkState.ONLINE.value:
             self._close_incident(name, LINK_LOST)
+            self._clear_error(name)
         self._link_listeners.notify(name, value, error)
+
+    def _note_error(self, name: str, text: str) -> None:
+        """The rig's trouble now (``last_error``) and one more line of its history (``errors``)."""
+        if self._closed or name not in self._errors:
+            return
+        if self.state.get(["rigs", name, "last_error"]) != text:
+            self.state.set(["rigs", name, "last_error"], text)
+        history = self._errors[name]
+        if not history or history[-1][1] != text:
+            history.append([round(time.time(), 3), text])
+            self.state.set(["rigs", name, "errors"], list(history))
+
+    def _clear_error(self, name: str) -> None:
+        """The rig is back (or answers well): its error leaves the live column, stays in ``errors``."""
+        if self._closed or (name, RIG_ERROR) in self._open or (name, LINK_LOST) in self._open:
+            return
+        if self.state.get(["rigs", name, "last_error"]) is not None:
+            self.state.set(["rigs", name, "last_error"], None)
 
     def _set_status(self, name: str, status: int, source: str) -> None:
         if status == self._statuses.get(name):
@@ -318,10 +351,13 @@ class RigMonitor:
         status = service.get("status") if isinstance(service, dict) else None
         if is_int(status):
             self._set_status(name, status, "push")
-        if mod.get("action") == "setitem" and not mod.get("path") and mod.get("key") == "last_error" \
-                and mod.get("value"):
-            self._close_incident(name, RIG_ERROR)  # a new error is a new incident
-            self._open_incident(name, RIG_ERROR, str(mod["value"]))
+        if mod.get("action") == "setitem" and not mod.get("path") and mod.get("key") == "last_error":
+            self._close_incident(name, RIG_ERROR)  # a new error is a new incident; none is the end of one
+            if mod.get("value"):
+                self._note_error(name, str(mod["value"]))
+                self._open_incident(name, RIG_ERROR, str(mod["value"]))
+            else:
+                self._clear_error(name)
 
     # ==================================================================== incidents
     def _open_incident(self, name: str, kind: str, detail: str | None) -> None:
@@ -346,22 +382,26 @@ class RigMonitor:
 
     # ==================================================================== the EXPSTATUS poller
     async def _poll_loop(self) -> None:
-        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once)."""
+        """Every poll interval, ask each quiet rig that doesn't push for its EXPSTATUS (never two at once); a
+        rig that pushes is asked only after :data:`QUIET_PROBE` s of silence."""
         assert self.poll_interval is not None
         while not self._closed:
             now = time.monotonic()
             for name, link in self.links.items():
                 interval = spec_seconds(self.specs.get(name), "poll_interval", self.poll_interval)
-                if link.pushes_status or self._locks[name].locked() or name in self._polls:
+                if self._locks[name].locked() or name in self._polls:
                     continue
-                if now - self._last_contact.get(name, 0.0) < interval * 0.9:
+                quiet = max(interval, QUIET_PROBE) if link.pushes_status else interval
+                if now - self._last_contact.get(name, 0.0) < quiet * 0.9:
                     continue
                 self._polls[name] = asyncio.create_task(self._poll(name, interval), name=f"rigdeck-poll-{name}")
-            await asyncio.sleep(self.poll_interval / 2)
+            await asyncio.sleep(self.poll_interval / 4)
 
     async def _poll(self, name: str, interval: float) -> None:
         link = self.links[name]
-        timeout = min(self.rig_timeout(name), max(interval, 0.5))
+        # a poll must end before the next is due: a silent rig (no ICMP: its host is down) is then found within
+        # two poll periods, and a session rig's loss is an alarm within 2 s at the default 1 s period
+        timeout = min(self.rig_timeout(name), max(interval * POLL_TIMEOUT_SHARE, 0.5))
         try:
             async with self._locks[name]:
                 self._last_contact[name] = time.monotonic()
@@ -391,6 +431,6 @@ class RigMonitor:
 
 
 __all__ = [
-    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "HEARD_THROTTLE", "Incident", "LINK_LOST", "RIG_ERROR",
-    "RigMonitor", "TIMEOUT_GUARD", "reply_status", "spec_seconds", "status_name",
+    "DEFAULT_POLL_INTERVAL", "DEFAULT_TIMEOUT", "ERRORS_KEPT", "HEARD_THROTTLE", "Incident", "LINK_LOST",
+    "QUIET_PROBE", "RIG_ERROR", "RigMonitor", "TIMEOUT_GUARD", "reply_status", "spec_seconds", "status_name",
 ]

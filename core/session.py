@@ -311,6 +311,20 @@ class Session:
             self._write_description()
             return result
 
+    def leave_out(self, names: Sequence[str], why: str) -> list[str]:
+        """Before info: run without these rigs (known to be down), degraded from the start. Every left-out rig
+        is journaled with the reason; the main-sync choice cannot be left out (there is no clock without it)."""
+        if self.phase is not Phase.IDLE or self.busy:
+            raise SessionError(f"rigs can only be left out before the session starts (phase {self.phase.value})")
+        unknown = sorted(set(names) - set(self.rigs))
+        if unknown:
+            raise SessionError(f"cannot leave out {unknown}: not rigs of this session")
+        if self.main_sync_choice in names:
+            raise SessionError(f"cannot leave out the main-sync rig {self.main_sync_choice}")
+        for name in names:
+            self._skip("info", name, ExpMessage.EXPINFO.name, why)
+        return self._drop(list(names), "info")
+
     def _info_payload(self, name: str, proposal: str | None = None) -> tuple[Any, ...]:
         return info_payload(self.subject, self.main_sync_choice, name, proposal)
 

@@ -8,10 +8,13 @@
 It runs info -> init -> start, keeps the session running for ``--duration`` seconds (or until Ctrl-C),
 then stops every rig. One line per rig and step shows progress as replies arrive; a summary follows.
 With ``--json`` the progress goes to stderr and stdout carries exactly one JSON object: exp_ref, each
-rig's outcome and status, the journal path. Ctrl-C (or SIGTERM) stops a running session cleanly; before
-the rigs run it interrupts whatever had started. Exit status: 0 the session completed, 1 it failed, was
-degraded or a rig did not confirm, 2 bad input (rigs file, subject, unknown session), 130 interrupted
-before it ran.
+rig's outcome and status, the incidents (a rig lost or reporting an error: rig, kind link_lost|rig_error,
+from, to; to is null while it lasts), the journal path. Ctrl-C (or SIGTERM) stops a running session
+cleanly; before the rigs run it interrupts whatever had started.
+
+Exit status: 0 the session completed; 1 it failed, was degraded or a rig did not confirm; 2 bad input
+(rigs file, subject, unknown session); 3 a rig of the session was lost or reported an error while it ran
+(the incidents say which and when; 3 wins over 1: its data may have gaps); 130 interrupted before it ran.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.rig_view import clock
 from app.rigset import LinkFactory, RigSet
 from core.config import ConfigError, load_rigs
 from core.journal import JOURNAL_NAME, find_unfinished, load_session
@@ -34,7 +38,7 @@ from core.protocol import parse_exp_ref
 from core.session import FINAL, Outcome, Phase, Progress, Session, StepResult, status_name
 from transports.registry import TRANSPORTS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCIDENTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 #: tests swap this for in-memory links; the CLI builds real ones from the scheme registry
 LINK_FACTORY: LinkFactory | None = None
@@ -251,6 +255,20 @@ def rig_report(session: Session, steps: list[StepResult]) -> dict[str, dict[str,
     return report
 
 
+def incidents_report(session: Session) -> list[dict[str, Any]]:
+    """Every incident with the session's rigs while it was watched (the journal has each opening/closing)."""
+    return [incident.to_dict() for _, incident in sorted(session.incidents.items())]
+
+
+def while_running(session: Session, incidents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The incidents that touch the session's data: with a participant, after EXPSTART (not a rig that was
+    down before and was left out)."""
+    if session.started is None:
+        return []
+    return [i for i in incidents if i["rig"] in session.participants
+            and (i["to"] is None or i["to"] >= session.started)]
+
+
 def summary_dict(session: Session, runner: Runner) -> dict[str, Any]:
     failed_steps = [s for s in runner.steps if not s.ok]
     error = runner.error or (failed_steps[-1].error if failed_steps else None)
@@ -278,6 +296,7 @@ def summary_dict(session: Session, runner: Runner) -> dict[str, Any]:
         "steps": [{"step": s.step, "ok": s.ok, "error": s.error, "dropped": s.dropped, "warnings": s.warnings}
                   for s in runner.steps],
         "rigs": rig_report(session, runner.steps),
+        "incidents": incidents_report(session),
     }
 
 
@@ -295,17 +314,25 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
         if not r["participating"]:
             outcome += " (dropped)"
         print(f"  {name:<{width}}  {r['role']:<11} {r['status_name']:<11} {str(r['link']):<11} {outcome}", file=out)
+    for incident in summary["incidents"]:
+        what = "lost" if incident["kind"] == "link_lost" else "reported an error"
+        span = f"from {clock(incident['from'])} to {clock(incident['to'])}" if incident["to"] is not None \
+            else f"from {clock(incident['from'])}, not back"
+        detail = f" ({incident['detail']})" if incident.get("detail") else ""
+        print(f"  incident: {incident['rig']} {what} {span}{detail}", file=out)
     if summary["journal"]:
         print(f"  journal: {summary['journal']}", file=out)
         print(f"  description: {summary['description']}", file=out)
     out.flush()
 
 
-def exit_code(summary: dict[str, Any], runner: Runner) -> int:
+def exit_code(summary: dict[str, Any], runner: Runner, session: Session | None = None) -> int:
     if runner.gave_up:
         return EXIT_INTERRUPTED
     if runner.interrupted_early and summary["phase"] not in ("stopped",):
         return EXIT_INTERRUPTED
+    if session is not None and while_running(session, summary["incidents"]):
+        return EXIT_INCIDENTS
     return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
@@ -347,7 +374,7 @@ async def _main(args: argparse.Namespace) -> int:
         print(json.dumps(summary), flush=True)
     else:
         print_summary(summary, sys.stdout)
-    return exit_code(summary, runner)
+    return exit_code(summary, runner, session)
 
 
 def list_unfinished(data_dir: Path, as_json: bool) -> int:

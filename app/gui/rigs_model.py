@@ -8,7 +8,6 @@ Live-state mods mark rows dirty; a :class:`~app.gui.qtasync.FrameCoalescer` turn
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -27,9 +26,10 @@ from PySide6.QtWidgets import (
 from app.console import Console
 from app.gui.icons import link_icon
 from app.gui.qtasync import FrameCoalescer
-from app.palette import LINK_COLOURS
-from app.wording import plain, progress_words
-from core.session import SessionError, status_name
+from app.palette import LINK_COLOURS, STALE
+from app.rig_view import Cell, age_cell, error_cell, status_cell
+from app.wording import progress_words
+from core.session import SessionError
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -38,18 +38,19 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("name", "Rig", "Name in the rigs file"),
     ("transport", "Transport", "udp/tcp: iblutil · zmq: RigDeck · sio: ephys-link Socket.IO · rpc: sipyco"),
     ("link", "Link", "connecting / online / unreachable"),
-    ("status", "Rig status", "What the rig says it is doing: CONNECTED (ready), INITIALIZED, RUNNING, STOPPED"),
+    ("status", "Rig status", "What the rig says it is doing: CONNECTED (ready), INITIALIZED, RUNNING, STOPPED; "
+     "greyed 'as of' the time it was last heard when it cannot be reached, '—' before it was first reached"),
     ("main_sync", "Main sync", "The rig that owns the session clock and the exp_ref (locked during a session)"),
     ("age", "Last heard", "Time since the rig last sent anything: a reply or a pushed update"),
     ("rtt_ms", "RTT", "Round-trip time of the last request"),
     ("progress", "Step", "The last thing this session did with the rig"),
-    ("last_error", "Last error", "Hover for the full text"),
+    ("last_error", "Last error", "The rig's trouble now (cleared when it recovers); hover for its recent errors"),
 ]
 COL = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
 
 #: column -> width at the default size; the columns marked "stretch" share what is left, so every column
 #: is on screen without a horizontal scrollbar at 1280x720 (long texts are elided, the tooltip has them whole)
-WIDTHS: dict[str, int | str] = {"name": 90, "transport": "stretch", "link": 105, "status": 95, "main_sync": 70,
+WIDTHS: dict[str, int | str] = {"name": 90, "transport": "stretch", "link": 105, "status": 170, "main_sync": 70,
                                 "age": 80, "rtt_ms": 70, "progress": "stretch", "last_error": "stretch"}
 LOCKED_TIP = "Locked while a session is under way: the main-sync rig cannot change while the rigs record"
 
@@ -68,11 +69,10 @@ def fit_columns(view: QTableView) -> None:
             view.setColumnWidth(COL[key], int(width))
 
 
-def age_text(last: float | None, now: float | None = None) -> str:
-    if not last:
-        return "—"
-    age = max(0.0, (now or time.time()) - last)
-    return f"{age:.1f} s ago" if age < 60 else f"{age / 60:.0f} min ago"
+#: old news (a status "as of", the age of a rig that is away): greyed, still readable (see app/palette.py)
+STALE_COLOUR = STALE
+#: columns whose text comes from :mod:`app.rig_view` (greyed when the value is not confirmed now)
+CELLS = {"status": status_cell, "age": age_cell, "last_error": error_cell}
 
 
 class RigTableModel(QAbstractTableModel):
@@ -163,11 +163,12 @@ class RigTableModel(QAbstractTableModel):
         name = self.names[index.row()]
         key = COLUMNS[index.column()][0]
         rig = self.rig(index.row())
+        cell: Cell | None = CELLS[key](rig) if key in CELLS else None
         if role == Qt.ItemDataRole.DisplayRole:
-            return self._text(name, key, rig)
+            return cell.text if cell else self._text(name, key, rig)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if key == "last_error":
-                return rig.get("last_error") or "no error"
+            if cell:
+                return cell.tooltip or cell.text
             if key == "main_sync":
                 spec = self.console.specs.get(name)
                 if spec is None or not spec.in_sessions:
@@ -183,6 +184,8 @@ class RigTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and key == "link":
             return link_icon(str(rig.get("link", "connecting")))
         if role == Qt.ItemDataRole.ForegroundRole:
+            if cell and cell.stale:
+                return QBrush(QColor(STALE_COLOUR))
             if key == "link":
                 return QBrush(QColor(LINK_COLOURS.get(str(rig.get("link")), "#8a8a8a")))
             if key == "last_error" and rig.get("last_error"):
@@ -200,21 +203,13 @@ class RigTableModel(QAbstractTableModel):
             return name
         if key == "transport":
             return str(rig.get("uri", ""))  # the scheme (udp://, zmq://, ...) names the transport
-        if key == "status":
-            if rig.get("role") == "manipulator":
-                return "manipulators"
-            return status_name(rig.get("status")) if rig.get("status") is not None else "—"
         if key == "main_sync":
             return ""
-        if key == "age":
-            return age_text(rig.get("last_heard") or rig.get("last_reply"))
         if key == "progress":
             return progress_words(str(self.console.state.get(["session", "rigs", name, "progress"]) or ""))
         if key == "rtt_ms":
             rtt = rig.get("rtt_ms")
             return f"{rtt:.2f} ms" if isinstance(rtt, int | float) else "—"
-        if key == "last_error":
-            return plain(str(rig.get("last_error")))[0] if rig.get("last_error") else ""
         return str(rig.get(key) or "")
 
     def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:

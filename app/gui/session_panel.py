@@ -30,10 +30,14 @@ from PySide6.QtWidgets import (
 
 from app.console import Console
 from app.gui.qtasync import FrameCoalescer, ask, show_error, spawn
+from app.gui.rigs_down_dialog import CANCEL, WAIT, ask_rigs_down, wait_for_rigs
+from app.palette import ALARM_OPEN
 from app.wording import PHASES, outcome_words, step_word
 from core.session import FINAL, Phase, StepResult
 
 RECENT_SUBJECTS = 12
+#: the session label while an alarm is on (a rig of the session lost or in error)
+WARNING_STYLE = f"QLabel {{ background: {ALARM_OPEN[0]}; color: {ALARM_OPEN[1]}; font-weight: bold; padding: 3px; }}"
 
 
 def failure_text(result: StepResult) -> str:
@@ -183,6 +187,10 @@ class SessionPanel(QWidget):
         s = self.console.session
         self.exp_ref.setText((s.exp_ref if s else None) or "—")
         self.phase.setText(phase_text(self.console, self.loading))
+        warning = self.console.warning()
+        if warning:
+            self.phase.setText(f"{self.phase.text()}\n{warning}")
+        self.phase.setStyleSheet(WARNING_STYLE if warning else "")
         self.tick()
 
     def show_session(self) -> None:
@@ -236,8 +244,22 @@ class SessionPanel(QWidget):
             show_error(self, "Start", "Type a subject first.")
             return
         self.remember_subject(subject)
-        spawn(self.console.start(subject, self.details()), self, "Start", on_done=self.report_result)
+        down = self.console.known_down()
+        if down:  # ask at once rather than wait a timeout for each and refuse
+            spawn(self._start_with_rigs_down(subject, down), self, "Start", on_done=self.report_result)
+        else:
+            spawn(self.console.start(subject, self.details()), self, "Start", on_done=self.report_result)
         self.update_state()
+
+    async def _start_with_rigs_down(self, subject: str, down: list[str]) -> StepResult | None:
+        choice = await ask_rigs_down(self, self.console.start_offer(down))
+        if choice == CANCEL:
+            return None
+        if choice == WAIT:
+            if not await wait_for_rigs(self, self.console, down):
+                return None
+            return await self.console.start(subject, self.details())
+        return await self.console.start(subject, self.details(), without=down)
 
     def stop(self) -> None:
         """The Stop session button: one deliberate click on a labelled button stops at once."""

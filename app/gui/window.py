@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.console import Console
+from app.gui.alarm_banner import AlarmBanner
 from app.gui.icons import icon
 from app.gui.log_panel import LogPanel
 from app.gui.manipulators_panel import ManipulatorsPanel
@@ -34,12 +35,16 @@ from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
 from app.gui.session_panel import SessionPanel
 from app.gui.stop_all_key import StopAllBanner, StopAllKey
+from app.palette import ALARM_OPEN
 from app.stop_all import StopAllReport
 from app.wording import PHASES
 
 SHORTCUTS = {"start": "Ctrl+Return", "stop": "Ctrl+.", "stop_all": "F12"}
 #: saved column layouts; "2": headers that stretch to fit (a layout saved before scrolled sideways at 1280 px)
 RIGS_HEADER, LOG_HEADER = "rigs/header2", "log/header2"
+#: the status bar while an alarm is on
+STATUS_WARNING_STYLE = (f"QStatusBar {{ background: {ALARM_OPEN[0]}; }} "
+                        f"QStatusBar QLabel {{ color: {ALARM_OPEN[1]}; font-weight: bold; }}")
 
 
 class MainWindow(QMainWindow):
@@ -62,6 +67,8 @@ class MainWindow(QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
         column.addWidget(self.stop_all_banner)
+        self.banner = AlarmBanner(console.alarms, self, self.settings)
+        column.addWidget(self.banner)
         column.addWidget(self.rigs, 1)
         self.setCentralWidget(central)
         self.session = SessionPanel(console, self.settings)
@@ -136,6 +143,7 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             view.addAction(dock.toggleViewAction())
         view.addSeparator()
+        view.addAction(self.banner.sound_action)
         depth_down = QAction("Depth axis points &down (as in Pinpoint)", self, checkable=True,
                              objectName="action_depth_down")
         depth_down.setChecked(self.settings.value("view/depth_down", True, type=bool))
@@ -237,7 +245,11 @@ class MainWindow(QMainWindow):
         phase = PHASES.get(self.console.phase.value, self.console.phase.value).lower()
         ref = self.console.session.exp_ref if self.console.session else None
         parts.append(f"session {phase}" + (f" ({ref})" if ref else ""))
+        warning = self.console.warning()
+        if warning:
+            parts.append(warning)
         self.summary.setText(" · ".join(parts))
+        self.statusBar().setStyleSheet(STATUS_WARNING_STYLE if warning else "")
         self.rigs.update_actions()
 
     def _tick(self) -> None:
@@ -302,6 +314,6 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.clock.stop()
         self._unsubscribe()
-        for panel in (self.rigs.model, self.session, self.manipulators.model, self.log.model):
+        for panel in (self.rigs.model, self.session, self.manipulators.model, self.log.model, self.banner):
             panel.detach()
         super().closeEvent(event)

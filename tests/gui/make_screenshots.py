@@ -1,5 +1,5 @@
 """``make screenshots``: PNGs of the console on the demo rigs: idle, running, the Move dialog, a STOP ALL and
-its on-screen confirmation, the log, and after a rig failure.
+its on-screen confirmation, the log, after a rig failure, and the alarm banner of a lost main-sync rig.
 
 Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
 offscreen and under Xvfb alike.
@@ -74,6 +74,10 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     await until(lambda: rigs()["ephys"].get("link") == "unreachable")
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-failure.png"))
+    demo.procs["sync"].kill()  # the main-sync rig too: the banner names it and what is at risk
+    await until(lambda: any(a.rig == "sync" for a in console.alarms.shown()))
+    await asyncio.sleep(0.5)
+    window.grab().save(str(OUT / "rig-lost.png"))
     await console.stop()
     await asyncio.sleep(0.3)
 

@@ -21,6 +21,7 @@ Usage::
         rigs.recordings("cams", exp_ref)              # {path: (frames, info)} of its .rdrec files
         rigs.kill("cams")         # SIGKILL (a crash: no clean shutdown)
         rigs.stop("cams")         # SIGTERM, wait: clean shutdown (files closed); returns the exit code
+        rigs.restart("cams")      # a new process of a stopped/killed rig, on the addresses it had
         rigs.procs["cams"]        # app.demo_rigs.RigProcess (pid, alive(), lines, stopped_cleanly)
     # on exit every rig still running is stopped (SIGTERM, then SIGKILL after 10 s)
 
@@ -108,6 +109,24 @@ class RigCluster:
 
     def stop(self, name: str) -> int | None:
         return self.procs[name].stop()
+
+    def restart(self, name: str, timeout: float = 30.0) -> RigProcess:
+        """Start ``name`` again (after kill/stop) on the very URIs it had, as a rebooted rig PC would."""
+        old = self.procs[name]
+        if old.alive():
+            raise RuntimeError(f"rig {name} is still running (pid {old.pid})")
+        body = yaml.safe_load(old.rig_file.read_text(encoding="utf-8"))
+        body["uris"] = list(self.uris[name])
+        rig_file = old.rig_file.with_name(f"{name}.restart.rig.yaml")
+        rig_file.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+        proc = RigProcess(name, rig_file, self._data_dirs[name], old.log_path)
+        try:
+            proc.wait_ready(timeout)
+        except BaseException:
+            proc.kill()
+            raise
+        self.procs[name] = proc
+        return proc
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import e2e
-from rigprocs import RigCluster
+from rigprocs import RigCluster, rig_processes
+
+from app.commands.run import EXIT_INCIDENTS
+from core.journal import read_description
 
 
 def start_and_wait_running(args: list[str]) -> tuple[subprocess.Popen[str], e2e.LineReader]:
@@ -72,3 +76,23 @@ def test_second_ctrl_c_gives_up_waiting_and_says_how_to_finish(lab: RigCluster, 
     code, summary, _ = e2e.run_cli("--attach", ref, "--stop", "--data-dir", data)  # what the message says to do
     assert code == 0 and summary["phase"] == "stopped", summary
     assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 30
+
+
+def test_a_rig_killed_during_a_run_is_an_incident_and_a_distinct_exit_code(tmp_path: Path) -> None:
+    rigs = {"sync": {"main_sync": True, "drivers": {"recorders": {"nidq": {"kind": "ephys", "rate": 200}}}},
+            "cams": {"uris": ["zmq://127.0.0.1:0"], "drivers": {"recorders": {"left": {"kind": "camera", "rate": 30}}}}}
+    with rig_processes(tmp_path / "lab", rigs) as cluster:
+        proc, progress = start_and_wait_running(["--rigs", str(cluster.rigs_file), "--subject", "LOST",
+                                                 "--data-dir", str(tmp_path / "console")])
+        os.kill(cluster.procs["cams"].pid, signal.SIGKILL)  # the rig crashes mid-session
+        told = lambda: progress.seen("") and any("cams" in ln and "link unreachable" in ln for ln in progress.lines)  # noqa: E731
+        e2e.wait_until(lambda: told() or proc.poll() is not None, 20, "the loss")
+        proc.send_signal(signal.SIGINT)
+        code, summary, lines = finish(proc, progress)
+    assert code == EXIT_INCIDENTS, (summary, lines)
+    (incident,) = summary["incidents"]
+    assert (incident["rig"], incident["kind"], incident["to"]) == ("cams", "link_lost", None)
+    assert incident["from"] >= e2e.kinds(e2e.journal(summary["journal"]), "phase", phase="running")[0]["t"]
+    assert read_description(Path(summary["description"]))["incidents"] == summary["incidents"]
+    journaled = e2e.kinds(e2e.journal(summary["journal"]), "incident")
+    assert [(r["rig"], r["incident"], r["from"]) for r in journaled] == [("cams", "link_lost", incident["from"])]

@@ -190,3 +190,54 @@ def test_any_reply_counts_as_heard_whoever_asked():
         await monitor.close()
 
     run(main())
+
+
+def test_a_lost_rig_shows_one_stable_error_which_clears_when_it_is_back_and_stays_in_its_history():
+    async def main():
+        rig = EchoRig("cam")
+        server = await serve_udp(RigAddress("udp", "127.0.0.1", 0), rig)
+        port = server.port
+        link = UdpLink(udp_spec(port, name="cam", timeout=0.1))
+        await link.connect()
+        monitor = RigMonitor({"cam": link}, poll_interval=0.05)
+        errors, links = [], []
+        monitor.state.subscribe(lambda mod: errors.append(mod.get("value")) if mod.get("path") == ["rigs", "cam"]
+                                and mod.get("key") == "last_error" else None)
+        monitor.on_link(lambda name, value, error: links.append(value))
+        await monitor.start()
+        await until(lambda: monitor.link_state("cam") == "online")
+        await server.close()
+        await until(lambda: monitor.link_state("cam") == "unreachable")
+        await asyncio.sleep(1.0)  # many polls time out and the link reports the port unreachable meanwhile
+        lost_errors = list(errors)
+        server = await serve_udp(RigAddress("udp", "127.0.0.1", port), rig)
+        await until(lambda: monitor.link_state("cam") == "online")
+        history = monitor.state.get(["rigs", "cam", "errors"])
+        last_error = monitor.state.get(["rigs", "cam", "last_error"])
+        await monitor.close()
+        await link.close()
+        await server.close()
+        return lost_errors, links, history, last_error
+
+    lost_errors, links, history, last_error = run(main())
+    assert len(lost_errors) == 1 and lost_errors[0]  # one text for the whole loss, no alternation
+    assert links.count("unreachable") == 1 and links[-2:] == ["unreachable", "online"]
+    assert last_error is None  # back: the live column is clear
+    assert [text for _, text in history] == lost_errors  # and the history remembers
+
+
+def test_a_pushing_rig_that_has_gone_quiet_is_probed(monkeypatch):
+    """An idle manipulator rig pushes nothing: after QUIET_PROBE s of silence one EXPSTATUS checks it is there."""
+    monkeypatch.setattr("core.monitor.QUIET_PROBE", 0.2)
+    rigs, links = make_rigs("a", main="a")
+    links["a"].pushes_status = True
+
+    async def main():
+        monitor = RigMonitor(links, poll_interval=0.02)
+        await monitor.start()
+        await until(lambda: links["a"].requests >= 1)
+        heard = monitor.state.get(["rigs", "a", "last_heard"])
+        await monitor.close()
+        return heard
+
+    assert run(main()) is not None

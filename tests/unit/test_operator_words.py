@@ -8,7 +8,17 @@ import asyncio
 import pytest
 from sio_helpers import LOOPBACK, run, url, wait_for
 
-from app.palette import LEVEL_COLOURS, LINK_COLOURS, PLOT_BACKGROUND, SERIES, TABLE_BACKGROUNDS, contrast
+from app.palette import (
+    ALARM_CLOSED,
+    ALARM_OPEN,
+    LEVEL_COLOURS,
+    LINK_COLOURS,
+    PLOT_BACKGROUND,
+    SERIES,
+    STALE,
+    TABLE_BACKGROUNDS,
+    contrast,
+)
 from app.stop_all import StopAllReport, halt_and_confirm
 from app.wording import plain, progress_words
 from core.config import ConfigError, load_rigs
@@ -67,9 +77,11 @@ def test_a_yaml_error_names_file_line_and_column_in_one_sentence(tmp_path, text,
 
 
 def test_every_text_colour_reads_at_4_5_to_1_and_plot_colours_at_3_to_1():
-    for colour in [*LEVEL_COLOURS.values(), *LINK_COLOURS.values()]:
+    for colour in [*LEVEL_COLOURS.values(), *LINK_COLOURS.values(), STALE]:
         for background in TABLE_BACKGROUNDS:
             assert contrast(colour, background) >= 4.5, (colour, background)
+    for background, text in (ALARM_OPEN, ALARM_CLOSED):
+        assert contrast(text, background) >= 4.5, (text, background)
     assert contrast("#b58900", "#ffffff") < 4.5  # the old warning colour, for the record
     for colour in SERIES:
         assert contrast(colour, PLOT_BACKGROUND) >= 3.0, colour

@@ -92,3 +92,22 @@ def test_attach_and_stop(fake_rigs, tmp_path, capsys, monkeypatch):
     assert all(r.status == 30 for r in rigs.values())
     assert "attached to" in err
     assert run_cmd.find_unfinished(data) == []
+
+
+def test_a_rig_lost_while_running_is_printed_as_an_incident_and_exits_3(fake_rigs, tmp_path, capsys):
+    rigs, rigs_file = fake_rigs
+    cam, answer = rigs["cam"], rigs["cam"].handle
+
+    def answer_then_die(event, data):  # the rig starts, then its PC goes down
+        reply = answer(event, data)
+        cam.dead = cam.dead or event.name == "EXPSTART"
+        return reply
+
+    cam.handle = answer_then_die
+    code = cli.main(["run", "--rigs", str(rigs_file), "--subject", "KS001", "--duration", "0.01", "--timeout", "0.2",
+                     "--data-dir", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert code == run_cmd.EXIT_INCIDENTS == 3
+    (line,) = [ln for ln in out.splitlines() if ln.strip().startswith("incident:")]
+    assert line.strip().startswith("incident: cam lost from ") and line.strip().endswith(", not back (no reply)")
+    assert "exit status" in run_cmd.__doc__.lower() and "3 a rig of the session was lost" in run_cmd.__doc__

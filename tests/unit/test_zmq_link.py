@@ -253,3 +253,26 @@ def test_envelope_fields_are_json_with_id_sender_key_value_ts():
     frames = encode(Envelope(3, "c#1", "CMD", {"event": 32, "data": [1]}, 12.5))
     assert json.loads(frames[0]) == {"id": 3, "sender": "c#1", "key": "CMD", "value": {"event": 32, "data": [1]},
                                      "ts": 12.5}
+
+
+def test_an_idle_rig_is_heard_through_its_heartbeats():
+    """No request, no state change: the rig's heartbeats alone must keep "last heard" moving."""
+
+    async def main():
+        rig, server = await start_rig(options={"heartbeat": 0.1})
+        link = make_link(server.port, heartbeat=0.1)
+        heard = []
+        link.on_heard(heard.append)
+        await link.connect()
+        await wait_until(lambda: link.state is LinkState.ONLINE)
+        replies = link.last_reply
+        mods = []
+        link.on_update(mods.append)
+        start = len(heard)
+        # several heartbeat periods, each heard, beyond any pushed mod (a resync) meanwhile
+        await wait_until(lambda: len(heard) - start - len(mods) >= 5)
+        await link.close()
+        await server.close()
+        return link.last_reply == replies
+
+    assert run(main())  # and no reply came: what was heard were heartbeats

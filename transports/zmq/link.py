@@ -345,6 +345,7 @@ class ZmqLink(RigLink):
             self._new_incarnation(env.sender)
         now = time.monotonic()
         self._last_heard = now
+        self.note_heard()  # every frame counts, heartbeats included ("last heard" is about the rig, not replies)
         if self.state is not LinkState.ONLINE:
             self._auth_error = None
             self.set_state(LinkState.ONLINE)
