@@ -371,11 +371,44 @@ class Console:
         """Move and wait for arrival; None when a stop (STOP ALL included) halted it on the way."""
         await self.check_target(rig, pos)
         self.logbook.add("info", rig, f"move probe {manipulator} to {position(pos.as_tuple())} at {speed:g} mm/s")
-        return await self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
+        move = self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
+        return await self._journaled(rig, manipulator, "move", pos.as_dict(), speed, move)
 
     async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float | None:
         self.logbook.add("info", rig, f"depth of probe {manipulator} to {depth:.3f} mm at {speed:g} mm/s")
-        return await self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
+        move = self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
+        return await self._journaled(rig, manipulator, "depth", depth, speed, move)
+
+    def _probe_position(self, rig: str, manipulator: str) -> dict[str, Any] | None:
+        """Where the live state last saw a probe ({x, y, z, w} mm), if it has."""
+        entry = self.state.get(["rigs", rig, "service", "manipulators", manipulator])
+        return {k: entry[k] for k in "xyzw" if k in entry} if isinstance(entry, dict) else None
+
+    def _journal(self, kind: str, **fields: Any) -> None:
+        """A record in the current session's journal, when it has one open (moves between sessions are not
+        any session's: the log has them)."""
+        session = self.session
+        if session is not None and session.journal.file is not None:
+            session.journal.write(kind, **fields)
+
+    async def _journaled(self, rig: str, manipulator: str, action: str, target: Any, speed: float,
+                         move: Awaitable[Any]) -> Any:
+        """Run a move and journal it once it ends (when it started, from where, the target, where it got,
+        and whether it reached it, was halted or failed): the session report lists moves and depth traces."""
+        since, before = time.time(), self._probe_position(rig, manipulator)
+        outcome, error, reached = "cancelled", None, None
+        try:
+            reached = await move
+            outcome = "reached" if reached is not None else "halted"
+            return reached
+        except Exception as ex:
+            outcome, error = "failed", str(ex)
+            raise
+        finally:
+            where = reached.as_dict() if isinstance(reached, Vec4) else reached
+            self._journal("move", rig=rig, manipulator=manipulator, action=action, target=target, speed=speed,
+                          before=before, reached=where if where is not None else self._probe_position(rig, manipulator),
+                          outcome=outcome, error=error, **{"from": round(since, 6)})
 
     async def _unless_stopped(self, rig: str, manipulator: str, move: Awaitable[Any]) -> Any:
         """A move that a stop cut short is what the experimenter asked for: log it, don't raise it."""
@@ -392,6 +425,7 @@ class Console:
     async def stop_manipulator(self, rig: str, manipulator: str) -> None:
         self.logbook.add("info", rig, f"stop probe {manipulator}")
         self._stopped[(rig, manipulator)] = time.monotonic()
+        self._journal("move", rig=rig, manipulator=manipulator, action="stop", outcome="asked")
         await self.client(rig).stop(manipulator)
 
     async def set_inside_brain(self, rig: str, manipulator: str, inside: bool) -> bool:
@@ -405,6 +439,8 @@ class Console:
         now = time.monotonic()
         self._stopped.update({(name, "*"): now for name in links})
         report = await halt_and_confirm({name: link.manipulators for name, link in links.items()}, report=report)
+        for name in links:  # journaled once the stop went out: nothing may delay it
+            self._journal("move", rig=name, manipulator="*", action="stop_all", outcome="ok" if report.ok else "failed")
         self.logbook.add("warning" if report.ok else "error", "", report.text())
         return report
 
