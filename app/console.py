@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.report_html import save_report_quietly
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
 from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
@@ -247,16 +248,36 @@ class Console:
                 break
         assert result is not None
         self._publish_console()
+        await self._report_if_over(session)
         return result
 
     async def stop(self) -> StepResult:
-        return await self._require_session().stop()
+        session = self._require_session()
+        result = await session.stop()
+        await self._report_if_over(session)
+        return result
 
     async def abort(self, reason: str = "aborted by the experimenter") -> StepResult:
-        return await self._require_session().interrupt(reason, error="Aborted")
+        session = self._require_session()
+        result = await session.interrupt(reason, error="Aborted")
+        await self._report_if_over(session)
+        return result
 
     async def cleanup(self) -> StepResult:
-        return await self._require_session().cleanup()
+        session = self._require_session()
+        result = await session.cleanup()
+        await self._report_if_over(session)
+        return result
+
+    async def _report_if_over(self, session: Session) -> None:
+        """Once a session has ended, its report goes beside its journal (again after a later step: cleanup,
+        moves). Written in the file worker: the window does not wait on the disk."""
+        if session.phase in FINAL and session.folder is not None:
+            await self.write_report(session.folder)
+
+    async def write_report(self, folder: Path) -> dict[str, Any] | None:
+        """Rebuild and save the report of the session in ``folder`` (None when it could not be written)."""
+        return await asyncio.get_running_loop().run_in_executor(_FILES, save_report_quietly, folder)
 
     async def unfinished(self, days: int = REATTACH_DAYS) -> list[SessionSummary]:
         """Sessions of the last ``days`` days a dead console left running (journal not final), newest first.
@@ -452,6 +473,7 @@ class Console:
             self._stop_progress = None
         if self.session is not None:
             await self.session.close()
+            await self._report_if_over(self.session)
             if withdraw:
                 self.session.withdraw()
             self.session = None
