@@ -31,10 +31,11 @@ from app.stop_all import StopAllReport, halt_and_confirm
 from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
-from core.journal import SessionSummary, find_unfinished, read_description
+from core.journal import JOURNAL_NAME, SessionSummary, find_unfinished, read_description
 from core.link import LinkState, RigError, RigLink
 from core.listeners import Listeners, Unsubscribe
 from core.monitor import RIG_ERROR, Incident, RigMonitor
+from core.report import build_report
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult, status_name
 from core.state import LiveState
 from transports.registry import TRANSPORTS
@@ -278,6 +279,19 @@ class Console:
     async def write_report(self, folder: Path) -> dict[str, Any] | None:
         """Rebuild and save the report of the session in ``folder`` (None when it could not be written)."""
         return await asyncio.get_running_loop().run_in_executor(_FILES, save_report_quietly, folder)
+
+    async def open_report(self, path: str | Path) -> dict[str, Any]:
+        """The report of a past session (its folder or its journal), rebuilt so files transferred since show;
+        saved beside the journal when that folder can be written (a read-only lab share just shows it)."""
+        folder = Path(path)
+        if folder.name == JOURNAL_NAME:
+            folder = folder.parent
+        if not (folder / JOURNAL_NAME).is_file():
+            raise SessionError(f"{folder} holds no session journal ({JOURNAL_NAME}): choose a session folder")
+        report = await self.write_report(folder)
+        if report is None:
+            report = await asyncio.get_running_loop().run_in_executor(_FILES, build_report, folder)
+        return report
 
     async def unfinished(self, days: int = REATTACH_DAYS) -> list[SessionSummary]:
         """Sessions of the last ``days`` days a dead console left running (journal not final), newest first.

@@ -16,16 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from app.palette import series_colour
+from app.timeline_spans import lanes, time_span
 from core.report import REPORT_HTML, REPORT_JSON, build_report, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-#: colours of the timeline's spans, shared with the window's timeline (app/gui/timeline.py)
-STATUS_COLOURS = {"CONNECTED": "#9e9e9e", "INITIALIZED": "#56b4e9", "RUNNING": "#009e73", "STOPPED": "#0072b2"}
-STEP_COLOURS = {"ok": "#4d4d4d", "error": "#d55e00", "timeout": "#e69f00", "skipped": "#cc79a7"}
-INCIDENT_COLOUR = "#d55e00"
-TRANSFER_COLOUR = "#7b3294"
-UNKNOWN_COLOUR = "#bdbdbd"
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1a1a1a;max-width:1200px}
@@ -90,65 +84,44 @@ def _outcome_cell(text: Any, ok: bool) -> str:
     return f'<span class="{"good" if ok else "bad"}">{_e(text)}</span>'
 
 
-def span_bounds(report: dict[str, Any]) -> tuple[float, float]:
-    """The time axis of a timeline: first to last record (never an empty span)."""
-    first = report.get("first") or 0.0
-    last = report.get("last") or first
-    for rig in report.get("rigs", {}).values():
-        at = rig.get("files", {}).get("at")
-        if isinstance(at, int | float) and at > last:
-            last = at
-    return float(first), float(max(last, first + 1e-3))
-
-
 def _svg(report: dict[str, Any]) -> str:
-    """The timeline as inline SVG: one lane per rig (statuses, steps, incidents), then the depth traces."""
-    t0, t1 = span_bounds(report)
-    left, width, lane, top = 140, 900, 34, 10
-    rigs = report.get("rigs", {})
+    """The timeline as inline SVG: one lane per rig (statuses, steps, incidents, transfer), then depth traces."""
+    t0, t1 = time_span(report)
+    left, width, lane_h, top = 140, 900, 34, 10
+    rows = {"status": (4, 10), "step": (16, 8), "incident": (26, 5)}
+    all_lanes = lanes(report)
     depth = report.get("depth", {})
     plot_h = 120 if depth else 0
-    height = top + lane * len(rigs) + (plot_h + 30 if depth else 0) + 20
+    height = top + lane_h * len(all_lanes) + (plot_h + 30 if depth else 0) + 20
 
     def x(t: Any) -> float:
         return left + (float(t) - t0) / (t1 - t0) * width
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" height="{height}" '
              f'role="img" aria-label="session timeline">']
-    def rect(start: Any, end: Any, y: float, h: float, colour: str, title: str, least: float = 1.0) -> str:
-        return (f'<rect x="{x(start):.1f}" y="{y}" width="{max(x(end) - x(start), least):.1f}" height="{h}" '
-                f'fill="{colour}"><title>{_e(title)}</title></rect>')
-
-    for i, (name, rig) in enumerate(rigs.items()):
-        y = top + i * lane
-        parts.append(f'<text x="4" y="{y + 18}">{_e(name)}</text>')
-        statuses = rig.get("statuses", [])
-        for k, st in enumerate(statuses):
-            end = statuses[k + 1]["t"] if k + 1 < len(statuses) else t1
-            parts.append(rect(st["t"], end, y + 4, 10, STATUS_COLOURS.get(st["name"], UNKNOWN_COLOUR), st["name"]))
-        for step in rig.get("steps", []):
-            if step.get("start") is not None:
-                colour = STEP_COLOURS.get(step.get("outcome"), UNKNOWN_COLOUR)
-                parts.append(rect(step["start"], step.get("end") or step["start"], y + 16, 8, colour,
-                                  f"{step['step']}: {step.get('outcome')}", 2))
-        for inc in rig.get("incidents", []):
-            parts.append(rect(inc.get("from") or t0, inc.get("to") or t1, y + 26, 5, INCIDENT_COLOUR,
-                              f"{inc.get('kind')}: {inc.get('detail')}", 2))
-        at = rig.get("files", {}).get("at")
-        if isinstance(at, int | float):
-            parts.append(f'<circle cx="{x(at):.1f}" cy="{y + 9}" r="5" fill="{TRANSFER_COLOUR}">'
-                         '<title>files verified</title></circle>')
+    for i, lane in enumerate(all_lanes):
+        y = top + i * lane_h
+        parts.append(f'<text x="4" y="{y + 18}">{_e(lane.rig)}</text>')
+        for span in lane.spans:
+            title = f"<title>{_e(span.label)}</title>"
+            if span.kind == "transfer":
+                parts.append(f'<circle cx="{x(span.start):.1f}" cy="{y + 9}" r="5" fill="{span.colour}">{title}'
+                             '</circle>')
+                continue
+            dy, h = rows[span.kind]
+            w = max(x(span.end) - x(span.start), 1 if span.kind == "status" else 2)
+            parts.append(f'<rect x="{x(span.start):.1f}" y="{y + dy}" width="{w:.1f}" height="{h}" '
+                         f'fill="{span.colour}">{title}</rect>')
     if depth:
-        y0 = top + lane * len(rigs) + 20
+        y0 = top + lane_h * len(all_lanes) + 20
         values = [p[1] for points in depth.values() for p in points]
         lo, hi = min(values), max(values)
         hi = hi if hi > lo else lo + 1
         parts.append(f'<text x="4" y="{y0 + 12}">depth (mm)</text>'
                      f'<text x="4" y="{y0 + 28}" class="muted">{lo:g} to {hi:g}</text>')
         for k, (probe, points) in enumerate(depth.items()):
-            colour = series_colour(k)
             path = " ".join(f"{x(t):.1f},{y0 + (d - lo) / (hi - lo) * plot_h:.1f}" for t, d in points)
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2">'
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{series_colour(k)}" stroke-width="2">'
                          f'<title>{_e(probe)}</title></polyline>')
     parts.append(f'<text x="{left}" y="{height - 4}">{_e(clock(t0))}</text>'
                  f'<text x="{left + width - 80}" y="{height - 4}">{_e(clock(t1))}</text></svg>')
