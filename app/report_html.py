@@ -34,9 +34,10 @@ svg text{font:11px system-ui,sans-serif}
 
 def clock(t: Any, with_date: bool = False) -> str:
     """Epoch seconds as local time (``HH:MM:SS.mmm``), or "-"."""
-    if not isinstance(t, int | float):
+    try:
+        when = _dt.datetime.fromtimestamp(t).astimezone()
+    except (TypeError, ValueError, OverflowError, OSError):  # not a time this platform can show
         return "-"
-    when = _dt.datetime.fromtimestamp(t).astimezone()
     return when.isoformat(sep=" ", timespec="milliseconds") if with_date else when.strftime("%H:%M:%S.%f")[:-3]
 
 

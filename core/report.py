@@ -15,6 +15,7 @@ and ``move`` (a manipulator move made through the console).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict, deque
@@ -31,13 +32,27 @@ REPORT_VERSION = 1
 SUMS_NAME = "SHA256SUMS"
 #: the session-level records shown as notes (in the report's words: what the engine decided and why)
 NOTE_KINDS = ("note", "refused", "rollback", "degraded", "decision")
+#: no journal time is later than this (year 3000): anything beyond is damage, not a date
+LATEST = 32503680000.0
 _SUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *](.+)$")
+
+
+def seconds(value: Any) -> float | None:
+    """An epoch time from a journal field, or None for anything else (a hand-edited or damaged journal must
+    give a report, not a traceback)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
+            and 0 <= value < LATEST:
+        return float(value)
+    return None
 
 
 def record_time(rec: dict[str, Any]) -> float | None:
     """When a record happened: ``at`` for records made before the journal file existed, else ``t``."""
-    value = rec.get("at", rec.get("t"))
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return seconds(rec.get("at", rec.get("t")))
+
+
+def _names(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def session_role(name: str, spec_role: str | None, main_sync: str | None) -> str:
@@ -62,6 +77,8 @@ def rig_files(folder: Path, name: str, options: dict[str, Any] | None = None) ->
     rig_dir = folder / name
     sums = rig_dir / SUMS_NAME
     try:
+        if Path(name).name != name or name in (".", ".."):  # a damaged journal's rig name: no folder outside
+            raise OSError(f"not a folder name: {name!r}")
         text = sums.read_text(encoding="utf-8", errors="replace")
         at = sums.stat().st_mtime
     except OSError:
@@ -127,9 +144,9 @@ def build_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         if kind == "main_sync" and rec.get("main_sync"):
             head["main_sync"] = rec["main_sync"]
         if isinstance(rec.get("participants"), list):
-            participants = [str(n) for n in rec["participants"]]
+            participants = _names(rec["participants"])
         if kind == "phase":
-            phases.append({"t": t, "phase": rec.get("phase"), "degraded": bool(rec.get("degraded")),
+            phases.append({"t": t, "phase": str(rec.get("phase")), "degraded": bool(rec.get("degraded")),
                            "reason": rec.get("reason")})
         elif kind in NOTE_KINDS:
             notes.append({"t": t, "kind": kind, "text": _note_text(rec)})
@@ -137,9 +154,10 @@ def build_report(path: str | os.PathLike[str]) -> dict[str, Any]:
             moves.append(_move(rec, t))
             continue
         elif kind == "incident" and isinstance(name, str):
-            key = (name, str(rec.get("incident")), rec.get("from"))
-            incidents[key] = {"rig": name, "kind": rec.get("incident"), "from": rec.get("from"), "to": rec.get("to"),
-                              "detail": rec.get("detail")}
+            since = seconds(rec.get("from"))
+            incidents[(name, str(rec.get("incident")), since)] = {
+                "rig": name, "kind": str(rec.get("incident")), "from": since, "to": seconds(rec.get("to")),
+                "detail": rec.get("detail")}
             continue
         if not isinstance(name, str):
             continue
@@ -201,25 +219,25 @@ def _note_text(rec: dict[str, Any]) -> str:
     if kind == "refused":
         return f"{rec.get('step')} refused: {rec.get('error')}"
     if kind == "rollback":
-        return f"{rec.get('step')} failed on {', '.join(map(str, rec.get('failed') or []))}: rolled back"
+        return f"{rec.get('step')} failed on {', '.join(_names(rec.get('failed')))}: rolled back"
     if kind == "degraded":
-        return f"continuing without {', '.join(map(str, rec.get('dropped') or []))} after {rec.get('step')}"
-    return f"{rec.get('step')}: chose {rec.get('policy')} after {', '.join(map(str, rec.get('failed') or []))} failed"
+        return f"continuing without {', '.join(_names(rec.get('dropped')))} after {rec.get('step')}"
+    return f"{rec.get('step')}: chose {rec.get('policy')} after {', '.join(_names(rec.get('failed')))} failed"
 
 
 def _move(rec: dict[str, Any], t: float | None) -> dict[str, Any]:
     return {"rig": rec.get("rig"), "manipulator": str(rec.get("manipulator")), "action": rec.get("action"),
-            "from": rec.get("from", t), "t": t, "target": rec.get("target"), "before": rec.get("before"),
+            "from": seconds(rec.get("from", t)), "t": t, "target": rec.get("target"), "before": rec.get("before"),
             "reached": rec.get("reached"), "speed": rec.get("speed"), "outcome": rec.get("outcome"),
             "error": rec.get("error")}
 
 
 def _depth(position: Any) -> float | None:
     """The depth (w) of a journaled position: a number (set_depth) or an {x, y, z, w} mapping."""
-    if isinstance(position, int | float) and not isinstance(position, bool):
+    if isinstance(position, dict):
+        position = position.get("w")
+    if isinstance(position, int | float) and not isinstance(position, bool) and math.isfinite(position):
         return float(position)
-    if isinstance(position, dict) and isinstance(position.get("w"), int | float):
-        return float(position["w"])
     return None
 
 

@@ -78,7 +78,7 @@ def run_report(args: argparse.Namespace) -> int:
     folder = find_session(args.exp_ref, resolve_data_dir(args.data_dir))
     try:
         report = save_report(folder, args.html)
-    except OSError as ex:
+    except (OSError, ValueError) as ex:  # a full disk, a read-only folder, a journal with NaN in it
         raise ConfigError(f"rigdeck report: cannot write the report in {folder}: {ex}") from None
     if args.json:
         print(json.dumps(report, allow_nan=False, default=str), flush=True)

@@ -178,3 +178,28 @@ def test_console_journals_probe_moves_and_writes_the_report_when_the_session_end
     assert [round(d, 3) for _, d in trace] == [0.5, 1.5, 1.5, 3.0] and trace == sorted(trace)
     assert "probes" not in report["rigs"]  # a manipulator rig takes no session messages: no lane of steps
     assert "Manipulator moves" in (folder / REPORT_HTML).read_text()
+
+
+def test_a_damaged_or_hand_edited_journal_gives_a_report_not_a_traceback(tmp_path, capsys):
+    s = session_with_trouble(tmp_path)
+    odd = [
+        {"kind": "session", "rigs": {"../../x": {"uri": 5}, "cam": "not a dict"}, "participants": "sync"},
+        {"kind": "phase", "phase": {"a": 1}, "t": "noon"},
+        {"kind": "incident", "rig": "cam", "incident": ["x"], "from": "yesterday", "to": True},
+        {"kind": "rollback", "step": "start", "failed": 3},
+        {"kind": "reply", "rig": "sync", "step": "stop", "event": "EXPEND", "status": 99, "rtt_ms": None, "t": 1e300},
+        {"kind": "move", "rig": "probes", "manipulator": 1, "before": "deep", "reached": {"w": "x"}, "from": []},
+        {"kind": "status", "rig": "cam", "status": True},
+        {"kind": "phase", "phase": "stopped", "t": None},
+    ]
+    with open(s.folder / JOURNAL_NAME, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in odd) + "[1, 2]\nnot json\n")
+    report = save_report(s.folder)  # JSON + page written
+    assert report["rigs"]["sync"]["steps"][-1]["status"] == 99 and report["rigs"]["../../x"]["files"]["state"] == \
+        "not transferred"
+    assert len(report["problems"]) == 2 and report["phase"] == "stopped"
+    from app.timeline_spans import lanes
+
+    assert [lane.rig for lane in lanes(report)][:3] == ["sync", "cam", "ephys"]
+    assert cli.main(["report", str(s.folder)]) in (0, 1)  # a folder path works too
+    assert "journal problem" in capsys.readouterr().out
