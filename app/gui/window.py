@@ -202,8 +202,11 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ past sessions
     def choose_session(self) -> None:
-        """File > Open session…: pick a session folder (subject/date/number) under the data folder."""
-        dialog = QFileDialog(self, "Open session folder", str(self.console.data_dir))
+        """File > Open session…: pick a session folder (subject/date/number) under the data folder; the
+        chooser opens on the current session's folder when there is one."""
+        session = self.console.session
+        start = session.folder if session is not None and session.folder else self.console.data_dir
+        dialog = QFileDialog(self, "Open session folder", str(start))
         dialog.setFileMode(QFileDialog.FileMode.Directory)
         dialog.fileSelected.connect(self.open_session)
         self.dialog = dialog
