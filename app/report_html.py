@@ -61,13 +61,20 @@ def size_text(n: int) -> str:
 
 
 def files_text(files: dict[str, Any]) -> str:
-    """A rig's files in words: "12 files, 1.2 GiB, verified" or "not transferred"."""
-    if files.get("state") in ("not transferred", "no transfer"):
-        return str(files["state"])
+    """A rig's files in words: "12 files, 1.2 GiB, verified", "not transferred", "no transfer (why)"..."""
+    state = files.get("state")
+    if state == "not transferred":
+        return "not transferred"
+    if state == "no transfer":
+        return f"no transfer ({files.get('error')})" if files.get("error") else "no transfer"
     text = f"{files.get('files', 0)} files, {size_text(int(files.get('bytes') or 0))}"
     if files.get("verified"):
         return f"{text}, verified"
-    return f"{text}, {len(files.get('missing') or [])} missing"
+    if state == "files missing":
+        return f"{text}, {len(files.get('missing') or [])} missing since verified"
+    if state == "failed":
+        return f"transfer failed: {files.get('error') or 'no reason recorded'} ({text})"
+    return f"{text}, not verified yet"
 
 
 def _e(value: Any) -> str:

@@ -15,6 +15,7 @@ and ``move`` (a manipulator move made through the console).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -30,6 +31,8 @@ REPORT_HTML = "_rigdeck_report.html"
 REPORT_VERSION = 1
 #: what the transfer step writes in each rig's folder once its files are verified (``sha256sum -c`` format)
 SUMS_NAME = "SHA256SUMS"
+#: the transfer's own record beside the journal (where the files went, how far each rig got, why it failed)
+TRANSFER_RECORD = "_rigdeck_transfer.json"
 #: the session-level records shown as notes (in the report's words: what the engine decided and why)
 NOTE_KINDS = ("note", "refused", "rollback", "degraded", "decision")
 #: no journal time is later than this (year 3000): anything beyond is damage, not a date
@@ -66,15 +69,39 @@ def session_role(name: str, spec_role: str | None, main_sync: str | None) -> str
 
 # ------------------------------------------------------------------------------------------ files
 
-def rig_files(folder: Path, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_transfer_record(folder: Path) -> dict[str, Any]:
+    """The transfer's record beside the journal (``_rigdeck_transfer.json``: destination, per rig state,
+    error, files), or ``{}`` when there is none or it cannot be read."""
+    try:
+        data = json.loads((folder / TRANSFER_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _files_state(state: str, **fields: Any) -> dict[str, Any]:
+    return {"state": state, "files": 0, "bytes": 0, "verified": False, "at": None, "missing": [], "error": None,
+            **fields}
+
+
+def rig_files(folder: Path, name: str, info: dict[str, Any] | None = None,
+              transfer: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the transfer step left for one rig: files listed in its ``SHA256SUMS``, their bytes, verified.
 
     The sums file is written only after every file was checked, so its presence (with every listed file
-    there at its listed path) is what "verified" means here; the report never re-hashes gigabytes.
+    there at its listed path) is what "verified" means here; the report never re-hashes gigabytes. It is
+    looked for in the transfer's destination (its record says where; else the session folder). Without it,
+    the record says how far the transfer got and why it failed; a rig that opted out (``transfer: false``)
+    or has no file endpoint (an iblrig rig copies its own data) is "no transfer".
     """
-    if options and options.get("transfer") is False:
-        return {"state": "no transfer", "files": 0, "bytes": 0, "verified": False, "at": None, "missing": []}
-    rig_dir = folder / name
+    info = info or {}
+    options = info.get("options") if isinstance(info.get("options"), dict) else {}
+    rigs = (transfer or {}).get("rigs")
+    record = rigs.get(name) if isinstance(rigs, dict) and isinstance(rigs.get(name), dict) else {}
+    if options.get("transfer") is False or record.get("state") == "skipped":
+        return _files_state("no transfer", error=record.get("skipped") or "transfer: false in the rigs file")
+    to = (transfer or {}).get("to")
+    rig_dir = (Path(to) if isinstance(to, str) and to else folder) / name
     sums = rig_dir / SUMS_NAME
     try:
         if Path(name).name != name or name in (".", ".."):  # a damaged journal's rig name: no folder outside
@@ -82,7 +109,9 @@ def rig_files(folder: Path, name: str, options: dict[str, Any] | None = None) ->
         text = sums.read_text(encoding="utf-8", errors="replace")
         at = sums.stat().st_mtime
     except OSError:
-        return {"state": "not transferred", "files": 0, "bytes": 0, "verified": False, "at": None, "missing": []}
+        if not record and not options.get("files") and not str(info.get("uri", "")).lower().startswith("zmq://"):
+            return _files_state("no transfer", error="no file endpoint (the rig copies its own data)")
+        return _record_progress(record)
     count, size, missing = 0, 0, []
     for line in text.splitlines():
         match = _SUM_LINE.match(line.strip())
@@ -94,8 +123,19 @@ def rig_files(folder: Path, name: str, options: dict[str, Any] | None = None) ->
         except OSError:
             missing.append(match.group(2))
     verified = not missing
-    return {"state": "verified" if verified else "files missing", "files": count, "bytes": size,
-            "verified": verified, "at": at, "missing": missing}
+    return _files_state("verified" if verified else "files missing", files=count, bytes=size, verified=verified,
+                        at=at, missing=missing)
+
+
+def _record_progress(record: dict[str, Any]) -> dict[str, Any]:
+    """A rig's files not (yet) verified: what the transfer record knows, else "not transferred"."""
+    files = record.get("files") if isinstance(record.get("files"), dict) else {}
+    if not record:
+        return _files_state("not transferred")
+    sizes = [f.get("size") for f in files.values() if isinstance(f, dict) and isinstance(f.get("size"), int)]
+    error = record.get("error") if isinstance(record.get("error"), str) else None
+    return _files_state("failed" if record.get("state") == "failed" else "not verified yet", files=len(files),
+                        bytes=sum(sizes), error=error)
 
 
 # ---------------------------------------------------------------------------------------- building
@@ -127,6 +167,7 @@ def build_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     open_sends: dict[tuple[str, str, str], deque[dict[str, Any]]] = defaultdict(deque)
     participants: list[str] | None = None
     times = [t for t in (record_time(r) for r in read.records) if t is not None]
+    transfer = load_transfer_record(folder)
 
     def rig(name: str) -> dict[str, Any]:
         # a rig the session record does not list (a manipulator rig's link changes): watched, not in the session
@@ -199,7 +240,7 @@ def build_report(path: str | os.PathLike[str]) -> dict[str, Any]:
         entry["final_link"] = entry["links"][-1]["state"] if entry["links"] else None
         entry["errors"] = [s["error"] for s in entry["steps"] if s.get("error")] + \
                           [link["error"] for link in entry["links"] if link.get("error")]
-        entry["files"] = rig_files(folder, rig_name, entry["options"])
+        entry["files"] = rig_files(folder, rig_name, entry, transfer)
         entry["incidents"].sort(key=lambda i: i["from"] or 0)
     return {
         "version": REPORT_VERSION, "exp_ref": head["exp_ref"], "subject": head["subject"],

@@ -12,7 +12,7 @@ from udp_helpers import until
 
 from app import cli
 from app.console import Console
-from app.report_html import render_html, save_report
+from app.report_html import files_text, render_html, save_report
 from core.drivers.manipulator import Vec4
 from core.journal import JOURNAL_NAME
 from core.link import LinkState
@@ -70,7 +70,9 @@ def test_report_of_a_session_with_an_incident_and_a_dropped_rig(tmp_path):
     assert "refused" in ephys["steps"][-1]["error"]
     assert [i["kind"] for i in ephys["incidents"]] == [RIG_ERROR]
     assert any("continuing without ephys" in n["text"] for n in report["notes"])
-    assert all(r["files"]["state"] == "not transferred" and not r["files"]["verified"] for r in rigs.values())
+    # udp rigs without a file endpoint copy their own data (as iblrig does): no transfer, not an error
+    assert {r["files"]["state"] for r in rigs.values()} == {"no transfer"} and "file endpoint" in \
+        rigs["sync"]["files"]["error"]
     json.dumps(report, allow_nan=False)  # the JSON file takes it as is
 
 
@@ -87,9 +89,32 @@ def test_files_verified_from_the_sums_the_transfer_left(tmp_path):
     (sync / SUMS_NAME).write_text(f"{'0' * 64}  gone.bin\n")
     rigs = build_report(s.folder)["rigs"]
     assert rigs["cam"]["files"] | {"at": None} == {"state": "verified", "files": 2, "bytes": 5002, "verified": True,
-                                                    "at": None, "missing": []}
+                                                    "at": None, "missing": [], "error": None}
     assert rigs["sync"]["files"]["verified"] is False and rigs["sync"]["files"]["missing"] == ["gone.bin"]
-    assert rigs["ephys"]["files"]["state"] == "not transferred"
+    assert files_text(rigs["cam"]["files"]) == "2 files, 4.9 KiB, verified"
+    assert rigs["ephys"]["files"]["state"] == "no transfer"
+
+
+def test_files_gathered_elsewhere_and_a_failed_transfer_from_the_transfer_record(tmp_path):
+    """With --to DIR the rig folders are not beside the journal: the transfer's record says where they went
+    and how far each rig got."""
+    s = session_with_trouble(tmp_path)
+    to = tmp_path / "lab-server" / "KS001" / "2026-11-22" / "001"
+    (to / "cam").mkdir(parents=True)
+    (to / "cam" / "a.bin").write_bytes(b"abc")
+    (to / "cam" / SUMS_NAME).write_text(f"{hashlib.sha256(b'abc').hexdigest()}  a.bin\n")
+    record = {"version": 1, "exp_ref": REF, "to": str(to), "rigs": {
+        "cam": {"state": "verified", "files": {"a.bin": {"size": 3, "sha256": "x", "verified": True}}},
+        "sync": {"state": "failed", "error": "the destination disk is full",
+                 "files": {"a": {"size": 10, "sha256": "x", "verified": True},
+                           "b": {"size": 20, "sha256": "y", "verified": False}}},
+        "ephys": {"state": "skipped", "skipped": "no transfer: transfer: false in the rigs file"}}}
+    (s.folder / "_rigdeck_transfer.json").write_text(json.dumps(record))
+    files = {n: r["files"] for n, r in build_report(s.folder)["rigs"].items()}
+    assert files["cam"]["verified"] and files["cam"]["bytes"] == 3
+    assert files["sync"]["state"] == "failed" and not files["sync"]["verified"] and files["sync"]["bytes"] == 30
+    assert files_text(files["sync"]) == "transfer failed: the destination disk is full (2 files, 30 bytes)"
+    assert files["ephys"]["state"] == "no transfer" and "transfer: false" in files_text(files["ephys"])
 
 
 def test_html_escapes_hostile_rig_names_and_errors_and_runs_nothing(tmp_path):
@@ -131,7 +156,7 @@ def test_rigdeck_run_leaves_a_report_and_rigdeck_report_reads_it(tmp_path, monke
     assert cli.main(["report", exp_ref, "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert f"session {exp_ref} (subject KS001): completed" in out
-    assert "sync [main_sync]: final STOPPED" in out and "files: not transferred" in out
+    assert "sync [main_sync]: final STOPPED" in out and "files: no transfer (no file endpoint" in out
     assert "EXPSTART" in out
 
     page = tmp_path / "elsewhere.html"
@@ -196,7 +221,7 @@ def test_a_damaged_or_hand_edited_journal_gives_a_report_not_a_traceback(tmp_pat
         f.write("".join(json.dumps(r) + "\n" for r in odd) + "[1, 2]\nnot json\n")
     report = save_report(s.folder)  # JSON + page written
     assert report["rigs"]["sync"]["steps"][-1]["status"] == 99 and report["rigs"]["../../x"]["files"]["state"] == \
-        "not transferred"
+        "no transfer"
     assert len(report["problems"]) == 2 and report["phase"] == "stopped"
     from app.timeline_spans import lanes
 
