@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.palette import series_colour
-from app.timeline_spans import lanes, time_span
+from app.timeline_spans import LEGEND, lanes, time_span
 from core.report import REPORT_HTML, REPORT_JSON, build_report, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:
 vertical-align:top}th{background:#f4f4f4}.bad{color:#b00020;font-weight:600}.good{color:#00703c;font-weight:600}
 .muted{color:#666}.tag{display:inline-block;padding:0 6px;border-radius:3px;background:#eee}
 svg text{font:11px system-ui,sans-serif}
+.key{display:inline-block;width:12px;height:10px;margin:0 4px 0 10px}
 """
 
 
@@ -66,7 +67,8 @@ def files_text(files: dict[str, Any]) -> str:
     if state == "not transferred":
         return "not transferred"
     if state == "no transfer":
-        return f"no transfer ({files.get('error')})" if files.get("error") else "no transfer"
+        why = str(files.get("error") or "").removeprefix("no transfer: ")
+        return f"no transfer ({why})" if why else "no transfer"
     text = f"{files.get('files', 0)} files, {size_text(int(files.get('bytes') or 0))}"
     if files.get("verified"):
         return f"{text}, verified"
@@ -154,7 +156,8 @@ def render_html(report: dict[str, Any]) -> str:
                      _e(rig.get("final_link")), _e(lost), _e(files_text(rig.get("files", {}))),
                      "" if rig.get("participating") else '<span class="bad">dropped</span>'])
     out.append(_table(["Rig", "Role", "Address", "Final status", "Link", "Incidents", "Files", ""], rows))
-    out.append("<h2>Timeline</h2>" + _svg(report))
+    legend = " ".join(f'<span class="key" style="background:{c}"></span>{_e(text)}' for c, text in LEGEND)
+    out.append(f"<h2>Timeline</h2>{_svg(report)}<p class=\"muted\">{legend}</p>")
     for name, rig in report.get("rigs", {}).items():
         out.append(f"<h3>{_e(name)} <span class=\"tag\">{_e(rig.get('role'))}</span></h3>")
         out.append(_table(["Step", "Message", "Sent", "Answered", "Outcome", "Status", "Error"], [

@@ -16,6 +16,10 @@ from app.palette import TIMELINE_INCIDENT, TIMELINE_STATUS, TIMELINE_STEP, TIMEL
 
 #: the rows of a lane, top to bottom
 ROWS = ("status", "step", "incident")
+#: what each colour of a lane means (the window's legend and the page's)
+LEGEND = [*((c, s.lower()) for s, c in TIMELINE_STATUS.items()), (TIMELINE_STEP["ok"], "step answered"),
+          (TIMELINE_STEP["error"], "step failed"), (TIMELINE_STEP["timeout"], "no answer"),
+          (TIMELINE_INCIDENT, "incident"), (TIMELINE_TRANSFER, "files verified")]
 
 
 @dataclass(frozen=True)

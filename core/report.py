@@ -110,7 +110,7 @@ def rig_files(folder: Path, name: str, info: dict[str, Any] | None = None,
         at = sums.stat().st_mtime
     except OSError:
         if not record and not options.get("files") and not str(info.get("uri", "")).lower().startswith("zmq://"):
-            return _files_state("no transfer", error="no file endpoint (the rig copies its own data)")
+            return _files_state("no transfer", error="no file endpoint; the rig copies its own data")
         return _record_progress(record)
     count, size, missing = 0, 0, []
     for line in text.splitlines():

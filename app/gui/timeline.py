@@ -25,9 +25,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.palette import TIMELINE_INCIDENT, TIMELINE_STATUS, TIMELINE_STEP, TIMELINE_TRANSFER, series_colour
+from app.palette import series_colour
 from app.report_html import clock, duration, files_text
-from app.timeline_spans import Lane, Span, lanes, time_span
+from app.timeline_spans import LEGEND, Lane, Span, lanes, time_span
 from core.report import REPORT_HTML
 
 LEFT, RIGHT, TOP = 150, 16, 8
@@ -37,10 +37,6 @@ ROWS = {"status": (4, 12), "step": (18, 9), "incident": (29, 6)}
 DEPTH_H = 150
 AXIS_H = 24
 LEGEND_H = 24
-#: the legend under the axis: what each colour of a lane means
-LEGEND = [*((c, s.lower()) for s, c in TIMELINE_STATUS.items()), (TIMELINE_STEP["ok"], "step answered"),
-          (TIMELINE_STEP["error"], "step failed"), (TIMELINE_STEP["timeout"], "no answer"),
-          (TIMELINE_INCIDENT, "incident"), (TIMELINE_TRANSFER, "files verified")]
 
 
 class TimelineView(QWidget):
