@@ -26,16 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from app.alarms import AlarmBoard
+from app.report_html import save_report_quietly
 from app.rig_view import clock
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
 from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
-from core.journal import SessionSummary, find_unfinished, read_description
+from core.journal import JOURNAL_NAME, SessionSummary, find_unfinished, read_description
 from core.link import LinkState, RigError, RigLink
 from core.listeners import Listeners, Unsubscribe
 from core.monitor import LINK_LOST, Incident, RigMonitor
+from core.report import build_report
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult, status_name
 from core.state import LiveState
 from transports.registry import TRANSPORTS
@@ -339,16 +341,49 @@ class Console:
                 break
         assert result is not None
         self._publish_console()
+        await self._report_if_over(session)
         return result
 
     async def stop(self) -> StepResult:
-        return await self._require_session().stop()
+        session = self._require_session()
+        result = await session.stop()
+        await self._report_if_over(session)
+        return result
 
     async def abort(self, reason: str = "aborted by the experimenter") -> StepResult:
-        return await self._require_session().interrupt(reason, error="Aborted")
+        session = self._require_session()
+        result = await session.interrupt(reason, error="Aborted")
+        await self._report_if_over(session)
+        return result
 
     async def cleanup(self) -> StepResult:
-        return await self._require_session().cleanup()
+        session = self._require_session()
+        result = await session.cleanup()
+        await self._report_if_over(session)
+        return result
+
+    async def _report_if_over(self, session: Session) -> None:
+        """Once a session has ended, its report goes beside its journal (again after a later step: cleanup,
+        moves). Written in the file worker: the window does not wait on the disk."""
+        if session.phase in FINAL and session.folder is not None:
+            await self.write_report(session.folder)
+
+    async def write_report(self, folder: Path) -> dict[str, Any] | None:
+        """Rebuild and save the report of the session in ``folder`` (None when it could not be written)."""
+        return await asyncio.get_running_loop().run_in_executor(_FILES, save_report_quietly, folder)
+
+    async def open_report(self, path: str | Path) -> dict[str, Any]:
+        """The report of a past session (its folder or its journal), rebuilt so files transferred since show;
+        saved beside the journal when that folder can be written (a read-only lab share just shows it)."""
+        folder = Path(path)
+        if folder.name == JOURNAL_NAME:
+            folder = folder.parent
+        if not (folder / JOURNAL_NAME).is_file():
+            raise SessionError(f"{folder} holds no session journal ({JOURNAL_NAME}): choose a session folder")
+        report = await self.write_report(folder)
+        if report is None:
+            report = await asyncio.get_running_loop().run_in_executor(_FILES, build_report, folder)
+        return report
 
     async def unfinished(self, days: int = REATTACH_DAYS) -> list[SessionSummary]:
         """Sessions of the last ``days`` days a dead console left running (journal not final), newest first.
@@ -464,11 +499,44 @@ class Console:
         """Move and wait for arrival; None when a stop (STOP ALL included) halted it on the way."""
         await self.check_target(rig, pos)
         self.logbook.add("info", rig, f"move probe {manipulator} to {position(pos.as_tuple())} at {speed:g} mm/s")
-        return await self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
+        move = self._unless_stopped(rig, manipulator, self.client(rig).set_position(manipulator, pos, speed))
+        return await self._journaled(rig, manipulator, "move", pos.as_dict(), speed, move)
 
     async def set_depth(self, rig: str, manipulator: str, depth: float, speed: float) -> float | None:
         self.logbook.add("info", rig, f"depth of probe {manipulator} to {depth:.3f} mm at {speed:g} mm/s")
-        return await self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
+        move = self._unless_stopped(rig, manipulator, self.client(rig).set_depth(manipulator, depth, speed))
+        return await self._journaled(rig, manipulator, "depth", depth, speed, move)
+
+    def _probe_position(self, rig: str, manipulator: str) -> dict[str, Any] | None:
+        """Where the live state last saw a probe ({x, y, z, w} mm), if it has."""
+        entry = self.state.get(["rigs", rig, "service", "manipulators", manipulator])
+        return {k: entry[k] for k in "xyzw" if k in entry} if isinstance(entry, dict) else None
+
+    def _journal(self, kind: str, **fields: Any) -> None:
+        """A record in the current session's journal, when it has one open (moves between sessions are not
+        any session's: the log has them)."""
+        session = self.session
+        if session is not None and session.journal.file is not None:
+            session.journal.write(kind, **fields)
+
+    async def _journaled(self, rig: str, manipulator: str, action: str, target: Any, speed: float,
+                         move: Awaitable[Any]) -> Any:
+        """Run a move and journal it once it ends (when it started, from where, the target, where it got,
+        and whether it reached it, was halted or failed): the session report lists moves and depth traces."""
+        since, before = time.time(), self._probe_position(rig, manipulator)
+        outcome, error, reached = "cancelled", None, None
+        try:
+            reached = await move
+            outcome = "reached" if reached is not None else "halted"
+            return reached
+        except Exception as ex:
+            outcome, error = "failed", str(ex)
+            raise
+        finally:
+            where = reached.as_dict() if isinstance(reached, Vec4) else reached
+            self._journal("move", rig=rig, manipulator=manipulator, action=action, target=target, speed=speed,
+                          before=before, reached=where if where is not None else self._probe_position(rig, manipulator),
+                          outcome=outcome, error=error, **{"from": round(since, 6)})
 
     async def _unless_stopped(self, rig: str, manipulator: str, move: Awaitable[Any]) -> Any:
         """A move that a stop cut short is what the experimenter asked for: log it, don't raise it."""
@@ -485,6 +553,7 @@ class Console:
     async def stop_manipulator(self, rig: str, manipulator: str) -> None:
         self.logbook.add("info", rig, f"stop probe {manipulator}")
         self._stopped[(rig, manipulator)] = time.monotonic()
+        self._journal("move", rig=rig, manipulator=manipulator, action="stop", outcome="asked")
         await self.client(rig).stop(manipulator)
 
     async def set_inside_brain(self, rig: str, manipulator: str, inside: bool) -> bool:
@@ -498,6 +567,8 @@ class Console:
         now = time.monotonic()
         self._stopped.update({(name, "*"): now for name in links})
         report = await halt_and_confirm({name: link.manipulators for name, link in links.items()}, report=report)
+        for name in links:  # journaled once the stop went out: nothing may delay it
+            self._journal("move", rig=name, manipulator="*", action="stop_all", outcome="ok" if report.ok else "failed")
         self.logbook.add("warning" if report.ok else "error", "", report.text())
         return report
 
@@ -509,6 +580,7 @@ class Console:
             self._stop_progress = None
         if self.session is not None:
             await self.session.close()
+            await self._report_if_over(self.session)
             if withdraw:
                 self.session.withdraw()
             self.session = None

@@ -55,3 +55,11 @@ SERIES: list[str] = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#CC79A7", "#D5
 
 def series_colour(i: int) -> str:
     return SERIES[i % len(SERIES)]
+
+#: the session timeline's spans (window and report page alike): rig statuses, step outcomes, incidents, transfer
+TIMELINE_STATUS: dict[str, str] = {"CONNECTED": "#9e9e9e", "INITIALIZED": "#56b4e9", "RUNNING": "#009e73",
+                                   "STOPPED": "#0072b2"}
+TIMELINE_STEP: dict[str, str] = {"ok": "#4d4d4d", "error": "#d55e00", "timeout": "#e69f00", "skipped": "#cc79a7"}
+TIMELINE_INCIDENT = "#d55e00"
+TIMELINE_TRANSFER = "#7b3294"
+TIMELINE_UNKNOWN = "#bdbdbd"

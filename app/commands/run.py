@@ -29,12 +29,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.report_html import save_report_quietly
 from app.rig_view import clock
 from app.rigset import LinkFactory, RigSet
 from core.config import ConfigError, load_rigs
 from core.journal import JOURNAL_NAME, find_unfinished, load_session
 from core.paths import check_subject, resolve_data_dir, session_folder
 from core.protocol import parse_exp_ref
+from core.report import REPORT_HTML
 from core.session import FINAL, Outcome, Phase, Progress, Session, StepResult, status_name
 from transports.registry import TRANSPORTS
 
@@ -323,6 +325,8 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     if summary["journal"]:
         print(f"  journal: {summary['journal']}", file=out)
         print(f"  description: {summary['description']}", file=out)
+    if summary.get("report"):
+        print(f"  report: {summary['report']}", file=out)
     out.flush()
 
 
@@ -370,6 +374,8 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         remove()
     summary = summary_dict(session, runner)
+    if session.folder is not None and save_report_quietly(session.folder) is not None:
+        summary["report"] = str(session.folder / REPORT_HTML)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

@@ -35,6 +35,7 @@ from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
 from app.gui.session_panel import SessionPanel
 from app.gui.stop_all_key import StopAllBanner, StopAllKey
+from app.gui.timeline import TimelineDialog
 from app.palette import ALARM_OPEN
 from app.stop_all import StopAllReport
 from app.wording import PHASES
@@ -58,6 +59,7 @@ class MainWindow(QMainWindow):
         self.resize(1280, 800)
         self.dialog: Any = None
         self.reattach_box: QMessageBox | None = None
+        self.timeline: TimelineDialog | None = None
 
         self.rigs = RigsPanel(console)
         self.rigs.reload_handler = self.reload_rigs
@@ -123,6 +125,9 @@ class MainWindow(QMainWindow):
                                            "Open a remote_rigs.yaml")
         self.rigs.actions["reload"] = action(file, "&Reload rigs file", self.reload_rigs, "Ctrl+Shift+R")
         self.rigs.actions["save"] = action(file, "&Save rigs file", self.rigs.save, "Ctrl+S")
+        file.addSeparator()
+        self.open_session_action = action(file, "Open s&ession…", self.choose_session, None,
+                                          "Show a past session's timeline and report")
         file.addSeparator()
         action(file, "&Quit", self.close, "Ctrl+Q", "Close the window (asks first while a session runs)")
         session = self.menuBar().addMenu("&Session")
@@ -202,6 +207,26 @@ class MainWindow(QMainWindow):
         dialog.fileSelected.connect(self.open_rigs)
         self.dialog = dialog
         dialog.open()
+
+    # ------------------------------------------------------------------ past sessions
+    def choose_session(self) -> None:
+        """File > Open session…: pick a session folder (subject/date/number) under the data folder; the
+        chooser opens on the current session's folder when there is one."""
+        session = self.console.session
+        start = session.folder if session is not None and session.folder else self.console.data_dir
+        dialog = QFileDialog(self, "Open session folder", str(start))
+        dialog.setFileMode(QFileDialog.FileMode.Directory)
+        dialog.fileSelected.connect(self.open_session)
+        self.dialog = dialog
+        dialog.open()
+
+    def open_session(self, path: str | Path) -> None:
+        """Show a session's timeline (its report rebuilt from the journal, off the GUI thread)."""
+        def show(report: dict[str, Any]) -> None:
+            self.timeline = TimelineDialog(report, self)
+            self.timeline.show()
+
+        spawn(self.console.open_report(path), self, "Open session", on_done=show)
 
     def offer_reattach(self) -> None:
         """Offer the newest unfinished session whose rigs are all in the loaded rigs file."""

@@ -1,5 +1,6 @@
 """``make screenshots``: PNGs of the console on the demo rigs: idle, running, the Move dialog, a STOP ALL and
-its on-screen confirmation, the log, after a rig failure, and the alarm banner of a lost main-sync rig.
+its on-screen confirmation, the log, after a rig failure, the alarm banner of a lost main-sync rig,
+and the session timeline (File > Open session…).
 
 Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
 offscreen and under Xvfb alike.
@@ -80,6 +81,12 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     window.grab().save(str(OUT / "rig-lost.png"))
     await console.stop()
     await asyncio.sleep(0.3)
+    # File > Open session…: the session just run as a timeline (ephys lost mid-way), probes' depths below
+    window.open_session(console.session.folder)
+    await until(lambda: window.timeline is not None and window.timeline.isVisible())
+    window.timeline.resize(1200, 460)
+    await asyncio.sleep(0.3)
+    window.timeline.grab().save(str(OUT / "timeline.png"))
 
 
 def main() -> int:

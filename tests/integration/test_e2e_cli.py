@@ -55,6 +55,12 @@ def test_ctrl_c_stops_a_running_session_cleanly(lab: RigCluster, tmp_path: Path)
     assert summary["exp_ref"] == ref
     for name in names:
         e2e.check_recordings(lab, name, ref)
+    # the report was written at the end; rigdeck report reads the session back by its exp_ref
+    assert Path(summary["report"]).is_file()
+    shown = subprocess.run([*e2e.cli_command()[:-1], "report", ref, "--data-dir", str(tmp_path / "console")],
+                           capture_output=True, text=True, timeout=40, cwd=e2e.ROOT, env=e2e.cli_env())
+    assert shown.returncode == 0, shown.stderr
+    assert f"session {ref} (subject CTRLC): completed" in shown.stdout and "cams [aux]: final STOPPED" in shown.stdout
 
 
 def test_second_ctrl_c_gives_up_waiting_and_says_how_to_finish(lab: RigCluster, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from rigprocs import RigCluster, rig_processes
 
 from core.drivers.recorder import read_recording
 from core.journal import find_unfinished, load_session, read_description
+from core.monitor import LINK_LOST
+from core.report import build_report
 from core.session import Phase
 
 
@@ -72,6 +74,15 @@ def test_a_rig_killed_mid_session_turns_unreachable_and_stop_still_stops_the_oth
         for name in ("sync", "ephys"):
             for _, (_, other) in cluster.recordings(name, ref).items():
                 assert other["complete"]
+        # the session report tells the same story from the journal alone
+        report = build_report(journal_path)
+        cams = report["rigs"]["cams"]
+        assert report["outcome"] == "completed_with_errors" and report["rigs"]["sync"]["role"] == "main_sync"
+        assert [(i["kind"], i["from"] is not None) for i in cams["incidents"]][:1] == [(LINK_LOST, True)]
+        assert cams["steps"][-1]["event"] == "EXPEND" and cams["steps"][-1]["outcome"] in ("timeout", "error")
+        assert cams["final_link"] == "unreachable" and cams["final_status"] == "RUNNING"
+        assert {n: r["final_status"] for n, r in report["rigs"].items() if n != "cams"} == {"sync": "STOPPED",
+                                                                                          "ephys": "STOPPED"}
 
 
 def test_reattach_after_the_console_is_killed(lab: RigCluster, tmp_path: Path) -> None:
