@@ -86,10 +86,10 @@ def test_the_session_menu_stop_asks_and_the_button_does_not(make_window, demo, q
     wait_for(qtbot, lambda: boxes("confirmStop", window))
     boxes("confirmStop", window)[0].button(QMessageBox.StandardButton.Yes).click()
     wait_for(qtbot, lambda: window.console.phase is Phase.STOPPED and window.console.session.busy is None)
-    # menus follow the buttons: Stop is now off in both, Cleanup on in both
+    # menus follow the buttons: Stop is now off in both, Cleanup on in both (once the panel has repainted)
+    wait_for(qtbot, window.session.actions["cleanup"].isEnabled)
     for key in ("start", "stop", "abort", "cleanup"):
         assert window.session.actions[key].isEnabled() == window.session.buttons[key].isEnabled(), key
-    assert window.session.actions["cleanup"].isEnabled()
     click(qtbot, window.session.buttons["cleanup"])
     wait_for(qtbot, lambda: "cleaned up" in window.session.phase.text())
 
