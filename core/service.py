@@ -19,7 +19,9 @@ Rules that make it safe on a lossy network and with impatient consoles:
   report ``[0, "OutOfOrder: ...", event]``.
 - Replies have iblutil's shapes (see the module constants and the handlers), so an unmodified iblrig
   behaviour PC drives a RigDeck rig.
-- Alyx tokens are kept, relayed on request, and never logged or published in the live state.
+- Alyx tokens are kept, relayed on request, and never logged or published in the live state. The token
+  goes only to the peers ``alyx.allow`` names (by default this machine and the host of the console that
+  sent this session's EXPINIT/EXPSTART: :mod:`core.alyx_access`); others get an ``AlyxRefused`` error.
 
 The rig's published live state (``self.state``): ``name``, ``status``, ``exp_ref``, ``main_sync``,
 ``session_dir``, ``recorders/<name>/{kind, rate, frames, path, running, error}``,
@@ -55,6 +57,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.alyx_access import AlyxAccess, AlyxRefused
 from core.drivers.base import DriverContext, DriverError, SessionInfo, health
 from core.drivers.command import CommandDriver
 from core.drivers.kinds import find_kind
@@ -62,6 +65,7 @@ from core.drivers.main_sync import MainSync
 from core.drivers.recorder import KINDS, Recorder, SimulatedRecorder
 from core.link import error_text
 from core.paths import default_data_dir, session_folder
+from core.peers import Address, address, peer_host
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
 from core.rig_config import RecorderSpec, RigConfig
 from core.state import LiveState
@@ -154,6 +158,8 @@ class RigService:
         self._alyx: dict[str, Any] | None = None
         if alyx and alyx.get("token"):
             self._alyx = {"base_url": alyx["base_url"], "user": alyx["user"], "token": {"token": alyx["token"]}}
+        self.alyx_access = AlyxAccess((alyx or {}).get("allow"))
+        self._consoles: tuple[str | None, set[Address]] = (None, set())  # (exp_ref, hosts that init/start it)
         self._lock = asyncio.Lock()
         self._commands_run = itertools.count(1)  # numbers the recorded commands, in the order they ran
         self._unsubscribe: list[Callable[[], None]] = []
@@ -334,6 +340,8 @@ class RigService:
                     reply = await handler(data, peer)
                     if event in RECORDED_EVENTS:
                         self._record(name, peer)
+                    if event in (ExpMessage.EXPINIT, ExpMessage.EXPSTART):
+                        self._note_console(peer)
                     return reply
             return await handler(data, peer)
         except Exception as ex:
@@ -530,9 +538,27 @@ class RigService:
             self.state.set(["alyx"], self._alyx_public())
             log.info("rig %s: Alyx token for user %s at %s received (not shown)", self.name, user, base_url)
             return [base_url, {}]
+        refusal = self.alyx_access.refusal(peer, self._session_consoles())
+        if refusal is not None:
+            raise AlyxRefused(f"rig {self.name} does not hand its Alyx token to {peer}: {refusal}")
         if self._alyx is None:
             return [None, {}]
         return [self._alyx["base_url"], {self._alyx["user"]: dict(self._alyx["token"])}]
+
+    def _note_console(self, peer: str) -> None:
+        """Remember the host that runs this session (it may have the Alyx token: ``session`` in alyx.allow)."""
+        ref, hosts = self._consoles
+        if ref != self.exp_ref:
+            ref, hosts = self.exp_ref, set()
+        host = address(peer_host(peer) or "")
+        if host is not None:
+            hosts.add(host)
+        self._consoles = (ref, hosts)
+
+    def _session_consoles(self) -> set[Address]:
+        ref, hosts = self._consoles
+        in_session = self.exp_ref is not None and ref == self.exp_ref and self.status is not ExpStatus.CONNECTED
+        return hosts if in_session else set()
 
     # ------------------------------------------------------------------ helpers
     def _record(self, name: str, peer: str) -> None:
