@@ -11,7 +11,8 @@ here too, so the listeners' allow lists and the rig's Alyx allow list mean the s
 from __future__ import annotations
 
 import ipaddress
-import socket
+
+from core.protocol import host_addresses
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -60,10 +61,9 @@ def networks(entry: str) -> list[Network]:
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
+        return [ipaddress.ip_network(host) for host in host_addresses(entry)]
     except OSError as ex:
         raise ValueError(f"allow: {entry!r} is neither an address nor a name that resolves ({ex})") from None
-    return [ipaddress.ip_network(info[4][0].split("%", 1)[0]) for info in infos]
 
 
 def in_networks(host: str | None, nets: list[Network]) -> bool:
