@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.drivers.recorder import clock_text, close_truncated
+from core.drivers.recorder import SUFFIX, clock_text, close_truncated
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,17 @@ class RigRestart:
     exp_ref: str | None
     #: epoch s of the last frame written, over every recording (None: nothing was recorded)
     ended_at: float | None
-    #: path -> the truncated footer written, or {"error": why it could not be closed}
+    #: path -> the truncated footer written; {"ended_at": last write} for a file of another format (a video
+    #: driver's: left as it is) or {"error": why it could not be closed, "ended_at": last write}
     recordings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def text(self) -> str:
         """What the rig answers: the plain words first (a console shows those), then the details."""
-        closed = ", ".join(Path(p).name for p, r in self.recordings.items() if "error" not in r) or "none"
+        closed = ", ".join(Path(p).name for p, r in self.recordings.items() if r.get("truncated"))
         if self.ended_at is None:
             return f"{RESTARTED}; it was not recording (session {self.exp_ref})"
-        return (f"{RESTARTED}; its recording ended at {clock_text(self.ended_at)} "
-                f"(session {self.exp_ref}; closed as truncated: {closed})")
+        details = f"session {self.exp_ref}" + (f"; closed as truncated: {closed}" if closed else "")
+        return f"{RESTARTED}; its recording ended at {clock_text(self.ended_at)} ({details})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"exp_ref": self.exp_ref, "ended_at": self.ended_at, "text": self.text(),
@@ -100,17 +101,24 @@ class UnfinishedRecordings:
         marker = marker if isinstance(marker, dict) else {}
         recordings: dict[str, dict[str, Any]] = {}
         ends: list[float] = []
-        for path in marker.get("paths") or []:
+        for path in map(str, marker.get("paths") or []):
             try:
-                footer = close_truncated(str(path), "rig restarted during the session")
-            except FileNotFoundError:
+                last_write = os.path.getmtime(path)
+            except OSError:
                 continue  # killed before the file was made
+            if not path.endswith(SUFFIX):  # another driver's format: its end is its last write
+                recordings[path] = {"ended_at": last_write}
+                ends.append(last_write)
+                continue
+            try:
+                footer = close_truncated(path, "rig restarted during the session")
             except (OSError, ValueError) as ex:
-                recordings[str(path)] = {"error": str(ex)}
+                recordings[path] = {"error": str(ex), "ended_at": last_write}
+                ends.append(last_write)
                 log.error("cannot close the unfinished recording %s: %s", path, ex)
                 continue
             if footer is not None:
-                recordings[str(path)] = footer
+                recordings[path] = footer
                 ends.append(float(footer["ended_at"]))
         self.clear()
         exp_ref = marker.get("exp_ref") if isinstance(marker.get("exp_ref"), str) else None

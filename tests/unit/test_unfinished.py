@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 
 import pytest
 
 from core.drivers.recorder import RecordingWriter, SimulatedRecorder, clock_text, close_truncated, read_recording
 from core.protocol import ExpMessage as M
 from core.service import RigRestarted, RigService
-from core.unfinished import restart_note
+from core.unfinished import UnfinishedRecordings, restart_note
 
 DAY = dt.date(2026, 11, 30)
 REF = "2026-11-30_1_KS002"
@@ -102,3 +103,18 @@ def test_close_truncated_leaves_a_finished_recording_alone(tmp_path):
     before = (tmp_path / "done.rdrec").read_bytes()
     assert close_truncated(tmp_path / "done.rdrec", "rig restarted") is None
     assert (tmp_path / "done.rdrec").read_bytes() == before
+
+
+def test_a_file_of_another_format_is_left_as_it_is_and_its_last_write_is_the_end(tmp_path):
+    """A video driver's file has its own crash story: the rig does not rewrite it, but still says when it ended."""
+    video = tmp_path / "left.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    os.utime(video, (1_700_000_000.0, 1_700_000_000.0))
+    marker = UnfinishedRecordings(tmp_path, "cams")
+    marker.mark(REF, [video, tmp_path / "never-made.rdrec"])
+    restart = marker.recover()
+    assert video.read_bytes() == b"\x00\x00\x00\x18ftypmp42" and not marker.path.exists()
+    assert restart.ended_at == 1_700_000_000.0 and restart.recordings == {str(video): {"ended_at": 1_700_000_000.0}}
+    assert restart.text() == (f"rig restarted during the session; its recording ended at "
+                              f"{clock_text(1_700_000_000.0)} (session {REF})")
+    assert marker.recover() is None  # told once: the marker is gone
