@@ -15,6 +15,7 @@ from rigprocs import rig_processes
 
 from app.demo_rigs import RigProcess
 from core.drivers.recorder import clock_text
+from core.unfinished import restart_note
 
 RIGS = {
     "sync": {"main_sync": True, "drivers": {"recorders": {"nidq": {"kind": "ephys", "rate": 500, "frame_size": 8}}}},
@@ -49,7 +50,10 @@ def test_a_restarted_rig_ends_its_recording_as_truncated_and_the_console_says_so
         ended = clock_text(info["truncated_at"])
         assert info["warning"] == f"truncated at {ended} (rig restarted during the session)"
         words = f"cams: rig restarted during the session; its recording ended at {ended}"
-        assert code == 1 and summary["error"] == words, (summary, stderr)
+        assert summary["error"] == words, (summary, stderr)
+        assert code == 3  # a rig in error during the session: its incident says why
+        assert [(i["rig"], i["kind"], restart_note(i["detail"])) for i in summary["incidents"]] == \
+            [("cams", "rig_error", words.removeprefix("cams: "))]
         assert words in stderr  # the progress lines say it as it happens, too
         assert "did not confirm" not in summary["error"] and "Traceback" not in stderr
         assert summary["rigs"]["sync"]["outcome"] == "ok"
