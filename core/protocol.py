@@ -215,6 +215,13 @@ def _port(port_text: str | None, default_port: int, uri: Any) -> int:
     return port
 
 
+def host_addresses(name: str) -> list[str]:
+    """Every address ``name`` resolves to (IPv4 and IPv6, scope ids dropped): allow lists name hosts too.
+    Raises OSError when it does not resolve."""
+    infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]).split("%", 1)[0] for info in infos]
+
+
 def _resolve(host: str, uri: Any) -> str:
     try:
         return socket.gethostbyname(host)

@@ -19,8 +19,8 @@ started. Keys:
   ``{kind: PLUGIN, ...}``); ``commands: {name: {run: [...], start_on, stop, cwd, env, ready}}``
   (external programs). See :mod:`core.drivers.spec` and ``docs/drivers.md``.
 - ``fsync`` (default false): fsync every recorder chunk (slower; survives power loss, not just kill -9).
-- ``alyx``: ``{base_url, user, token}`` this rig can hand to the others (the token is never logged or
-  published).
+- ``alyx``: ``{base_url, user, token, allow}`` this rig can hand to the others (the token is never logged or
+  published); ``allow`` says who may read it (default ``[loopback, session]``: :mod:`core.alyx_access`).
 - Test hooks, for partial-failure tests with real processes: ``fail_on`` (event names the rig answers
   with an error report) and ``delay_on`` (``{EVENT: seconds}`` before answering).
 """
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.alyx_access import check_allow
 from core.config import ConfigError, load_yaml_mapping
 from core.drivers.base import DriverContext
 from core.drivers.command import CommandSpec
@@ -58,7 +59,8 @@ TOP_KEYS: dict[str, str] = {
     "data_dir": "where sessions are filed (relative to this file)",
     "drivers": "recorders, manipulator and commands (external programs)",
     "fsync": "fsync every recorder chunk",
-    "alyx": "{base_url, user, token} to share with other rigs",
+    "alyx": "{base_url, user, token, allow} to share with other rigs (allow: who may read the token; "
+            "default [loopback, session])",
     "description": "free text",
     "fail_on": "test hook: events answered with an error",
     "delay_on": "test hook: {EVENT: seconds} to wait before answering",
@@ -229,6 +231,11 @@ def parse_rig_config(data: Mapping[Any, Any], transports: Collection[TransportSp
         if not isinstance(alyx.get("token"), str | type(None)):
             raise fail("alyx.token must be a string")
         alyx = dict(alyx)
+        if "allow" in alyx:
+            try:
+                alyx["allow"] = check_allow(alyx["allow"])
+            except ValueError as ex:
+                raise fail(str(ex)) from None
 
     try:
         fail_on = frozenset(_events(data.get("fail_on", []), "fail_on"))

@@ -19,19 +19,25 @@ Rules that make it safe on a lossy network and with impatient consoles:
   report ``[0, "OutOfOrder: ...", event]``.
 - Replies have iblutil's shapes (see the module constants and the handlers), so an unmodified iblrig
   behaviour PC drives a RigDeck rig.
-- Alyx tokens are kept, relayed on request, and never logged or published in the live state.
+- Alyx tokens are kept, relayed on request, and never logged or published in the live state. The token
+  goes only to the peers ``alyx.allow`` names (by default this machine and the host of the console that
+  sent this session's EXPINIT/EXPSTART: :mod:`core.alyx_access`); others get an ``AlyxRefused`` error.
 
 The rig's published live state (``self.state``): ``name``, ``status``, ``exp_ref``, ``main_sync``,
 ``session_dir``, ``recorders/<name>/{kind, rate, frames, path, running, error}``,
 ``manipulators/<id>/{x, y, z, w, moving, inside_brain}``, ``alyx/{base_url, user, has_token}``,
-``last_command/{event, peer, time}``, ``last_error``, ``fault`` and ``drivers/<name>/{alive,
-last_activity, last_error, ...}`` (every driver's health, see :mod:`core.drivers.base`).
+``last_command/{event, peer, time}``, ``last_error``, ``restarted/{exp_ref, ended_at, text, recordings}``,
+``fault`` and ``drivers/<name>/{alive, last_activity, last_error, ...}`` (every driver's health, see
+:mod:`core.drivers.base`).
 
 Drivers: recorders start at EXPSTART, external programs (``drivers.commands``) at EXPSTART or EXPINIT;
 EXPEND/EXPINTERRUPT stop both (programs in parallel, each with its own grace). A driver that fails
 mid-session never stops the rig: :meth:`RigService._on_fault` sets ``fault``, the next EXPSTATUS is
 answered with a :class:`DriverFault` error report naming the driver and its last words, and the
 stop that ends the session clears it (its reply lists ``errors``). ``docs/drivers.md`` is the contract.
+
+A rig killed while recording finds, when it starts again, the files its previous run left open: it closes
+them as truncated and tells the console that comes to stop that session (:mod:`core.unfinished`).
 
 Each session command the rig runs (EXPINIT, EXPSTART, EXPEND, EXPINTERRUPT, repeats included) is recorded
 in the session folder, one JSON line each in :data:`COMMANDS_FILE`: what the rig itself did and for whom,
@@ -55,6 +61,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.alyx_access import AlyxAccess, AlyxRefused
 from core.drivers.base import DriverContext, DriverError, SessionInfo, health
 from core.drivers.command import CommandDriver
 from core.drivers.kinds import find_kind
@@ -62,9 +69,11 @@ from core.drivers.main_sync import MainSync
 from core.drivers.recorder import KINDS, Recorder, SimulatedRecorder
 from core.link import error_text
 from core.paths import default_data_dir, session_folder
+from core.peers import Address, address, peer_host
 from core.protocol import PROTOCOL_VERSION, ExpMessage, ExpStatus, format_exp_ref, parse_exp_ref
 from core.rig_config import RecorderSpec, RigConfig
 from core.state import LiveState
+from core.unfinished import RigRestart, UnfinishedRecordings
 from core.version import version
 
 log = logging.getLogger(__name__)
@@ -89,6 +98,10 @@ class OutOfOrder(ServiceError):
 
 class DriverFault(ServiceError):
     """A driver failed mid-session (a program exited, a camera stopped): EXPSTATUS answers with this."""
+
+
+class RigRestarted(ServiceError):
+    """This rig died while running a session and was started again: its recordings ended early."""
 
 
 class InjectedFailure(ServiceError):
@@ -154,6 +167,11 @@ class RigService:
         self._alyx: dict[str, Any] | None = None
         if alyx and alyx.get("token"):
             self._alyx = {"base_url": alyx["base_url"], "user": alyx["user"], "token": {"token": alyx["token"]}}
+        self.alyx_access = AlyxAccess((alyx or {}).get("allow"))
+        self._consoles: tuple[str | None, set[Address]] = (None, set())  # (exp_ref, hosts that init/start it)
+        self.unfinished = UnfinishedRecordings(self.data_dir, name)
+        #: the session a previous run of this rig died in (told to the console that comes to stop it)
+        self.restart: RigRestart | None = None
         self._lock = asyncio.Lock()
         self._commands_run = itertools.count(1)  # numbers the recorded commands, in the order they ran
         self._unsubscribe: list[Callable[[], None]] = []
@@ -206,6 +224,9 @@ class RigService:
         if self._started:
             return
         self._started = True
+        self.restart = self.unfinished.recover()
+        if self.restart is not None:
+            self.state.set(["restarted"], self.restart.as_dict())
         if self.manipulator is not None:
             try:
                 for manipulator_id in await self.manipulator.list_ids():
@@ -334,6 +355,10 @@ class RigService:
                     reply = await handler(data, peer)
                     if event in RECORDED_EVENTS:
                         self._record(name, peer)
+                    if event in (ExpMessage.EXPINIT, ExpMessage.EXPSTART):
+                        self._note_console(peer)
+                    if event in (ExpMessage.EXPINIT, ExpMessage.EXPCLEANUP):
+                        self.restart = None  # a new session, or the old one put away: the news is old
                     return reply
             return await handler(data, peer)
         except Exception as ex:
@@ -469,6 +494,7 @@ class RigService:
             for recorder in started:
                 await recorder.stop()
             raise
+        self.unfinished.mark(ref, [r.path for r in started if r.path is not None])
         if self.main_sync:
             self.main_sync_driver.clock.start()
         self._set_status(ExpStatus.RUNNING)
@@ -477,6 +503,8 @@ class RigService:
     # EXPEND [data] -> [{"status": 30}]
     async def _on_expend(self, data: list[Any], peer: str) -> list[Any]:
         if self.status is ExpStatus.CONNECTED:
+            if self.restart is not None:
+                raise RigRestarted(self.restart.text())
             raise OutOfOrder(f"EXPEND with no session: rig {self.name} is CONNECTED")
         if self.status is not ExpStatus.STOPPED:  # a repeat finds it STOPPED and changes nothing
             await self._finish()
@@ -494,6 +522,8 @@ class RigService:
         if self.status in (ExpStatus.INITIALIZED, ExpStatus.RUNNING):
             await self._finish()
             self.state.set(["interrupted"], {"exp_ref": self.exp_ref, "peer": str(peer), "time": time.time()})
+        if self.status is ExpStatus.CONNECTED and self.restart is not None:
+            return [{"status": int(self.status), "exp_ref": self.restart.exp_ref, "restarted": self.restart.text()}]
         return [{"status": int(self.status), "exp_ref": self.exp_ref}]
 
     # EXPCLEANUP [data] -> [{"status": 0}]
@@ -530,9 +560,27 @@ class RigService:
             self.state.set(["alyx"], self._alyx_public())
             log.info("rig %s: Alyx token for user %s at %s received (not shown)", self.name, user, base_url)
             return [base_url, {}]
+        refusal = self.alyx_access.refusal(peer, self._session_consoles())
+        if refusal is not None:
+            raise AlyxRefused(f"rig {self.name} does not hand its Alyx token to {peer}: {refusal}")
         if self._alyx is None:
             return [None, {}]
         return [self._alyx["base_url"], {self._alyx["user"]: dict(self._alyx["token"])}]
+
+    def _note_console(self, peer: str) -> None:
+        """Remember the host that runs this session (it may have the Alyx token: ``session`` in alyx.allow)."""
+        ref, hosts = self._consoles
+        if ref != self.exp_ref:
+            ref, hosts = self.exp_ref, set()
+        host = address(peer_host(peer) or "")
+        if host is not None:
+            hosts.add(host)
+        self._consoles = (ref, hosts)
+
+    def _session_consoles(self) -> set[Address]:
+        ref, hosts = self._consoles
+        in_session = self.exp_ref is not None and ref == self.exp_ref and self.status is not ExpStatus.CONNECTED
+        return hosts if in_session else set()
 
     # ------------------------------------------------------------------ helpers
     def _record(self, name: str, peer: str) -> None:
@@ -566,6 +614,7 @@ class RigService:
                     log.error("rig %s: stopping recorder %s failed: %s", self.name, recorder.name, error_text(ex))
             self.state.update(["recorders", recorder.name], recorder.describe())
             self._publish_driver(recorder.name)
+        self.unfinished.clear()
 
     def _clear_fault(self) -> None:
         self.fault = None

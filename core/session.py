@@ -72,6 +72,7 @@ from core.steps import (
     SessionError,
     StepResult,
 )
+from core.unfinished import restart_note
 from core.version import version
 
 log = logging.getLogger(__name__)
@@ -387,8 +388,9 @@ class Session:
             result.outcomes = {n: outcomes[n] for n in self.participants if n in outcomes}
             result.ok = not result.failed
             self._warn_stand_down(result)
+            restarts = self._tell_restarts(result)
             if result.failed:
-                result.error = f"{names_text(result.failed)} did not confirm the stop"
+                result.error = "; ".join(restarts) or f"{names_text(result.failed)} did not confirm the stop"
                 self.journal.write("note", text=result.error)
             self._end(Phase.STOPPED, "completed" if result.ok and not self.degraded else "completed_with_errors")
             return result
@@ -400,6 +402,7 @@ class Session:
                 self._interrupt_all("interrupt", self.participants, error, message), self._stand_down("interrupt"))
             result.ok = not result.failed
             self._warn_stand_down(result)
+            self._tell_restarts(result)
             if result.failed:
                 result.error = f"{names_text(result.failed)} did not confirm the interrupt"
             self._end(Phase.ABORTED, "aborted", reason=message)
@@ -485,6 +488,15 @@ class Session:
             self.state.set(["session", "busy"], None)
             result.phase = self.phase
             self.journal.sync()
+
+    def _tell_restarts(self, result: StepResult) -> list[str]:
+        """Warn (progress, journal, result) about every rig that says it restarted during the session."""
+        notes = _restart_notes(result.outcomes)
+        for note in notes:
+            result.warnings.append(note)
+            self.journal.write("note", text=note)
+            self._emit(Progress(result.step, None, "note", note))
+        return notes
 
     def _refuse(self, result: StepResult, error: str) -> StepResult:
         result.ok = False
@@ -692,6 +704,21 @@ class Session:
             self.state.set(["session", "rigs", p.rig, "progress"], p.detail if p.kind == "note" else
                            f"{p.step}: {p.detail or p.kind}")
         self._listeners.notify(progress)
+
+
+
+def _restart_notes(outcomes: Mapping[str, Outcome]) -> list[str]:
+    """``"cams: rig restarted during the session; its recording ended at 12:00:01"`` for each rig whose
+    answer (an EXPEND error, an EXPINTERRUPT reply) says it died and was started again mid-session: the
+    operator must learn the data ends early, not just that a rig "did not confirm"."""
+    notes = []
+    for name, outcome in outcomes.items():
+        last = outcome.reply[-1] if outcome.reply else None
+        said = outcome.error if not outcome.ok else (last.get("restarted") if isinstance(last, dict) else None)
+        note = restart_note(said)
+        if note is not None:
+            notes.append(f"{name}: {note}")
+    return notes
 
 
 __all__ = [

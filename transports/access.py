@@ -8,19 +8,16 @@ IPv4 entry.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 from collections.abc import Iterable
 
+from core.peers import Network, in_networks, networks
 from transports.rate_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 #: a refused host is logged at most once per this many seconds (a scan must not flood the log)
 LOG_EVERY = 10.0
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class AllowList:
@@ -30,19 +27,13 @@ class AllowList:
         self.entries = [entries] if isinstance(entries, str) else [str(e) for e in entries]
         if not self.entries:
             raise ValueError("allow: an empty list would refuse everyone; leave the option out instead")
-        self.networks: list[Network] = [net for entry in self.entries for net in _networks(entry)]
+        self.networks: list[Network] = [net for entry in self.entries for net in networks(entry)]
         self.refused = 0
         self._rlog = RateLimitedLog(log, LOG_EVERY)
 
     def permits(self, host: str) -> bool:
         """True when ``host`` (a peer's address as the socket reports it) is in the list."""
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in net for net in self.networks)
+        return in_networks(host, self.networks)
 
     def admits(self, host: str, server: str) -> bool:
         """:meth:`permits`, counting and logging (rate-limited, per host) a refusal by ``server``."""
@@ -54,18 +45,6 @@ class AllowList:
 
     def __str__(self) -> str:
         return ", ".join(self.entries)
-
-
-def _networks(entry: str) -> list[Network]:
-    try:
-        return [ipaddress.ip_network(entry, strict=False)]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(entry, None, proto=socket.IPPROTO_TCP)
-    except OSError as ex:
-        raise ValueError(f"allow: {entry!r} is neither an address nor a name that resolves ({ex})") from None
-    return [ipaddress.ip_network(info[4][0].split("%", 1)[0]) for info in infos]
 
 
 def allow_list(value: str | Iterable[str] | None) -> AllowList | None:

@@ -8,12 +8,15 @@ rig service being killed at any moment, so the format is append-only and self-ch
     b"RDREC1\\n\\0"                         8-byte magic
     u32 header_len, u32 crc32(header)      then header_len bytes of UTF-8 JSON (kind, name, rate, ...)
     chunk*                                 each: b"CHNK", u32 payload_len, u32 crc32(payload), payload
-    [b"END!", u32 len, u32 crc32, JSON]    footer, written by a clean stop (frames, stopped_at)
+    [b"END!", u32 len, u32 crc32, JSON]    footer, written by a clean stop (frames, stopped_at), or by
+                                           :func:`close_truncated` after a crash (truncated, ended_at)
 
 A chunk payload is ``u32 n`` then ``n`` records ``(u64 index, f64 timestamp, frame_size bytes)``.
 Every chunk is written with one ``write`` and flushed (optionally ``fsync``-ed), so a kill -9 loses at
 most the chunk being written; :func:`read_recording` then returns every complete chunk and says
-"last chunk incomplete, N bytes ignored" instead of failing.
+"last chunk incomplete, N bytes ignored" instead of failing. A rig that restarts closes the files its
+previous run left open with :func:`close_truncated` (torn tail cut, a footer marked truncated), and the
+reader then reports "truncated at HH:MM:SS": the recording has an end, and says it is not the planned one.
 
 Writes run on a one-thread executor per recorder, so a slow disk (or ``fsync``) never blocks the
 event loop the rig's network servers run on.
@@ -208,12 +211,41 @@ class RecordingWriter:
 
 # --------------------------------------------------------------------------------------- reader
 
+def clock_text(stamp: float) -> str:
+    """An epoch time as the rig's local ``HH:MM:SS`` (how operators read the end of a recording)."""
+    return time.strftime("%H:%M:%S", time.localtime(stamp))
+
+
+def close_truncated(path: str | os.PathLike[str], reason: str) -> dict[str, Any] | None:
+    """Give a recording its previous run left without a footer an end: cut any torn tail, append a footer
+    ``{truncated: true, ended_at, reason, frames, chunks}``. ``ended_at`` is the last frame's timestamp (the
+    start time ``t0`` when it has none). Returns that footer, or None when the file already has one (it was
+    finished; nothing to do). Raises ValueError for a file that is no recording, OSError for disk trouble."""
+    frames, info = read_recording(path, with_data=False)
+    if info["complete"]:
+        return None
+    size = os.path.getsize(path)
+    ended_at = frames[-1].timestamp if frames else float(info["header"].get("t0") or os.path.getmtime(path))
+    footer = {"frames": len(frames), "chunks": info["chunks"], "truncated": True, "ended_at": ended_at,
+              "reason": reason, "ignored_bytes": info["ignored_bytes"]}
+    body = json.dumps(footer, sort_keys=True).encode()
+    with open(path, "r+b") as out:
+        out.truncate(size - info["ignored_bytes"])
+        out.seek(0, os.SEEK_END)
+        out.write(_CHUNK_HEAD.pack(FOOTER, len(body), zlib.crc32(body)) + body)
+        out.flush()
+        os.fsync(out.fileno())
+    return footer
+
+
 def read_recording(path: str | os.PathLike[str], with_data: bool = True) -> tuple[list[Frame], dict[str, Any]]:
     """Read a ``.rdrec`` file: ``(frames, info)``.
 
     Never raises for a damaged tail: ``info["complete"]`` is False when the footer is missing (the
     recorder was killed), ``info["ignored_bytes"]`` counts what could not be used and ``info["warning"]``
-    says why ("last chunk incomplete, N bytes ignored", or a CRC mismatch with its offset). Raises
+    says why ("last chunk incomplete, N bytes ignored", or a CRC mismatch with its offset). A file closed by
+    :func:`close_truncated` is complete with ``info["truncated_at"]`` (epoch s) and the warning "truncated
+    at HH:MM:SS (reason)"; otherwise ``truncated_at`` is None. Raises
     ValueError only when the file is not a recording at all (bad magic or header).
     With ``with_data=False`` frames carry empty data (cheap counting of long recordings).
     """
@@ -234,7 +266,7 @@ def read_recording(path: str | os.PathLike[str], with_data: bool = True) -> tupl
     record = _RECORD_HEAD.size + frame_size
     frames: list[Frame] = []
     info: dict[str, Any] = {"header": header, "chunks": 0, "complete": False, "footer": None,
-                            "ignored_bytes": 0, "warning": None, "gaps": 0}
+                            "ignored_bytes": 0, "warning": None, "gaps": 0, "truncated_at": None}
     expected_index = 0
     while pos < len(blob):
         remaining = len(blob) - pos
@@ -259,6 +291,10 @@ def read_recording(path: str | os.PathLike[str], with_data: bool = True) -> tupl
         pos = start + plen
         if tag == FOOTER:
             info["complete"], info["footer"] = True, json.loads(payload)
+            if isinstance(info["footer"], dict) and info["footer"].get("truncated"):
+                info["truncated_at"] = float(info["footer"].get("ended_at") or 0.0)
+                info["warning"] = f"truncated at {clock_text(info['truncated_at'])} " \
+                                  f"({info['footer'].get('reason') or 'no clean stop'})"
             if pos < len(blob):
                 info["ignored_bytes"] = len(blob) - pos
                 info["warning"] = f"{len(blob) - pos} bytes after the footer ignored"

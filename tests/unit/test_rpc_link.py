@@ -7,6 +7,7 @@ from rpc_helpers import Target, run, wait_until
 
 from core.config import parse_rig
 from core.link import LinkState, RemoteError, RigError
+from core.peers import peer_host
 from core.protocol import ExpMessage, ExpStatus, RigAddress
 from core.state import LiveState
 from transports import registry
@@ -180,7 +181,7 @@ def test_serve_rpc_exposes_the_rig_to_rpc_links_and_artiq_tools():
         assert await link.request(ExpMessage.EXPSTATUS, 0) == [0]
         reply = await link.request(ExpMessage.EXPINIT, {"exp_ref": "2026-11-22_1_KS001"})
         assert reply == [{"status": 10, "exp_ref": "2026-11-22_1_KS001"}]
-        assert service.messages[-1][2] == "pc_rpc"
+        assert peer_host(service.messages[-1][2]) == "127.0.0.1"  # the calling connection's address
         await wait_until(lambda: link.published == {"status": 10})
         with pytest.raises(RemoteError, match="ValueError: EXPEND not allowed now") as info:
             await link.request(ExpMessage.EXPEND, {})

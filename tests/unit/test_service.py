@@ -230,14 +230,14 @@ def test_alyx_relay_and_tokens_never_logged_or_published(tmp_path, caplog):
 
     async def main():
         svc = make(tmp_path, recorders={})
-        empty = await svc.handle(M.ALYX, [None, {}], "t")
-        stored = await svc.handle(M.ALYX, ["https://alyx.example.org", {"alice": {"token": secret}}], "t")
-        given = await svc.handle(M.ALYX, [None, {}], "t")
+        empty = await svc.handle(M.ALYX, [None, {}], "127.0.0.1:5000")
+        stored = await svc.handle(M.ALYX, ["https://alyx.example.org", {"alice": {"token": secret}}], "127.0.0.1:5000")
+        given = await svc.handle(M.ALYX, [None, {}], "127.0.0.1:5000")
         with pytest.raises(ServiceError) as bad:
-            await svc.handle(M.ALYX, ["u", {"a": {"token": secret}, "b": {"token": secret}}], "t")
+            await svc.handle(M.ALYX, ["u", {"a": {"token": secret}, "b": {"token": secret}}], "127.0.0.1:5000")
         configured = RigService("r2", data_dir=tmp_path, alyx={"base_url": "https://a", "user": "bob",
                                                                "token": secret})
-        from_config = await configured.handle(M.ALYX, [None, {}], "t")
+        from_config = await configured.handle(M.ALYX, [None, {}], "127.0.0.1:5000")
         return svc, empty, stored, given, str(bad.value), configured, from_config
 
     with caplog.at_level(logging.DEBUG):

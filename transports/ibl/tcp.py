@@ -20,6 +20,7 @@ from typing import Any
 
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
+from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from transports.access import allow_list
 from transports.ibl.conversation import Tuning, tuning_from
@@ -242,7 +243,7 @@ class TcpEndpoint(IblEndpoint):
         read_at_most(writer.transport)
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.writers[conn] = writer
-        self.peers[conn] = f"{peer[0]}:{peer[1]}"
+        self.peers[conn] = peer_text(peer[0], peer[1])
         self._spawn(self._read(conn, reader, writer))
         return conn
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from core.config import RigSpec
 from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, RequestTimeout, RigError, RigLink
+from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from transports.access import AllowList, allow_list
 from transports.ibl import wire as ibl_wire
@@ -206,7 +207,7 @@ class UdpEndpoint(IblEndpoint, asyncio.DatagramProtocol):
 
     def _describe(self, addr: Any) -> str:
         host, port = addr
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return peer_text(host, port)
 
     @property
     def port(self) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import json
 import logging
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 
 TERMINATE = "terminate"
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+#: the peer (``host:port``) of the connection whose call is running: each connection is served by its
+#: own task, so a target method reads who called it here (the rig hands its Alyx token only to some hosts)
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("pc_rpc_caller", default="pc_rpc")
 
 
 def urgent(method: F) -> F:
@@ -154,6 +160,7 @@ class RpcServer(LineServer):
     # --------------------------------------------------------------------------------- connection
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_name(writer)
+        CALLER.set(peer)
         self._connections.add(writer)
         try:
             target, names = await self._handshake(reader, writer)

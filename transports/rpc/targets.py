@@ -12,9 +12,8 @@ from typing import Any
 
 from core.drivers.manipulator import ManipulatorError
 from core.protocol import ExpMessage
-from transports.rpc.server import urgent
+from transports.rpc.server import CALLER, urgent
 
-PEER = "pc_rpc"
 #: mm: a move that ends farther than this from its target on any axis did not reach it (it was stopped)
 REACH_TOLERANCE = 1e-3
 
@@ -48,16 +47,16 @@ class RigTarget:
         """One iblutil session message: ``event`` (code or name, e.g. 64 or "EXPINFO") and its data
         (the message without the event); returns the reply data."""
         message = ExpMessage.validate(event, allow_bitwise=False)
-        return plain(list(await self._service.handle(message, list(data or []), PEER)))
+        return plain(list(await self._service.handle(message, list(data or []), CALLER.get())))
 
     async def status(self, console_status: int = 0) -> int:
         """The rig's ExpStatus code (0 connected, 10 initialized, 20 running, 30 stopped)."""
-        reply = await self._service.handle(ExpMessage.EXPSTATUS, [console_status], PEER)
+        reply = await self._service.handle(ExpMessage.EXPSTATUS, [console_status], CALLER.get())
         return int(reply[0])
 
     async def info(self, data: dict[str, Any] | None = None, console_status: int = 0) -> dict[str, Any]:
         """EXPINFO: the rig's version, main_sync flag, current exp_ref and experiment description."""
-        reply = await self._service.handle(ExpMessage.EXPINFO, [console_status, dict(data or {})], PEER)
+        reply = await self._service.handle(ExpMessage.EXPINFO, [console_status, dict(data or {})], CALLER.get())
         return plain(reply[-1]) if reply else {}
 
     def state(self) -> Any:

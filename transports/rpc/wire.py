@@ -15,6 +15,8 @@ import traceback
 from typing import Any
 
 from core.link import RemoteError
+from core.peers import peer_host as host_of
+from core.peers import peer_text
 from transports.access import AllowList
 from transports.read_size import read_at_most
 from transports.rpc import pyon
@@ -65,14 +67,14 @@ def encode_line(obj: Any) -> bytes:
 def peer_name(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+        return peer_text(peer[0], peer[1])
     return str(peer)
 
 
 def peer_host(peer: str) -> str:
     """The rate-limit key of a peer (``host:port``): its host, as a peer reconnecting for every line
     changes port."""
-    return peer.rsplit(":", 1)[0]
+    return host_of(peer) or peer
 
 
 class LineServer:

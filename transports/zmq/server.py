@@ -35,6 +35,7 @@ import zmq
 import zmq.asyncio
 
 from core.link import error_text
+from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
 from transports.eager import start_eagerly
@@ -97,6 +98,7 @@ class Peer:
     first_seq: int = 0
     dropped: int = 0
     lost_since: float = 0.0
+    host: str | None = None  # the IP address its last message came from (never its self-chosen name)
 
 
 class DedupeCache:
@@ -213,7 +215,7 @@ class ZmqServer:
         self._sock = sock
         if self.state is not None:
             self._unsubscribe = self.state.subscribe(self._on_mod)
-        self._pump = Pump(sock, self._on_frames, f"zmq rig {self.name}")
+        self._pump = Pump(sock, self._on_frames, f"zmq rig {self.name}", peer_address=True)
         self._pump.start()
         self._tasks = [asyncio.create_task(self._heartbeat_loop(), name=f"zmq-rig-{self.name}-hb")]
         log.info("zmq rig %s (%s) serving on %s:%s%s", self.name, self.epoch, host, self.port,
@@ -318,6 +320,7 @@ class ZmqServer:
             log.info("zmq rig %s: console %s connected", self.name, sender)
         peer.routing = routing  # a reconnected console has a new routing id
         peer.last_seen = now
+        peer.host = self._pump.last_peer if self._pump is not None else None
         if peer.lost:
             peer.lost = False
             log.info("zmq rig %s: console %s is back after %.1f s", self.name, sender, now - peer.lost_since)
@@ -354,7 +357,8 @@ class ZmqServer:
         self.stats["commands"] += 1
         # most commands finish without waiting for anything: run them here; only one that waits becomes a
         # task, and only then can it take long enough to need an ACK
-        task = start_eagerly(self._execute(env), self._spawn)
+        # the handler learns the console's address; its name is its own choice, so only a label
+        task = start_eagerly(self._execute(env, peer_text(peer.host or "unknown", label=peer.sender)), self._spawn)
         if task is not None:
             asyncio.get_running_loop().call_later(float(self.options["ack_after"]), self._ack_if_running, key)
 
@@ -369,7 +373,7 @@ class ZmqServer:
         if peer is not None and self.cache.get(key) is DedupeCache.RUNNING:
             self._send(peer, ACK, {"re": key[1]})
 
-    async def _execute(self, env: Envelope) -> None:
+    async def _execute(self, env: Envelope, who: str) -> None:
         reply: dict[str, Any]
         try:
             value = require_dict(env, "event")
@@ -381,7 +385,7 @@ class ZmqServer:
             if not isinstance(data, list):
                 raise WireError(f"CMD data must be a list, not {type(data).__name__}")
             async with self._lock:
-                result = await self.service.handle(event, data, env.sender)
+                result = await self.service.handle(event, data, who)
             reply = {"re": env.id, "data": list(result) if isinstance(result, list | tuple) else [result]}
         except asyncio.CancelledError:
             raise

@@ -71,10 +71,15 @@ class Pump:
     and after each send looks at the socket's events and schedules a read if one is waiting.
     """
 
-    def __init__(self, sock: zmq.Socket, on_frames: Callable[[list[bytes]], None], name: str = "zmq") -> None:
+    def __init__(self, sock: zmq.Socket, on_frames: Callable[[list[bytes]], None], name: str = "zmq",
+                 peer_address: bool = False) -> None:
         self.sock = zmq.Socket.shadow(sock.underlying)  # a plain view: no futures, whatever ``sock`` is
         self.on_frames = on_frames
         self.name = name
+        #: with ``peer_address``: the IP address the message being handled came from (libzmq's
+        #: "Peer-Address" frame property; None when the transport has none), for rules about who asks
+        self.peer_address = peer_address
+        self.last_peer: str | None = None
         self.running = False
         self._fd = self.sock.getsockopt(zmq.FD)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,6 +119,16 @@ class Pump:
             self._schedule_read()
         return True
 
+    def _receive(self, sock: zmq.Socket) -> list[bytes]:
+        if not self.peer_address:
+            return sock.recv_multipart(zmq.DONTWAIT)
+        parts = sock.recv_multipart(zmq.DONTWAIT, copy=False)
+        try:
+            self.last_peer = parts[0].get("Peer-Address") if parts else None
+        except zmq.ZMQError:  # (not a TCP peer)
+            self.last_peer = None
+        return [part.bytes for part in parts]
+
     def _schedule_read(self) -> None:
         if self._read_soon is None and self._loop is not None:
             self._read_soon = self._loop.call_soon(self._read)
@@ -127,7 +142,7 @@ class Pump:
                 # asking first is cheaper than the exception a receive on an empty socket raises
                 if not self.running or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     return
-                frames = sock.recv_multipart(zmq.DONTWAIT)
+                frames = self._receive(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError as ex:
