@@ -7,6 +7,7 @@ lists :data:`UDP` and :data:`TCP`.
 from __future__ import annotations
 
 from core.transport_spec import ALLOW, Option, TransportSpec, non_negative_number, positive_int, positive_number
+from transports.conn_limits import LIMIT_OPTIONS
 from transports.ibl.tcp import TcpLink, serve_tcp
 from transports.ibl.udp import UdpLink, serve_udp
 
@@ -41,5 +42,5 @@ TCP = TransportSpec(
     link=TcpLink,
     serve=serve_tcp,
     console_options=(*TUNING, WRITE_GAP),
-    listen_options=(ALLOW, *TUNING, WRITE_GAP),
+    listen_options=(ALLOW, *TUNING, WRITE_GAP, *LIMIT_OPTIONS),
 )

@@ -23,6 +23,7 @@ from core.link import LinkClosed, LinkState, MessageHandler, RemoteError, Reques
 from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from transports.access import allow_list
+from transports.conn_limits import ConnectionGuard, start_stream_server
 from transports.ibl.conversation import Tuning, tuning_from
 from transports.ibl.endpoint import IblEndpoint
 from transports.read_size import read_at_most
@@ -337,9 +338,10 @@ class TcpLink(RigLink):
 class TcpServer:
     """Handle of :func:`serve_tcp`."""
 
-    def __init__(self, server: asyncio.Server, endpoint: TcpEndpoint) -> None:
+    def __init__(self, server: asyncio.Server, endpoint: TcpEndpoint, guard: ConnectionGuard) -> None:
         self.server = server
         self.endpoint = endpoint
+        self.guard = guard
 
     @property
     def port(self) -> int:
@@ -356,7 +358,12 @@ class TcpServer:
 
 
 async def serve_tcp(address: RigAddress, service: MessageHandler, options: dict[str, Any] | None = None) -> TcpServer:
-    """Serve ``service`` on ``address`` with iblutil's TCP variant (one conversation per connection)."""
+    """Serve ``service`` on ``address`` with iblutil's TCP variant (one conversation per connection).
+
+    Connection limits (:mod:`transports.conn_limits`): iblutil has no handshake, so a connection that has
+    not sent its first byte within ``handshake_timeout`` is closed; there is no idle timeout by default, as
+    an iblutil console may stay connected and silent between sessions for hours (``idle_timeout`` sets one).
+    """
 
     name = getattr(service, "name", None) or "rig"
     options = dict(options or {})
@@ -371,7 +378,8 @@ async def serve_tcp(address: RigAddress, service: MessageHandler, options: dict[
             return
         await endpoint.run_connection(reader, writer)
 
-    server = await asyncio.start_server(accept, address.host, address.port)
-    log.info("tcp: rig %s listens on %s:%s%s", name, address.host, server.sockets[0].getsockname()[1],
-             f" (allow: {allow})" if allow else "")
-    return TcpServer(server, endpoint)
+    guard = ConnectionGuard.from_options(f"tcp: rig {name}", options, first_byte_is_handshake=True)
+    server = await start_stream_server(accept, address.host, address.port, guard)
+    log.info("tcp: rig %s listens on %s:%s%s (%s)", name, address.host, server.sockets[0].getsockname()[1],
+             f" (allow: {allow})" if allow else "", guard.describe())
+    return TcpServer(server, endpoint, guard)

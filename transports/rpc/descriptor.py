@@ -16,6 +16,7 @@ from core.transport_spec import (
     positive_int,
     text,
 )
+from transports.conn_limits import LIMIT_OPTIONS
 from transports.rpc.link import RpcLink, parse_notifier
 from transports.rpc.rig_server import serve_rpc
 
@@ -58,5 +59,6 @@ RPC = TransportSpec(
         Option("queue_limit", positive_int, "mods queued per subscriber before it is dropped (default 1000)"),
         Option("description", free_text, "what sipyco's get_rpc_id answers"),
         Option("line_limit", positive_int, "longest request line read, in bytes (default 262144)"),
+        *LIMIT_OPTIONS,
     ),
 )

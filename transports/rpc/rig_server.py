@@ -7,7 +7,11 @@ when that is free; ``false`` turns it off), ``notifier`` (name, default ``"state
 (default false), ``queue_limit`` (mods per subscriber, default 1000), ``description``, ``allow`` (peers let
 in, to pc_rpc and to the notifier alike), ``line_limit``
 (bytes per request line, default 256 KiB: a rig's calls are small, and the time one line holds the event
-loop grows with its length, so a rig reads far less than the 4 MiB a generic sipyco server accepts).
+loop grows with its length, so a rig reads far less than the 4 MiB a generic sipyco server accepts),
+and the connection limits of :mod:`transports.conn_limits` (``max_connections`` and ``handshake_timeout``
+for each of the two listeners; ``idle_timeout`` for pc_rpc only and off by default: a pc_rpc client may
+hold its connection silently for hours between calls, and a sync_struct subscriber never sends anything
+after its handshake, so silence there is normal, never a reason to hang up).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from core.protocol import RigAddress
 from transports.access import allow_list
+from transports.conn_limits import ConnectionGuard
 from transports.rpc.server import RpcServer
 from transports.rpc.sync_struct import Publisher
 from transports.rpc.targets import ManipulatorTarget, RecordersTarget, RigTarget
@@ -84,6 +89,7 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
     )
     allow = allow_list(options.get("allow"))
     server.allow = allow
+    server.guard = ConnectionGuard.from_options(f"pc_rpc: rig {name}", options)
     await server.start(address.host, address.port)
     publisher = None
     notifier = None
@@ -93,6 +99,8 @@ async def serve_rpc(address: RigAddress, service: Any, options: dict[str, Any] |
         notifier = str(options.get("notifier", DEFAULT_NOTIFIER))
         publisher = Publisher({notifier: state}, queue_limit=int(options.get("queue_limit", 1000)))
         publisher.allow = allow
+        publisher.guard = ConnectionGuard.from_options(f"sync_struct: rig {name}",
+                                                       {k: v for k, v in options.items() if k != "idle_timeout"})
         try:
             await _start_publisher(publisher, address, server.port, notify_port)
         except BaseException:

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from transports.conn_limits import established
 from transports.rate_log import RateLimitedLog
 from transports.rpc import pyon
 from transports.rpc.wire import (
@@ -223,6 +224,7 @@ class RpcServer(LineServer):
         # a set on the wire, sorted so the line is the same every time
         writer.write((json.dumps({pyon.MARKER: ["set", [names]]}, separators=(",", ":")) + "\n").encode("ascii"))
         await writer.drain()
+        established(writer.transport)
         log.debug("pc_rpc: %s selected %s", peer_name(writer), name)
         return target, names
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from core.listeners import Listeners, Unsubscribe
 from core.state import LiveState, Mod, process_mod
+from transports.conn_limits import established
 from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.rpc import pyon
@@ -207,6 +208,7 @@ class Publisher(LineServer):
             init = encode_line({"action": "init", "struct": self.notifiers[name].snapshot()})
             self._subs[name].add(sub)
             writer.write(init)
+            established(writer.transport)
             eof_watch = asyncio.get_running_loop().create_task(self._watch_eof(reader, sub))
             log.debug("sync_struct: %s subscribed to %s", peer, name)
             while True:

@@ -18,6 +18,7 @@ from core.link import RemoteError
 from core.peers import peer_host as host_of
 from core.peers import peer_text
 from transports.access import AllowList
+from transports.conn_limits import ConnectionGuard, start_stream_server
 from transports.read_size import read_at_most
 from transports.rpc import pyon
 
@@ -78,13 +79,19 @@ def peer_host(peer: str) -> str:
 
 
 class LineServer:
-    """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines."""
+    """Base of the pc_rpc server and the sync_struct publisher: a TCP server reading bounded lines.
+
+    Its :attr:`guard` caps its connections and closes those that have not finished the handshake (banner and
+    target or notifier name) in time; subclasses call :func:`transports.conn_limits.established` after it.
+    """
 
     _server: asyncio.base_events.Server | None = None
     #: peers let in (the rig file's ``allow``); None lets everyone in
     allow: AllowList | None = None
     #: the longest line read; parsing a line holds the event loop for a time proportional to its length
     line_limit: int = SERVER_LINE_LIMIT
+    #: connection limits (:mod:`transports.conn_limits`); the defaults when not set before :meth:`start`
+    guard: ConnectionGuard | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -93,7 +100,9 @@ class LineServer:
         """Close every open connection (the server is closing)."""
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._accept, host, port, limit=self.line_limit)
+        if self.guard is None:
+            self.guard = ConnectionGuard(type(self).__name__)
+        self._server = await start_stream_server(self._accept, host, port, self.guard, limit=self.line_limit)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.allow is not None:

@@ -16,6 +16,7 @@ from core.transport_spec import (
     positive_number,
     text,
 )
+from transports.conn_limits import LIMIT_OPTIONS
 from transports.sio.link import SioLink
 from transports.sio.rig_server import serve_sio
 from transports.sio.server import DEFAULT_PORT
@@ -23,7 +24,7 @@ from transports.sio.wire import PINPOINT_ID
 
 TOKEN = Option("token", text, "shared secret clients must present (never logged)", guards=True)
 #: options that only mean something to a server that listens (``relay: true`` connects out instead)
-LISTENING_ONLY = ("allow",)
+LISTENING_ONLY = ("allow", *(o.name for o in LIMIT_OPTIONS))
 #: options that only mean something with ``relay: true``
 RELAY_ONLY = ("pinpoint_id",)
 
@@ -65,6 +66,7 @@ SIO = TransportSpec(
         Option("api_version", free_text, "the ephys-link version get_version answers"),
         Option("relay", boolean, "true: connect out to a rigdeck relay at this URI instead of listening"),
         Option("pinpoint_id", _pinpoint_id, "with relay: the ID clients reach this server by (default: random)"),
+        *LIMIT_OPTIONS,
     ),
     listen_check=_relay_rules,
     listens=lambda options: not options.get("relay"),

@@ -38,6 +38,7 @@ import socketio
 from aiohttp import web
 
 from core.link import error_text
+from transports.conn_limits import ConnectionGuard
 from transports.rate_log import RateLimitedLog
 from transports.sio import wire
 from transports.sio.server import (
@@ -46,6 +47,7 @@ from transports.sio.server import (
     LOG_INTERVAL,
     SioServer,
     listen,
+    listen_guard,
     offered_token,
     peer_address,
     resolve_driver,
@@ -74,8 +76,11 @@ def _query(environ: dict[str, Any], key: str) -> str | None:
 class SioRelay:
     """Pairs manipulator servers (by Pinpoint ID) with their clients and forwards between them."""
 
-    def __init__(self, token: str | None = None, forward_timeout: float = FORWARD_TIMEOUT) -> None:
+    def __init__(self, token: str | None = None, forward_timeout: float = FORWARD_TIMEOUT,
+                 guard: ConnectionGuard | None = None) -> None:
         self.token = token or None
+        #: connection limits of its listener (Socket.IO's: see :func:`transports.sio.server.listen_guard`)
+        self.guard = guard or listen_guard("relay")
         self.forward_timeout = forward_timeout
         self.rlog = RateLimitedLog(log, LOG_INTERVAL)
         self.sio, self.app = sio_app(self._connect, self._disconnect, self._event, self.rlog)
@@ -92,8 +97,9 @@ class SioRelay:
         return self._port
 
     async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
-        self._runner, self._port = await listen(self.app, host, port)
-        log.info("relay: listening on %s:%d%s", host, self._port, " (token required)" if self.token else "")
+        self._runner, self._port = await listen(self.app, host, port, self.guard)
+        log.info("relay: listening on %s:%d%s (%s)", host, self._port, " (token required)" if self.token else "",
+                 self.guard.describe())
 
     async def close(self) -> None:
         await shut_down(self.sio, self._runner, [*self.client_of, *self.server_ids])

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from core.drivers.manipulator import Manipulator, ManipulatorError, Vec4
 from transports.access import AllowList, allow_list
+from transports.conn_limits import ConnectionGuard, established, guard_factory
 from transports.rate_log import RateLimitedLog
 from transports.read_size import read_at_most
 from transports.sio import wire
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 3000
 DEFAULT_PUSH_HZ = 50.0
+#: seconds without a byte from a client before its connection is closed: a live Socket.IO client answers
+#: the server's ping every 25 s (python-socketio's ping interval), and a long poll lasts as long
+IDLE_TIMEOUT = 60.0
 
 
 class NotInControl(ManipulatorError):
@@ -148,8 +152,10 @@ class PositionPusher:
 @web.middleware
 async def _lean_reads(request: web.Request, handler: Callable[..., Awaitable[Any]]) -> Any:
     """Every connection (the websocket's included: its upgrade request passes here) reads 64 KiB at most
-    per call instead of asyncio's 256 KiB (see :mod:`transports.read_size`)."""
+    per call instead of asyncio's 256 KiB (see :mod:`transports.read_size`); a complete request ends the
+    connection's handshake time (see :mod:`transports.conn_limits`): a half-sent one is closed."""
     read_at_most(request.transport)
+    established(request.transport)
     return await handler(request)
 
 
@@ -193,8 +199,29 @@ def sio_app(connect: Callable[..., Awaitable[Any]], disconnect: Callable[..., Aw
     return sio, app
 
 
-async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve an aiohttp app on host:port from a socket bound here, so that port 0 yields the real port."""
+class _GuardedSite(web.SockSite):
+    """aiohttp's site on a bound socket, with a :class:`ConnectionGuard` in front of every connection."""
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: ConnectionGuard) -> None:
+        super().__init__(runner, sock)
+        self.guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner (which stops it on cleanup)
+        assert self._runner.server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            guard_factory(self.guard, self._runner.server), sock=self._sock, backlog=self._backlog)
+
+
+def listen_guard(name: str, options: dict[str, Any] | None = None) -> ConnectionGuard:
+    """The connection limits of a Socket.IO listener (options of its URI; idle timeout 60 s by default)."""
+    return ConnectionGuard.from_options(name, options or {}, idle_timeout=IDLE_TIMEOUT)
+
+
+async def listen(app: web.Application, host: str, port: int,
+                 guard: ConnectionGuard | None = None) -> tuple[web.AppRunner, int]:
+    """Serve an aiohttp app on host:port from a socket bound here, so that port 0 yields the real port,
+    behind ``guard`` (default limits when None)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -206,7 +233,7 @@ async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRun
         raise
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    await _GuardedSite(runner, sock, guard or listen_guard(f"http {host}:{port}")).start()
     return runner, sock.getsockname()[1]
 
 
@@ -227,13 +254,15 @@ class SioServer:
 
     def __init__(self, driver: Manipulator, *, token: str | None = None, push_hz: float = DEFAULT_PUSH_HZ,
                  tolerance: float = DEFAULT_TOLERANCE, name: str = "rig", api_version: str = wire.API_VERSION,
-                 rigdeck_version: str = "0.1.0", allow: AllowList | None = None) -> None:
+                 rigdeck_version: str = "0.1.0", allow: AllowList | None = None,
+                 guard: ConnectionGuard | None = None) -> None:
         if not (math.isfinite(push_hz) and push_hz > 0):
             raise ValueError(f"push_hz must be > 0, got {push_hz}")
         self.driver = driver
         self.name = name
         self.token = token or None
         self.allow = allow
+        self.guard = guard or listen_guard(f"sio: rig {name}")
         self.push_hz = push_hz
         self.rigdeck_version = rigdeck_version
         self.api = ManipulatorApi(driver, tolerance=tolerance, api_version=api_version)
@@ -258,12 +287,13 @@ class SioServer:
     async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self._start_pusher()
         try:
-            self._runner, self._port = await listen(self.app, host, port)
+            self._runner, self._port = await listen(self.app, host, port, self.guard)
         except OSError:
             self.close_pusher()
             raise
-        log.info("sio: rig %s serves manipulators on %s:%d%s%s", self.name, host, self._port,
-                 " (token required)" if self.token else "", f" (allow: {self.allow})" if self.allow else "")
+        log.info("sio: rig %s serves manipulators on %s:%d%s%s (%s)", self.name, host, self._port,
+                 " (token required)" if self.token else "", f" (allow: {self.allow})" if self.allow else "",
+                 self.guard.describe())
 
     def close_pusher(self) -> None:
         if self.pusher is not None:
@@ -388,6 +418,7 @@ async def serve_listening(address: Any, service_or_driver: Any, options: dict[st
         name=str(getattr(service_or_driver, "name", "rig")),
         api_version=str(options.get("api_version", wire.API_VERSION)),
         allow=allow_list(options.get("allow")),
+        guard=listen_guard(f"sio: rig {getattr(service_or_driver, 'name', 'rig')}", options),
     )
     await server.start(host, port)
     return server

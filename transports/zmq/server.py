@@ -38,6 +38,7 @@ from core.link import error_text
 from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
+from transports.conn_limits import DEFAULT_HANDSHAKE_TIMEOUT
 from transports.eager import start_eagerly
 from transports.rate_log import RateLimitedLog
 from transports.zmq import keys as zmq_keys
@@ -80,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "batch_max": 500,
     "queue_limit": 10000,
     "hwm": 1000,
+    # a connection that has not finished ZMTP's greeting (and CURVE's, with keys) in this many seconds is
+    # closed by libzmq; after it ZMTP heartbeats close a dead peer, and a live silent console is a console
+    "handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT,
 }
 
 
@@ -197,6 +201,7 @@ class ZmqServer:
         # a ROUTER silently drops what a full (slow console) or vanished pipe cannot take; MANDATORY makes that
         # a refused send instead, so every lost state change is counted and healed with a snapshot
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(float(self.options["handshake_timeout"]) * 1000)))
         if ":" in host.strip("[]"):
             sock.setsockopt(zmq.IPV6, 1)
         if self.curve:
