@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.process_limits import limit_loop_errors, raise_open_file_limit
 from core.paths import resolve_data_dir
 
 #: set by the start-up benchmark: print "SHOWN|ONLINE <epoch s> <s since import>" at first paint, all online; quit
@@ -70,6 +71,8 @@ def launch(rigs: str | os.PathLike[str] | None, data_dir: Path, timeout: float =
     app.setOrganizationName("RigDeck")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    raise_open_file_limit()  # links, journals and session files share the descriptor pool
+    limit_loop_errors(loop)
     console = Console(data_dir, timeout=timeout)
     settings = QSettings("RigDeck", "RigDeck")
     window = MainWindow(console, settings)

@@ -10,6 +10,10 @@ tests read them)::
     STOPPED <rig>                                   after a clean shutdown (recorders closed)
 
 SIGINT / SIGTERM stop it cleanly: servers close, programs are stopped, recorders close their files.
+With ``--launcher-pid PID`` (what launchers of rig processes pass, holding the rig's stdin open) the rig
+stops the same way when that launcher dies, even by SIGKILL (:func:`app.process_limits.exit_with_launcher`).
+At start-up the soft open-file limit is raised to the hard limit, and event-loop errors (a failed
+``accept()`` when descriptors run out) are logged as rate-limited lines, never one traceback each.
 A bad rig file, an unknown transport or a port in use is one line on stderr and exit code 2; so is a URI
 beyond loopback with no access control (allow, token, CURVE keys) unless it says ``open: true``, which
 start-up then warns about loudly (:func:`core.transport_spec.binding_problem`). An ``ephys_link``
@@ -28,11 +32,13 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from app.process_limits import exit_with_launcher, limit_loop_errors, raise_open_file_limit
 from core.config import ConfigError
 from core.drivers.manipulator import Manipulator
 from core.drivers.readiness import check_drivers
@@ -58,11 +64,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--data-dir", help="where sessions are filed (overrides data_dir in the rig file)")
     parser.add_argument("--check", action="store_true",
                         help="validate the rig file and check each driver's readiness; start nothing")
+    parser.add_argument("--launcher-pid", type=int, metavar="PID",
+                        help="stop when this process (our parent, holding our stdin open) dies")
     parser.set_defaults(func=run)
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """One line on stdout; a reader that is gone (a launcher that died) must not stop the shutdown."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (and the interpreter's last flush finds no pipe)
 
 
 async def simulated_manipulator(spec: Mapping[str, Any], source: str) -> Manipulator:
@@ -128,11 +140,16 @@ def on_stop_signals(stop: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
-async def serve(config: RigConfig, stop: asyncio.Event | None = None) -> int:
-    """Bind every URI, announce them, serve until ``stop`` is set (or a signal), then shut down cleanly."""
+async def serve(config: RigConfig, stop: asyncio.Event | None = None, launcher_pid: int | None = None) -> int:
+    """Bind every URI, announce them, serve until ``stop`` is set (or a signal, or the launcher's death),
+    then shut down cleanly."""
+    limit_loop_errors()
     service = RigService.from_config(config, manipulator=await make_manipulator(config))
     stop = stop or asyncio.Event()
     remove_signal_handlers = on_stop_signals(stop)
+    if launcher_pid:
+        loop = asyncio.get_running_loop()
+        exit_with_launcher(launcher_pid, lambda: loop.call_soon_threadsafe(stop.set))
     handles: list[Any] = []
     serving = False
     try:
@@ -195,8 +212,9 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return check(args.rig_file)
     config = load_rig_config(args.rig_file, TRANSPORTS).with_data_dir(args.data_dir)
+    raise_open_file_limit()
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, launcher_pid=args.launcher_pid))
     except ConfigError as ex:
         print(f"rigdeck: {ex}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
