@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,19 @@ class RigProcess:
 
     After :meth:`wait_ready`, ``uris`` lists the bound URIs in rig-file order. ``stop()`` sends SIGTERM
     (clean shutdown: recorder files closed) and waits; ``kill()`` sends SIGKILL (a crash). stdout is read
-    by a thread (so the pipe never fills); stderr goes to ``log_path`` (or is discarded).
+    by a thread (so the pipe never fills); stderr goes to ``log_path`` (or is discarded). ``preexec`` runs in
+    the child before it starts (POSIX; tests use it to lower its open-file limit).
+
+    The rig stops cleanly when this process dies, however it dies (a SIGKILLed ``rigdeck demo`` used to
+    leave its rigs running forever): it gets ``--launcher-pid`` and a stdin pipe whose write end only this
+    process holds (see :func:`app.process_limits.exit_with_launcher`). On Linux the kernel's parent-death
+    signal is tied to the *thread* that started the child: start rig processes from a thread that lives
+    as long as they should (the main thread, as every caller here does).
     """
 
     def __init__(self, name: str, rig_file: Path, data_dir: Path | None = None, log_path: Path | None = None,
-                 python: str = sys.executable, extra_args: list[str] | None = None, verbose: int = 0) -> None:
+                 python: str = sys.executable, extra_args: list[str] | None = None, verbose: int = 0,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.name = name
         self.rig_file = Path(rig_file)
         self.data_dir = data_dir
@@ -57,7 +66,8 @@ class RigProcess:
         self.lines: list[str] = []
         self.stopped_cleanly = False
         # -v before the command: with it the rig logs every command it runs (tests count them there)
-        cmd = [python, "-m", "app.cli", *(["-v"] * verbose), "serve", str(self.rig_file)]
+        cmd = [python, "-m", "app.cli", *(["-v"] * verbose), "serve", str(self.rig_file),
+               "--launcher-pid", str(os.getpid())]
         if data_dir is not None:
             cmd += ["--data-dir", str(data_dir)]
         cmd += list(extra_args or [])
@@ -65,8 +75,9 @@ class RigProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
         self._stderr = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
-                                     text=True, cwd=str(ROOT), env=env)
+        # stdin: a pipe we never write to; it closes (EOF in the rig) when this process dies
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.PIPE,
+                                     text=True, cwd=str(ROOT), env=env, preexec_fn=preexec)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, name=f"rigproc-{name}", daemon=True)
         self._reader.start()
@@ -148,8 +159,9 @@ class RigProcess:
         if self._stderr is not subprocess.DEVNULL:
             self._stderr.close()
             self._stderr = subprocess.DEVNULL
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe is not None:
+                pipe.close()
 
 
 def start_rig_processes(rigs: dict[str, Path], data_dirs: dict[str, Path | None], log_dir: Path | None = None,
