@@ -23,7 +23,7 @@ resource = pytest.importorskip("resource")
 
 #: the rig's open-file limit, soft and hard: far below what the flood offers
 NOFILE = 256
-#: idle connections offered to each listener (4 listeners: 4 x 150 = 600, over twice the rig's limit)
+#: idle connections offered to each listener (5 listeners: 5 x 150 = 750, three times the rig's limit)
 FLOOD = 150
 #: what "a few lines" of stderr means here; the flood used to write megabytes
 STDERR_BUDGET = 16 * 1024
@@ -53,12 +53,13 @@ def flood(port: int, count: int) -> list[socket.socket]:
 
 def test_a_flooded_rig_still_records_a_whole_session(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4 * FLOOD + 200 and hard >= 4 * FLOOD + 200:  # the flood needs descriptors of its own
-        resource.setrlimit(resource.RLIMIT_NOFILE, (4 * FLOOD + 200, hard))
+    if soft < 5 * FLOOD + 200 and hard >= 5 * FLOOD + 200:  # the flood needs descriptors of its own
+        resource.setrlimit(resource.RLIMIT_NOFILE, (5 * FLOOD + 200, hard))
     rig_file = tmp_path / "sync.rig.yaml"
     body = {
         "main_sync": True,
-        "uris": ["udp://127.0.0.1:0", "tcp://127.0.0.1:0", "rpc://127.0.0.1:0", "sio://127.0.0.1:0"],
+        "uris": ["udp://127.0.0.1:0", "tcp://127.0.0.1:0", "rpc://127.0.0.1:0", "sio://127.0.0.1:0",
+                 "zmq://127.0.0.1:0"],
         "drivers": {"recorders": {"nidq": {"kind": "ephys", "rate": 500}, "left": {"kind": "camera", "rate": 50}},
                     "manipulator": {"ids": ["1"]}},
     }
@@ -71,7 +72,7 @@ def test_a_flooded_rig_still_records_a_whole_session(tmp_path: Path) -> None:
         uris = proc.wait_ready()
         notifier = next(line.split()[3] for line in proc.lines if line.startswith("NOTIFIER "))
         ports = [int(u.rsplit(":", 1)[1].split("/")[0]) for u in uris[1:]] + [int(notifier.rsplit(":", 1)[1])]
-        for port in ports:  # tcp, pc_rpc, Socket.IO, sync_struct
+        for port in ports:  # tcp, pc_rpc, Socket.IO, zmq, sync_struct
             socks += flood(port, FLOOD)
         rigs_file = tmp_path / "remote_rigs.yaml"
         rigs_file.write_text(yaml.safe_dump({"sync": {"uri": uris[0], "role": "main_sync"}}), encoding="utf-8")

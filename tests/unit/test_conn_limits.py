@@ -8,14 +8,16 @@ import pytest
 from rpc_helpers import Target, run, wait_until
 from sio_helpers import served
 from udp_helpers import EchoRig
+from zmq_helpers import make_link
 
-from core.protocol import RigAddress
+from core.protocol import ExpMessage, RigAddress
 from transports.conn_limits import ConnectionGuard
 from transports.ibl.tcp import serve_tcp
 from transports.rpc.server import RpcServer
 from transports.rpc.sync_struct import Notifier, Publisher, Subscriber
 from transports.rpc.wire import RPC_BANNER
 from transports.sio.relay import SioRelay
+from transports.zmq.server import serve_zmq
 
 LOOPBACK = "127.0.0.1"
 
@@ -208,5 +210,30 @@ def test_http_listeners_close_half_sent_requests_and_cap_connections(kind):
                 w.close()
         finally:
             await close()
+
+    run(main())
+
+
+def test_zmq_listener_caps_connections_and_closes_silent_ones():
+    async def main():
+        server = await serve_zmq(RigAddress("zmq", LOOPBACK, 0), EchoRig(),
+                                 {"max_connections": 3, "handshake_timeout": 0.5})
+        guard = server.cap.guard
+        try:
+            silent = [await connect(server.port) for _ in range(3)]
+            await wait_until(lambda: guard.open == 3)
+            extra = [await connect(server.port) for _ in range(10)]
+            for reader, _ in extra:  # over the cap: shut down as soon as the monitor reports them
+                assert await asyncio.wait_for(closed_by_peer(reader), 5)
+            assert guard.refused == 10
+            for reader, _ in silent:  # no ZMTP greeting within the handshake interval
+                assert await asyncio.wait_for(closed_by_peer(reader), 5)
+            await wait_until(lambda: guard.open == 0)
+            link = make_link(server.port)  # a real console still gets in and is served
+            await link.connect()
+            assert (await link.request(ExpMessage.EXPSTATUS, 0))[0] == 0
+            await link.close()
+        finally:
+            await server.close()
 
     run(main())

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.transport_spec import Option, TransportSpec, boolean, positive_int, positive_number, text
-from transports.conn_limits import HANDSHAKE_TIMEOUT
+from transports.conn_limits import HANDSHAKE_TIMEOUT, MAX_CONNECTIONS
 from transports.zmq.link import ZmqLink
 from transports.zmq.server import serve_zmq
 
@@ -56,6 +56,7 @@ ZMQ = TransportSpec(
         Option("batch_max", positive_int, "state changes per batch at most (default 500)"),
         Option("queue_limit", positive_int, "state changes queued per console before a snapshot (default 10000)"),
         HWM,
+        MAX_CONNECTIONS,
         HANDSHAKE_TIMEOUT,
     ),
     listen_check=_key_needs_keys,

@@ -38,10 +38,11 @@ from core.link import error_text
 from core.peers import peer_text
 from core.protocol import ExpMessage, RigAddress
 from core.state import Mod
-from transports.conn_limits import DEFAULT_HANDSHAKE_TIMEOUT
+from transports.conn_limits import DEFAULT_HANDSHAKE_TIMEOUT, ConnectionGuard
 from transports.eager import start_eagerly
 from transports.rate_log import RateLimitedLog
 from transports.zmq import keys as zmq_keys
+from transports.zmq.conn_cap import ZmqConnectionCap
 from transports.zmq.files import FileStore
 from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, tcp_endpoint, tune
 from transports.zmq.wire import (
@@ -172,6 +173,7 @@ class ZmqServer:
         self.allow_list: zmq_keys.AllowList | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._pump: Pump | None = None
+        self.cap: ZmqConnectionCap | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._running: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
@@ -218,6 +220,8 @@ class ZmqServer:
         endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.port = int(endpoint.rsplit(":", 1)[1])
         self._sock = sock
+        guard = ConnectionGuard(f"zmq: rig {self.name}", self.options.get("max_connections"), handshake_timeout=None)
+        self.cap = ZmqConnectionCap(sock, self.port, guard)
         if self.state is not None:
             self._unsubscribe = self.state.subscribe(self._on_mod)
         self._pump = Pump(sock, self._on_frames, f"zmq rig {self.name}", peer_address=True)
@@ -241,6 +245,8 @@ class ZmqServer:
         for task in [*self._tasks, *self._running]:
             with contextlib.suppress(BaseException):
                 await task
+        if self.cap is not None:
+            await self.cap.close()
         if self._sock is not None:
             self._sock.close(0)
         await self._close_context()
@@ -537,7 +543,8 @@ async def serve_zmq(address: RigAddress, service: Any, options: dict[str, Any] |
     Options: ``keys`` (keys folder: CURVE on, rig keypair ``<keys>/<key>.key_secret`` with ``key``
     default ``rig``, allow-list ``<keys>/allowed``), ``key_file`` (explicit secret-key file),
     ``data_dir`` (files served after EXPEND;
-    default the service's ``data_dir``), and the tuning knobs of :data:`DEFAULTS`.
+    default the service's ``data_dir``), ``max_connections`` (TCP connections at once, counted and capped
+    by :class:`~transports.zmq.conn_cap.ZmqConnectionCap`), and the tuning knobs of :data:`DEFAULTS`.
     """
     server = ZmqServer(service, options)
     await server.start(address.host, address.port)
