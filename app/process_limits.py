@@ -98,11 +98,18 @@ def exit_with_launcher(launcher_pid: int, stop: Callable[[], None]) -> None:
             stop()
             return
 
+    try:
+        # a descriptor of its own, read with os.read: a daemon thread blocked inside sys.stdin's buffered
+        # reader holds its lock, and the interpreter aborts (SIGABRT) when it closes stdin at exit
+        fd = os.dup(0)
+    except OSError:  # no stdin at all: nothing to watch
+        return
+
     def watch() -> None:
         try:
-            while sys.stdin.buffer.read1(4096):
+            while os.read(fd, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         log.warning("the launcher (pid %d) is gone: stopping", launcher_pid)
         stop()
