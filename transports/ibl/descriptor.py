@@ -17,8 +17,8 @@ DEFAULT_PORT = 11001
 #: the echo protocol's timing (:class:`transports.ibl.conversation.Tuning`), on either side
 TUNING = (
     Option("echo_timeout", positive_number, "seconds to wait for the echo of a non-idempotent message (default 1)"),
-    Option("retry_after", positive_number, "first resend interval of EXPSTATUS/EXPINFO in seconds (default 0.2, "
-                                           "doubles)"),
+    Option("retry_after", positive_number, "first resend interval of a request to a RigDeck rig "
+                                           "(never resent to iblutil rigs), in seconds (default 0.2, doubles)"),
     Option("late_window", positive_number, "seconds a late reply is expected after a timeout (default 3)"),
 )
 WRITE_GAP = Option("write_gap", non_negative_number,
