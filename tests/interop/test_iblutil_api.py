@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+from helpers import run
 from iblutil.io.net import app as net_app  # noqa: E402  (the test extra installs it: never skipped)
-from udp_helpers import RawPeer, dumps, run  # noqa: E402
+from udp_helpers import RawPeer, dumps  # noqa: E402
 
 from core.protocol import ExpMessage, ExpStatus  # noqa: E402
 from transports.ibl.udp import UdpEndpoint  # noqa: E402

@@ -18,9 +18,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 # Imported, not importorskip'd: iblutil is in the test extra, and a missing iblutil must fail the suite
 # rather than quietly skip the interop tests.
+from helpers import run
 from iblutil.io.net import app as net_app  # noqa: E402
 from iblutil.io.net import base as net_base  # noqa: E402
-from udp_helpers import EchoRig, run, udp_spec  # noqa: E402
+from udp_helpers import EchoRig, udp_spec  # noqa: E402
 
 from core.link import LinkState, RequestTimeout  # noqa: E402
 from core.protocol import ExpMessage, RigAddress  # noqa: E402

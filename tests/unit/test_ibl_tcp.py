@@ -4,9 +4,10 @@ import asyncio
 import json
 
 import pytest
+from helpers import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from udp_helpers import EchoRig, Mirror, run, udp_spec
+from udp_helpers import EchoRig, Mirror, udp_spec
 
 from core.link import LinkState
 from core.protocol import ExpMessage, RigAddress

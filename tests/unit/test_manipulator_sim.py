@@ -4,6 +4,7 @@ import asyncio
 import math
 
 import pytest
+from helpers import run
 
 from core.drivers.manipulator import (
     INSIDE_BRAIN_TEXT,
@@ -14,10 +15,6 @@ from core.drivers.manipulator import (
     Vec3,
     Vec4,
 )
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
 
 
 def test_is_a_manipulator_and_reports_platform():

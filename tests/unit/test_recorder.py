@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import pytest
+from helpers import run
 
 from core.drivers.recorder import (
     CHUNK,
@@ -13,10 +14,6 @@ from core.drivers.recorder import (
     SimulatedRecorder,
     read_recording,
 )
-
-
-def run(coro, timeout=20.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def write_file(path, chunks=3, per_chunk=4, frame_size=6, close=True):

@@ -4,7 +4,8 @@ import asyncio
 import time
 
 import pytest
-from rpc_helpers import Target, run
+from helpers import run
+from rpc_helpers import Target
 
 from core.link import RequestTimeout, RigError
 from transports.rpc.client import AUTO_TARGET, IncompatibleServer, RpcClient, RpcUnavailable

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from helpers import run
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.drivers.recorder import SimulatedRecorder, read_recording
@@ -15,10 +16,6 @@ from core.service import COMMANDS_FILE, InjectedFailure, OutOfOrder, RigService,
 
 DAY = dt.date(2026, 11, 23)
 REF = "2026-11-23_1_KS001"
-
-
-def run(coro, timeout=20.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def make(tmp_path, **kwargs):

@@ -5,7 +5,8 @@ import asyncio
 import json
 
 import pytest
-from sio_helpers import ask, body, raw_client, run, served
+from helpers import run
+from sio_helpers import ask, body, raw_client, served
 
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sio_helpers import LOOPBACK, FakeEphysLink, run, url, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, FakeEphysLink, url
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
@@ -54,12 +55,12 @@ def test_stop_all_against_a_polled_ephys_link_server_with_8_moving():
             assert not client.push
             client.subscribe(lambda *_: None)  # polling all 8 at 50 Hz from now on
             moves = [asyncio.create_task(client.set_position(i, FAR, 1.2)) for i in IDS]  # 33 s each
-            await wait_for(lambda: all(client.moving.get(i) for i in IDS), what="8 moving, seen by polling")
+            await wait_until(lambda: all(client.moving.get(i) for i in IDS), what="8 moving, seen by polling")
             polls = fake.calls.count("get_position")
             halted = await stop_all_halts_them_mid_move(client, sim, moves)
             # the polls went on around the stop, and the client settles on where each one halted
-            await wait_for(lambda: fake.calls.count("get_position") > polls + 16, what="polls after the stop")
-            await wait_for(lambda: [client.positions[i] for i in IDS] == halted and not any(client.moving.values()),
+            await wait_until(lambda: fake.calls.count("get_position") > polls + 16, what="polls after the stop")
+            await wait_until(lambda: [client.positions[i] for i in IDS] == halted and not any(client.moving.values()),
                            what="client state settled on the halted positions")
         finally:
             await client.close()
@@ -86,8 +87,8 @@ def test_stop_all_through_the_proxy_driver_reaches_the_ephys_link_hardware():
             assert console.push
             console.subscribe(lambda *_: None)
             moves = [asyncio.create_task(console.set_position(i, FAR, 1.2)) for i in IDS]
-            await wait_for(lambda: all(sim.is_moving(i) for i in IDS), what="8 stages moving")
-            await wait_for(lambda: all(console.moving.get(i) for i in IDS), what="console sees 8 moving")
+            await wait_until(lambda: all(sim.is_moving(i) for i in IDS), what="8 stages moving")
+            await wait_until(lambda: all(console.moving.get(i) for i in IDS), what="console sees 8 moving")
             halted = await stop_all_halts_them_mid_move(console, sim, moves)
             await asyncio.sleep(0.05)
             assert [await sim.position(i) for i in IDS] == halted  # nothing restarted them

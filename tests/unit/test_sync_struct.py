@@ -8,7 +8,8 @@ import logging
 import socket
 
 import pytest
-from rpc_helpers import open_raw, read_line, run, wait_until
+from helpers import run, wait_until
+from rpc_helpers import open_raw, read_line
 
 from core.state import LiveState, process_mod
 from transports.rpc.sync_struct import Notifier, Publisher, Subscriber, feed_live_state, prefix_mod

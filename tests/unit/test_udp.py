@@ -6,8 +6,9 @@ import logging
 import time
 
 import pytest
+from helpers import run, wait_until
 from udp_faults import FaultyRelay
-from udp_helpers import EchoRig, Mirror, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
+from udp_helpers import EchoRig, Mirror, RawPeer, assert_still_serves_then_close, dumps, udp_spec
 
 from core.config import parse_rig
 from core.link import LinkState, RemoteError, RequestTimeout
@@ -84,7 +85,8 @@ def test_a_whole_exchange_between_rigdeck_link_and_server():
             assert LinkState.ONLINE in states and link.last_rtt is not None
             # every reply was echoed back to the server: nothing left awaiting an echo there
             conv = next(iter(server.endpoint.conversations.values()))
-            await until(lambda: conv.stats.echoes == 5)  # the last echo is sent just before the reply is handed over
+            # the last echo is sent just before the reply is handed over
+            await wait_until(lambda: conv.stats.echoes == 5)
             assert conv.echoes_due == 0
         finally:
             await link.close()

@@ -8,7 +8,8 @@ import logging
 import socket
 
 import pytest
-from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, run, udp_spec, until
+from helpers import run, wait_until
+from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, dumps, udp_spec
 
 from core.config import parse_rig
 from core.link import LinkState, RequestTimeout
@@ -192,7 +193,7 @@ def test_a_client_reads_waiting_datagrams_in_one_turn_but_a_flood_cannot_hold_th
         flood = 3 * READ_BATCH
         for i in range(flood):  # all sent before the client's loop gets to read any
             rig.transport.sendto(dumps(S.EXPSTATUS, i), ("127.0.0.1", client.port))
-        await until(lambda: len(handled) == flood)
+        await wait_until(lambda: len(handled) == flood)
         assert handled == list(range(flood))  # every one, in order
         assert at_first_turn_end == [READ_BATCH + 1]  # one turn took a batch, not the whole flood
         client.close()

@@ -9,7 +9,8 @@ import time
 import pytest
 import zmq
 import zmq.asyncio
-from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, run, start_rig, wait_until
+from helpers import run, wait_until
+from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, start_rig
 
 from app.demo_rigs import RigProcess
 from core.config import parse_rig

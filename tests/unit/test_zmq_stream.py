@@ -7,7 +7,8 @@ import socket
 import time
 
 import pytest
-from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, run, start_rig, wait_until
+from helpers import run, wait_until
+from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, start_rig
 
 from app.demo_rigs import RigProcess
 from core.link import LinkState, RemoteError

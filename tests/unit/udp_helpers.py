@@ -98,10 +98,6 @@ def udp_spec(port: int, name: str = "rig", scheme: str = "udp", **options: Any):
     return parse_rig(name, {"uri": uri, **options} if options else uri, TRANSPORTS)
 
 
-def run(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     """A fresh link still gets an EXPSTATUS answer from ``server`` (an idle EchoRig); then close it."""
     from transports.ibl.udp import UdpLink
@@ -111,12 +107,3 @@ async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     assert await link.request(ExpMessage.EXPSTATUS, 0) == [0]
     await link.close()
     await server.close()
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    """Poll ``condition()`` until true (a deadline, not a sleep, is the synchronisation)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.002)

@@ -9,6 +9,7 @@ import time
 
 import zmq
 import zmq.asyncio
+from helpers import wait_until
 
 from core.config import RigSpec
 from core.protocol import ExpMessage, RigAddress
@@ -17,19 +18,6 @@ from transports.zmq import ZmqLink, serve_zmq
 from transports.zmq.sockets import send_now
 
 FAST = {"retry_initial": 0.03, "retry_max": 0.2, "timeout": 5}
-
-
-def run(coro, timeout=30.0):
-    """asyncio.run with a hard bound, so a bug fails the test instead of hanging it."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def wait_until(predicate, timeout=5.0, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def hang_and_time(server, link):
