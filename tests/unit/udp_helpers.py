@@ -15,9 +15,11 @@ from transports.registry import TRANSPORTS
 class EchoRig:
     """A rig-like handler with iblutil's reply shapes, counting what it executed."""
 
-    def __init__(self, name: str = "rig", delay: float = 0.0) -> None:
+    def __init__(self, name: str = "rig", delay: float = 0.0, gate: asyncio.Event | None = None) -> None:
         self.name = name
         self.delay = delay
+        #: when given, every reply waits for it: a test holds replies to see what is in flight at once
+        self.gate = gate
         self.status = ExpStatus.CONNECTED
         self.calls: list[tuple[str, list[Any]]] = []
 
@@ -25,6 +27,8 @@ class EchoRig:
         self.calls.append((event.name, data))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if event is ExpMessage.EXPINFO:
             return [int(self.status), {"exp_ref": "2026-11-22_1_KS001", "main_sync": True}]
         if event is ExpMessage.EXPINIT:
