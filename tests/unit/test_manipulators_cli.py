@@ -198,7 +198,6 @@ def test_stop_all_from_the_command_line_halts_8_moving_streaming_manipulators(ca
             wait_until_blocking(lambda: loop.check(lambda: all(sim.is_moving(i) for i in ids)), what="8 moving")
             wait_until_blocking(lambda: min(pushes) > 5, what="observers streaming")
             code, out, err = cli(capsys, uri(server), "stop-all")
-            stopped_at = time.monotonic()
             assert (code, out, err) == (0, "stopped all\n", "")
             assert not loop.check(lambda: any(sim.is_moving(i) for i in ids))
             replies = [json.loads(m.result(5)) for m in moves]
@@ -206,8 +205,8 @@ def test_stop_all_from_the_command_line_halts_8_moving_streaming_manipulators(ca
             halted = [loop.call(sim.position(i)) for i in ids]
             assert all(0 < p.x < 20 and p.x == p.y == p.z == p.w for p in halted)  # mid-move, on the line
             assert [Vec4(**r["Position"]) for r in replies] == halted  # each move reports where it halted
-            wait_until_blocking(lambda: time.monotonic() - stopped_at > 0.05, what="a moment")
-            assert [loop.call(sim.position(i)) for i in ids] == halted  # and they stay there
+            time.sleep(0.05)  # a short look for what must NOT happen: a stage moving on
+            assert [loop.call(sim.position(i)) for i in ids] == halted
         finally:
             for client in (controller, *observers):
                 loop.call(client.disconnect())

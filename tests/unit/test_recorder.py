@@ -5,7 +5,7 @@ import struct
 import zlib
 
 import pytest
-from helpers import run
+from helpers import run, wait_until
 
 from core.drivers.recorder import (
     CHUNK,
@@ -96,8 +96,7 @@ def test_simulated_recorder_writes_at_rate_and_closes(tmp_path):
         rec.subscribe(lambda name, frames: seen.append(frames))
         path = await rec.start(tmp_path, "2026-11-23_1_KS001")
         assert rec.running and path.exists() and path.parent.name == "raw_video_data"
-        while rec.frames < 10:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: rec.frames >= 10, what="10 frames")
         summary = await rec.stop()
         assert not rec.running
         again = await rec.stop()  # idempotent
@@ -172,8 +171,7 @@ def test_stop_during_a_slow_write_never_writes_a_frame_twice(tmp_path, monkeypat
     async def main():
         rec = SimulatedRecorder("eph", "ephys", rate=1000.0, chunk_interval=0.01)
         await rec.start(tmp_path, "2026-11-23_1_KS001")
-        while not in_write.is_set():
-            await asyncio.sleep(0.005)
+        await wait_until(in_write.is_set, what="a chunk being written")
         await rec.stop()
         return rec
 

@@ -213,7 +213,7 @@ def test_stop_all_under_load_reaches_every_rig_and_halts_every_manipulator():
             outcomes = await asyncio.gather(*moves, return_exceptions=True)
             assert all(isinstance(o, SioRemoteError) and "did not reach" in o.text for o in outcomes)
             halted = [await s.position(i) for s in (sim1, sim2) for i in ids]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a short look for what must NOT happen: a stage moving on
             assert halted == [await s.position(i) for s in (sim1, sim2) for i in ids]
             for c in clients + observers:
                 await c.close()

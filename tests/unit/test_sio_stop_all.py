@@ -23,19 +23,14 @@ from transports.sio.proxy import EphysLinkManipulator
 
 IDS = [str(i) for i in range(8)]
 FAR = Vec4(20, 20, 20, 20)
-#: a stop queued behind the moves would take their 17 s; behind a poll round, a noticeable part of 20 ms.
-#: 1 s is far from both and safe on a loaded machine.
-STOP_BOUND_S = 1.0
 
 
 async def stop_all_halts_them_mid_move(client: SioManipulatorClient, sim: SimulatedManipulator,
                                       moves: list[asyncio.Task[Vec4]]) -> list[Vec4]:
-    """STOP ALL answers within the bound; every stage is halted on its way; every pending move reports
-    that it stopped short. Returns the halted positions."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    """STOP ALL is not queued behind the moves: every stage is halted on its way, and every pending move
+    then reports that it stopped short. Returns the halted positions. (Where they halted, not how fast
+    the stop came back: a loaded machine makes everything slower, never reordered.)"""
     await client.stop_all()
-    assert loop.time() - t0 < STOP_BOUND_S
     positions = [await sim.position(i) for i in IDS]
     assert not any(sim.is_moving(i) for i in IDS)
     assert all(0 < p.x < 20 and p.x == p.y == p.z == p.w for p in positions), positions
@@ -90,8 +85,8 @@ def test_stop_all_through_the_proxy_driver_reaches_the_ephys_link_hardware():
             await wait_until(lambda: all(sim.is_moving(i) for i in IDS), what="8 stages moving")
             await wait_until(lambda: all(console.moving.get(i) for i in IDS), what="console sees 8 moving")
             halted = await stop_all_halts_them_mid_move(console, sim, moves)
-            await asyncio.sleep(0.05)
-            assert [await sim.position(i) for i in IDS] == halted  # nothing restarted them
+            await asyncio.sleep(0.05)  # a short look for what must NOT happen: a stage moving again
+            assert [await sim.position(i) for i in IDS] == halted
         finally:
             await console.close()
             await front.close()
