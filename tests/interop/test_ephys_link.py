@@ -23,17 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from helpers import run, wait_until
-from sio_helpers import LOOPBACK, ask, body, raw_client, served, url  # noqa: E402
+from sio_helpers import LOOPBACK, ask, body, raw_client, served, url
 
-from app.cli import main  # noqa: E402
-from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4  # noqa: E402
-from core.protocol import RigAddress  # noqa: E402
-from transports.sio import serve_sio  # noqa: E402
-from transports.sio.client import SioManipulatorClient, SioUnavailable  # noqa: E402
-from transports.sio.proxy import EphysLinkManipulator  # noqa: E402
+from app.cli import main
+from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4
+from core.protocol import RigAddress
+from transports.sio import serve_sio
+from transports.sio.client import SioManipulatorClient, SioUnavailable
+from transports.sio.proxy import EphysLinkManipulator
 
 HERE = Path(__file__).resolve().parent
 PYTHON = os.environ.get("RIGDECK_EPHYS_LINK_PYTHON") or sys.executable

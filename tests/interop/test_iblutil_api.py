@@ -9,18 +9,14 @@ ported from iblutil works unchanged.
 import asyncio
 import json
 import logging
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
 from helpers import run, wait_until
-from iblutil.io.net import app as net_app  # noqa: E402  (the test extra installs it: never skipped)
-from udp_helpers import RawPeer, dumps  # noqa: E402
+from iblutil.io.net import app as net_app  # (the test extra installs it: never skipped)
+from udp_helpers import RawPeer, dumps
 
-from core.protocol import ExpMessage, ExpStatus  # noqa: E402
-from transports.ibl.udp import UdpEndpoint  # noqa: E402
+from core.protocol import ExpMessage, ExpStatus
+from transports.ibl.udp import UdpEndpoint
 
 QUIET = logging.getLogger("iblutil-api-interop")
 ALYX_REPLY = dumps(128, "https://alyx.example.org", {"peer_user": {"token": "from-peer"}})
