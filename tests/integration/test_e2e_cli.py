@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import e2e
-from helpers import wait_until_blocking
+from helpers import run, wait_until_blocking
 from rigprocs import RigCluster, rig_processes
 
 from app.commands.run import EXIT_INCIDENTS
@@ -77,12 +77,12 @@ def test_second_ctrl_c_gives_up_waiting_and_says_how_to_finish(lab: RigCluster, 
     assert not any("Traceback" in line for line in lines), lines
     ref = summary["exp_ref"]
     assert f"rigdeck run --attach {ref} --stop --data-dir {data}" in summary["error"]
-    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 20  # the main-sync rig was never told to stop
+    assert run(e2e.rig_status(lab.specs["sync"])) == 20  # the main-sync rig was never told to stop
     assert e2e.kinds(e2e.journal(summary["journal"]), "note", text="stop cancelled")
 
     code, summary, _ = e2e.run_cli("--attach", ref, "--stop", "--data-dir", data)  # what the message says to do
     assert code == 0 and summary["phase"] == "stopped", summary
-    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 30
+    assert run(e2e.rig_status(lab.specs["sync"])) == 30
 
 
 def test_a_rig_killed_during_a_run_is_an_incident_and_a_distinct_exit_code(tmp_path: Path) -> None:
