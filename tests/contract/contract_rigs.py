@@ -25,6 +25,7 @@ import socketio
 import zmq
 import zmq.asyncio
 from aiohttp import web
+from helpers import wait_until
 
 from core.config import RigSpec
 from core.drivers.manipulator import SimulatedManipulator
@@ -55,7 +56,8 @@ class Closable(Protocol):
 
 
 class GateRig:
-    """A rig service: answers EXPSTATUS ``[0]`` and EXPINFO; while ``gate`` is clear it holds every reply.
+    """A rig service: answers EXPSTATUS ``[0]`` and EXPINFO, fails EXPEND (an error report); while ``gate``
+    is clear it holds every reply.
 
     ``received`` counts the requests that reached it, so a test can tell "held" from "never arrived".
     The sio server hosts ``manipulator`` instead (a manipulator rig takes no session messages).
@@ -72,9 +74,23 @@ class GateRig:
     async def handle(self, event: ExpMessage, data: list[Any], peer: str) -> list[Any]:
         self.received += 1
         await self.gate.wait()
-        if event is ExpMessage.EXPINFO:
-            return [int(ExpStatus.CONNECTED), {"main_sync": False}]
+        if event is ExpMessage.EXPINFO:  # echoes a ``tag`` it is sent, so replies can be told apart
+            tag = data[0].get("tag") if data and isinstance(data[0], dict) else None
+            return [int(ExpStatus.CONNECTED), {"main_sync": False, "tag": tag}]
+        if event is ExpMessage.EXPEND:
+            raise ValueError("no session to end")
         return [int(ExpStatus.CONNECTED)]
+
+
+def port_is_free(port: int) -> bool:
+    """A listening socket could bind ``port`` now (as the rig servers bind: address reuse on)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -168,7 +184,10 @@ class _Router:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        port = int(self.sock.last_endpoint.rsplit(b":", 1)[1])
         self.sock.close(0)
+        # libzmq releases the port in its own I/O thread, a moment later: the next rig binds it then
+        await wait_until(lambda: port_is_free(port), what=f"port {port} released")
 
 
 async def _zmq_rig(port: int, answer: bool) -> Closable:
