@@ -14,8 +14,9 @@ send (it answers "not connected" at once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from contract_rigs import SCHEMES, TIMEOUT, SchemeRigs, free_port
@@ -47,6 +48,26 @@ class linked:  # noqa: N801 - used like a function: ``async with linked(rigs) as
 
     async def __aexit__(self, *exc: object) -> None:
         await self.link.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(rigs: SchemeRigs) -> AsyncIterator[None]:
+    """The scheme's real server on the rigs' port, closed on exit."""
+    server = await rigs.serve()
+    try:
+        yield
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def online(scheme: str) -> AsyncIterator[RigLink]:
+    """A real rig of ``scheme`` and a link to it that has had a first reply (links may still handshake
+    after connect(): the first requests wait for it or fail as RigErrors)."""
+    rigs = rigs_for(scheme)
+    async with serving(rigs), linked(rigs) as link:
+        await wait_until(answers(link), what=f"{scheme}: a first reply")
+        yield link
 
 
 async def status(link: RigLink, timeout: float = TIMEOUT) -> int:
@@ -82,18 +103,14 @@ def fails(link: RigLink) -> Callable[[], object]:
 def test_connect_then_request_gets_the_reply_and_the_link_is_online(scheme):
     async def main():
         rigs = rigs_for(scheme)
-        server = await rigs.serve()
-        try:
-            async with linked(rigs) as link:
-                assert link.state in (LinkState.CONNECTING, LinkState.ONLINE)
-                # a link may still be handshaking: the first request waits for it, or fails as a RigError
-                await wait_until(answers(link), what=f"{scheme}: a first reply")
-                assert await status(link) == int(ExpStatus.CONNECTED)
-                info = await link.request(ExpMessage.EXPINFO, {}, timeout=TIMEOUT)
-                assert info[0] == int(ExpStatus.CONNECTED) and info[1]["main_sync"] is False
-                assert link.state is LinkState.ONLINE and link.last_rtt is not None
-        finally:
-            await server.close()
+        async with serving(rigs), linked(rigs) as link:
+            assert link.state in (LinkState.CONNECTING, LinkState.ONLINE)
+            # a link may still be handshaking: the first request waits for it, or fails as a RigError
+            await wait_until(answers(link), what=f"{scheme}: a first reply")
+            assert await status(link) == int(ExpStatus.CONNECTED)
+            info = await link.request(ExpMessage.EXPINFO, {}, timeout=TIMEOUT)
+            assert info[0] == int(ExpStatus.CONNECTED) and info[1]["main_sync"] is False
+            assert link.state is LinkState.ONLINE and link.last_rtt is not None
 
     run(main())
 
@@ -111,43 +128,31 @@ def test_connect_to_a_rig_that_is_down_does_not_raise_and_requests_fail_as_rig_e
 
 def test_concurrent_requests_each_get_their_own_reply(scheme):
     async def main():
-        rigs = rigs_for(scheme)
-        server = await rigs.serve()
-        try:
-            async with linked(rigs) as link:
-                await wait_until(answers(link), what=f"{scheme}: a first reply")
-                replies = await asyncio.gather(*(link.request(ExpMessage.EXPINFO, {"tag": n}, timeout=TIMEOUT)
-                                                 for n in range(5)))
-                if scheme == "sio":
-                    # sio differs: EXPINFO is answered by the link from a get_version round trip, so
-                    # nothing of the request reaches a rig to be echoed; each still gets a whole reply
-                    assert all(reply[1]["role"] == "manipulator" for reply in replies)
-                else:
-                    assert [reply[1]["tag"] for reply in replies] == list(range(5))
-        finally:
-            await server.close()
+        async with online(scheme) as link:
+            replies = await asyncio.gather(*(link.request(ExpMessage.EXPINFO, {"tag": n}, timeout=TIMEOUT)
+                                             for n in range(5)))
+            if scheme == "sio":
+                # sio differs: EXPINFO is answered by the link from a get_version round trip, so
+                # nothing of the request reaches a rig to be echoed; each still gets a whole reply
+                assert all(reply[1]["role"] == "manipulator" for reply in replies)
+            else:
+                assert [reply[1]["tag"] for reply in replies] == list(range(5))
 
     run(main())
 
 
 def test_an_error_report_is_a_remote_error_and_the_link_stays_online(scheme):
     async def main():
-        rigs = rigs_for(scheme)
-        server = await rigs.serve()
-        try:
-            async with linked(rigs) as link:
-                await wait_until(answers(link), what=f"{scheme}: a first reply")
-                if scheme == "sio":
-                    # sio differs: a manipulator rig takes no session messages, and the link says so itself
-                    with pytest.raises(RigError, match="manipulator rigs take no session messages"):
-                        await link.request(ExpMessage.EXPEND, [], timeout=TIMEOUT)
-                else:
-                    with pytest.raises(RemoteError, match="no session to end"):
-                        await link.request(ExpMessage.EXPEND, [], timeout=TIMEOUT)
-                assert link.state is LinkState.ONLINE
-                assert await status(link) == int(ExpStatus.CONNECTED)
-        finally:
-            await server.close()
+        async with online(scheme) as link:
+            if scheme == "sio":
+                # sio differs: a manipulator rig takes no session messages, and the link says so itself
+                with pytest.raises(RigError, match="manipulator rigs take no session messages"):
+                    await link.request(ExpMessage.EXPEND, [], timeout=TIMEOUT)
+            else:
+                with pytest.raises(RemoteError, match="no session to end"):
+                    await link.request(ExpMessage.EXPEND, [], timeout=TIMEOUT)
+            assert link.state is LinkState.ONLINE
+            assert await status(link) == int(ExpStatus.CONNECTED)
 
     run(main())
 
@@ -182,12 +187,9 @@ def test_a_rig_that_went_away_is_unreachable_then_online_again_on_the_same_port(
             await server.close()
             await wait_until(fails(link), what=f"{scheme}: requests failing once the rig is gone")
             await wait_until(lambda: link.state is LinkState.UNREACHABLE, what=f"{scheme}: unreachable")
-            server = await rigs.serve()  # the rig PC rebooted: same port, new process
-            try:
+            async with serving(rigs):  # the rig PC rebooted: same port, new process
                 await wait_until(answers(link), timeout=COMES_BACK, what=f"{scheme}: a reply after the restart")
                 assert link.state is LinkState.ONLINE
-            finally:
-                await server.close()
 
     run(main())
 
@@ -228,8 +230,7 @@ def _on_state_returns_an_unsubscribe() -> bool:
 def test_a_listener_can_be_unsubscribed(scheme):
     async def main():
         rigs = rigs_for(scheme)
-        server = await rigs.serve()
-        try:
+        async with serving(rigs):
             link = make_link(rigs.spec())
             kept: list[LinkState] = []
             dropped: list[LinkState] = []
@@ -242,8 +243,6 @@ def test_a_listener_can_be_unsubscribed(scheme):
             await link.close()
             assert LinkState.ONLINE in kept and kept[-1] is LinkState.CLOSED
             assert dropped == []
-        finally:
-            await server.close()
 
     run(main())
 
@@ -261,12 +260,8 @@ def test_a_garbled_reply_is_a_rig_error_and_the_link_survives_it(scheme):
                 assert link.state is not LinkState.CLOSED
             finally:
                 await garbage.close()
-            # the same link talks to a sane rig on that port afterwards
-            server = await rigs.serve()
-            try:
+            async with serving(rigs):  # the same link talks to a sane rig on that port afterwards
                 await wait_until(answers(link), timeout=COMES_BACK, what=f"{scheme}: a reply from the sane rig")
                 assert link.state is LinkState.ONLINE
-            finally:
-                await server.close()
 
     run(main())
