@@ -218,15 +218,6 @@ def test_close_fails_the_pending_request_with_link_closed_and_refuses_later_ones
     run(main())
 
 
-def _on_state_returns_an_unsubscribe() -> bool:
-    """Whether this branch's RigLink.on_state already returns an unsubscribe function."""
-    link = make_link(SchemeRigs("udp", 9).spec())
-    return callable(link.on_state(lambda *_: None))
-
-
-@pytest.mark.xfail(not _on_state_returns_an_unsubscribe(), strict=False,
-                   reason="RigLink.on_state returns None here; the listener helper (on_state/on_update return an "
-                          "unsubscribe function) is being merged in parallel: then this is a real check")
 def test_a_listener_can_be_unsubscribed(scheme):
     async def main():
         rigs = rigs_for(scheme)
