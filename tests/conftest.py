@@ -1,8 +1,8 @@
 """Suite-wide settings: headless Qt, and this folder on sys.path.
 
 Shared test code lives here, imported by plain module name from every test folder: ``helpers`` (the one
-``run`` and ``wait_until``), ``udp_helpers`` and ``sio_helpers`` (scripted peers for the iblutil and
-Socket.IO tests, used by unit and interop tests alike).
+``run`` and ``wait_until``), ``udp_helpers``, ``udp_faults`` and ``sio_helpers`` (scripted and faulty
+peers for the iblutil and Socket.IO tests, used by unit, integration and interop tests alike).
 """
 
 import os
