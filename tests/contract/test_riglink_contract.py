@@ -24,9 +24,15 @@ from helpers import run, wait_until
 
 from core.link import LinkClosed, LinkState, RemoteError, RequestTimeout, RigError, RigLink
 from core.protocol import ExpMessage, ExpStatus
-from transports.registry import make_link
+from transports.registry import TRANSPORTS, make_link
 
-pytestmark = pytest.mark.parametrize("scheme", SCHEMES)
+
+def test_the_contract_covers_every_registered_scheme():
+    """A transport added to the registry must be added here too (its rigs in ``contract_rigs.py``)."""
+    assert sorted(SCHEMES) == sorted(t.scheme for t in TRANSPORTS)
+
+
+scheme_cases = pytest.mark.parametrize("scheme", SCHEMES)
 
 #: a rig that was down and is up again must be answered within this (a ceiling, not a speed test)
 COMES_BACK = 20.0
@@ -100,6 +106,7 @@ def fails(link: RigLink) -> Callable[[], object]:
 
 
 # --------------------------------------------------------------------------------------------- cases
+@scheme_cases
 def test_connect_then_request_gets_the_reply_and_the_link_is_online(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -115,6 +122,7 @@ def test_connect_then_request_gets_the_reply_and_the_link_is_online(scheme):
     run(main())
 
 
+@scheme_cases
 def test_connect_to_a_rig_that_is_down_does_not_raise_and_requests_fail_as_rig_errors(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -126,6 +134,7 @@ def test_connect_to_a_rig_that_is_down_does_not_raise_and_requests_fail_as_rig_e
     run(main())
 
 
+@scheme_cases
 def test_concurrent_requests_each_get_their_own_reply(scheme):
     async def main():
         async with online(scheme) as link:
@@ -141,6 +150,7 @@ def test_concurrent_requests_each_get_their_own_reply(scheme):
     run(main())
 
 
+@scheme_cases
 def test_an_error_report_is_a_remote_error_and_the_link_stays_online(scheme):
     async def main():
         async with online(scheme) as link:
@@ -157,6 +167,7 @@ def test_an_error_report_is_a_remote_error_and_the_link_stays_online(scheme):
     run(main())
 
 
+@scheme_cases
 def test_a_rig_that_does_not_answer_gives_a_request_timeout(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -178,6 +189,7 @@ def test_a_rig_that_does_not_answer_gives_a_request_timeout(scheme):
     run(main())
 
 
+@scheme_cases
 def test_a_rig_that_went_away_is_unreachable_then_online_again_on_the_same_port(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -194,6 +206,7 @@ def test_a_rig_that_went_away_is_unreachable_then_online_again_on_the_same_port(
     run(main())
 
 
+@scheme_cases
 def test_close_fails_the_pending_request_with_link_closed_and_refuses_later_ones(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -218,6 +231,7 @@ def test_close_fails_the_pending_request_with_link_closed_and_refuses_later_ones
     run(main())
 
 
+@scheme_cases
 def test_a_listener_can_be_unsubscribed(scheme):
     async def main():
         rigs = rigs_for(scheme)
@@ -238,6 +252,7 @@ def test_a_listener_can_be_unsubscribed(scheme):
     run(main())
 
 
+@scheme_cases
 def test_a_garbled_reply_is_a_rig_error_and_the_link_survives_it(scheme):
     async def main():
         rigs = rigs_for(scheme)
