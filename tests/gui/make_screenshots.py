@@ -50,13 +50,14 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     panel = window.manipulators
     panel.select("probes", "2")
     panel.move()
-    await until(lambda: panel.dialog is not None and panel.dialog.isVisible())
+    await wait_until(lambda: panel.dialog is not None and panel.dialog.isVisible(), 20, "the move dialog")
     await asyncio.sleep(0.5)
     panel.dialog.grab().save(str(OUT / "move-dialog.png"))
     panel.dialog.reject()
     # STOP ALL while probe 2 moves: the confirmation stays on screen until dismissed
     window.stop_all()
-    await until(lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done)
+    await wait_until(lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done, 20,
+                     "the STOP ALL report")
     await asyncio.sleep(0.3)
     window.grab().save(str(OUT / "stop-all.png"))
     window.stop_all_banner.dismiss.click()

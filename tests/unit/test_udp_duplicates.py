@@ -143,7 +143,7 @@ def test_an_iblutil_console_repeating_a_request_is_heard_each_time_but_a_copy_is
         console.send(b"[32, 30]", address)
         console.send(b"[32, 30]", address)  # a copy
         await wait_until(lambda: len(rig.calls) == 4)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a short look for what must NOT happen: the copy run, or a second echo
         assert len(rig.calls) == 4 and console.received.count(b"[32, 30]") == 1
         await server.close()
 
