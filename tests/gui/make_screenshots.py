@@ -70,14 +70,14 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-failure.png"))
     demo.procs["sync"].kill()  # the main-sync rig too: the banner names it and what is at risk
-    await until(lambda: any(a.rig == "sync" for a in console.alarms.shown()))
+    await wait_until(lambda: any(a.rig == "sync" for a in console.alarms.shown()))
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-lost.png"))
     await console.stop()
     await asyncio.sleep(0.3)
     # File > Open session…: the session just run as a timeline (ephys lost mid-way), probes' depths below
     window.open_session(console.session.folder)
-    await until(lambda: window.timeline is not None and window.timeline.isVisible())
+    await wait_until(lambda: window.timeline is not None and window.timeline.isVisible())
     window.timeline.resize(1200, 460)
     await asyncio.sleep(0.3)
     window.timeline.grab().save(str(OUT / "timeline.png"))

@@ -206,13 +206,13 @@ def test_a_lost_rig_shows_one_stable_error_which_clears_when_it_is_back_and_stay
                                 and mod.get("key") == "last_error" else None)
         monitor.on_link(lambda name, value, error: links.append(value))
         await monitor.start()
-        await until(lambda: monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.link_state("cam") == "online")
         await server.close()
-        await until(lambda: monitor.link_state("cam") == "unreachable")
+        await wait_until(lambda: monitor.link_state("cam") == "unreachable")
         await asyncio.sleep(1.0)  # many polls time out and the link reports the port unreachable meanwhile
         lost_errors = list(errors)
         server = await serve_udp(RigAddress("udp", "127.0.0.1", port), rig)
-        await until(lambda: monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.link_state("cam") == "online")
         history = monitor.state.get(["rigs", "cam", "errors"])
         last_error = monitor.state.get(["rigs", "cam", "last_error"])
         await monitor.close()
@@ -236,7 +236,7 @@ def test_a_pushing_rig_that_has_gone_quiet_is_probed(monkeypatch):
     async def main():
         monitor = RigMonitor(links, poll_interval=0.02)
         await monitor.start()
-        await until(lambda: links["a"].requests >= 1)
+        await wait_until(lambda: links["a"].requests >= 1)
         heard = monitor.state.get(["rigs", "a", "last_heard"])
         await monitor.close()
         return heard
