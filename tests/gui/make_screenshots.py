@@ -12,14 +12,15 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers: the one wait_until
 
 import qasync  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
@@ -31,18 +32,10 @@ from core.drivers.manipulator import Vec4  # noqa: E402
 OUT = ROOT / "docs" / "screenshots"
 
 
-async def until(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the demo did not get there in time")
-        await asyncio.sleep(0.05)
-
-
 async def shoot(window: MainWindow, demo, console: Console) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rigs = lambda: console.state.get(["rigs"]) or {}  # noqa: E731
-    await until(lambda: rigs() and all(r.get("link") == "online" for r in rigs().values()))
+    await wait_until(lambda: rigs() and all(r.get("link") == "online" for r in rigs().values()), 20, "all online")
     await asyncio.sleep(1.2)
     window.grab().save(str(OUT / "idle.png"))
     window.session.subject.setCurrentText("KS001")
@@ -57,13 +50,14 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     panel = window.manipulators
     panel.select("probes", "2")
     panel.move()
-    await until(lambda: panel.dialog is not None and panel.dialog.isVisible())
+    await wait_until(lambda: panel.dialog is not None and panel.dialog.isVisible(), 20, "the move dialog")
     await asyncio.sleep(0.5)
     panel.dialog.grab().save(str(OUT / "move-dialog.png"))
     panel.dialog.reject()
     # STOP ALL while probe 2 moves: the confirmation stays on screen until dismissed
     window.stop_all()
-    await until(lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done)
+    await wait_until(lambda: window.stop_all_banner.report is not None and window.stop_all_banner.report.done, 20,
+                     "the STOP ALL report")
     await asyncio.sleep(0.3)
     window.grab().save(str(OUT / "stop-all.png"))
     window.stop_all_banner.dismiss.click()
@@ -72,18 +66,18 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     window.grab().save(str(OUT / "log.png"))
     window.docks["manipulators"].raise_()
     demo.procs["ephys"].kill()
-    await until(lambda: rigs()["ephys"].get("link") == "unreachable")
+    await wait_until(lambda: rigs()["ephys"].get("link") == "unreachable", 20, "ephys unreachable")
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-failure.png"))
     demo.procs["sync"].kill()  # the main-sync rig too: the banner names it and what is at risk
-    await until(lambda: any(a.rig == "sync" for a in console.alarms.shown()))
+    await wait_until(lambda: any(a.rig == "sync" for a in console.alarms.shown()))
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-lost.png"))
     await console.stop()
     await asyncio.sleep(0.3)
     # File > Open session…: the session just run as a timeline (ephys lost mid-way), probes' depths below
     window.open_session(console.session.folder)
-    await until(lambda: window.timeline is not None and window.timeline.isVisible())
+    await wait_until(lambda: window.timeline is not None and window.timeline.isVisible())
     window.timeline.resize(1200, 460)
     await asyncio.sleep(0.3)
     window.timeline.grab().save(str(OUT / "timeline.png"))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e import reset_rigs, run
+from e2e import reset_rigs
+from helpers import run
 from rigprocs import RigCluster, rig_processes
 
 #: the shared rigs: a main-sync rig, three recorder rigs, one that fails EXPSTART, one slow to stop,

@@ -1,7 +1,8 @@
 """Helpers for the end-to-end tests: a console engine over real links, the CLI as a subprocess, polling.
 
-Everything here waits by polling a condition against a deadline (never a bare sleep), because these
-tests share two cores with other test runs and must not depend on how fast a process gets scheduled.
+Waiting is done with ``helpers.wait_until`` (a condition polled against a deadline, never a bare sleep),
+because these tests share two cores with other test runs and must not depend on how fast a process
+gets scheduled.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import queue
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rigprocs import RigCluster
 
@@ -29,50 +29,6 @@ from core.protocol import ExpMessage, ExpStatus
 from core.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-#: generous per-test ceiling for one asyncio.run: a hung engine fails the test instead of the suite
-RUN_TIMEOUT = 45.0
-
-
-def run(coro: Awaitable[T], timeout: float = RUN_TIMEOUT) -> T:
-    """Run one coroutine to completion with a ceiling (a hang becomes a clear failure)."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-class _Condition:
-    """A condition with a deadline: ``value()`` is the check's result, or raises once the time is up."""
-
-    def __init__(self, check: Callable[[], Any], timeout: float, what: str) -> None:
-        self.check, self.timeout, self.what = check, timeout, what
-        self.deadline = time.monotonic() + timeout
-
-    def value(self) -> Any:
-        result = self.check()
-        if not result and time.monotonic() >= self.deadline:
-            raise AssertionError(f"timed out after {self.timeout:g} s waiting for {self.what}")
-        return result
-
-
-async def poll_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Await until ``check()`` is truthy (returns it) or fail naming ``what`` after ``timeout`` seconds."""
-    condition = _Condition(check, timeout, what)
-    while not (result := condition.value()):
-        await asyncio.sleep(interval)
-    return result
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Blocking twin of :func:`poll_until`, for tests outside an event loop."""
-    condition = _Condition(check, timeout, what)
-    while not (result := condition.value()):
-        time.sleep(interval)
-    return result
 
 
 @contextlib.asynccontextmanager

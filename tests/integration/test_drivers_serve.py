@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e import ROOT, poll_until, run
+from e2e import ROOT
+from helpers import run, wait_until
 from rigprocs import RigCluster, rig_processes
 
 from app.rigset import RigSet
@@ -86,7 +87,7 @@ def test_a_plugin_kind_runs_a_whole_session_in_a_real_rig(tmp_path: Path, with_p
         pulses = cluster.session_dir("lab", REF) / "raw_laser_data" / "laser.pulses.csv"
 
         async def some_pulses(link: Any) -> int:
-            return await poll_until(lambda: pulses.exists() and len(pulses.read_text().splitlines()) > 10, 15,
+            return await wait_until(lambda: pulses.exists() and len(pulses.read_text().splitlines()) > 10, 15,
                                     "laser pulses in the session folder")
 
         reply, _ = run(session(cluster, "lab", some_pulses))
@@ -187,7 +188,7 @@ def test_the_consoles_rig_monitor_sees_a_program_crash_as_a_rig_error_on_polled_
                 for link in links.values():
                     await link.request(M.EXPINIT, {"exp_ref": REF}, timeout=10)
                     await link.request(M.EXPSTART, REF, {}, timeout=20)
-                await poll_until(lambda: len(incidents) == 2, 20, "a rig_error incident from each rig")
+                await wait_until(lambda: len(incidents) == 2, 20, "a rig_error incident from each rig")
                 for link in links.values():
                     await link.request(M.EXPEND, {}, timeout=20)
                 return incidents
@@ -212,7 +213,7 @@ def test_a_rig_stopped_mid_session_stops_its_programs_first(tmp_path: Path) -> N
             try:
                 await link.request(M.EXPINIT, {"exp_ref": REF}, timeout=10)
                 await link.request(M.EXPSTART, REF, {}, timeout=20)
-                await poll_until(calls.exists, 15, "the program's first record")
+                await wait_until(calls.exists, 15, "the program's first record")
             finally:
                 await rigset.close()
 

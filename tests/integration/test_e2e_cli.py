@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import e2e
+from helpers import run, wait_until_blocking
 from rigprocs import RigCluster, rig_processes
 
 from app.commands.run import EXIT_INCIDENTS
@@ -21,7 +22,7 @@ def start_and_wait_running(args: list[str]) -> tuple[subprocess.Popen[str], e2e.
     """Start ``rigdeck run ... --json`` and wait for its '== running' progress line (on stderr)."""
     proc = e2e.start_cli(*args, "--json", merge_stderr=False)
     progress = e2e.LineReader(proc.stderr)
-    e2e.wait_until(lambda: progress.seen("== running") or proc.poll() is not None, 20, "the session to run")
+    wait_until_blocking(lambda: progress.seen("== running") or proc.poll() is not None, 20, "the session to run")
     assert proc.poll() is None, progress.lines
     return proc, progress
 
@@ -45,7 +46,7 @@ def test_ctrl_c_stops_a_running_session_cleanly(lab: RigCluster, tmp_path: Path)
     proc, progress = start_and_wait_running(["--rigs", str(rigs), "--subject", "CTRLC",
                                              "--data-dir", str(tmp_path / "console")])
     ref = f"{_dt.date.today():%Y-%m-%d}_1_CTRLC"
-    e2e.wait_until(lambda: e2e.recording_started(lab, names, ref), 10, "every recorder to write")
+    wait_until_blocking(lambda: e2e.recording_started(lab, names, ref), 10, "every recorder to write")
     proc.send_signal(signal.SIGINT)
     code, summary, lines = finish(proc, progress)
     assert code == 0 and summary["ok"] and summary["outcome"] == "completed", (summary, lines)
@@ -69,19 +70,19 @@ def test_second_ctrl_c_gives_up_waiting_and_says_how_to_finish(lab: RigCluster, 
     data = str(tmp_path / "console")
     proc, progress = start_and_wait_running(["--rigs", str(rigs), "--subject", "GIVEUP", "--data-dir", data])
     proc.send_signal(signal.SIGINT)
-    e2e.wait_until(lambda: progress.seen("rigdeck run: SIGINT: stopping"), 10, "the first SIGINT to be taken")
+    wait_until_blocking(lambda: progress.seen("rigdeck run: SIGINT: stopping"), 10, "the first SIGINT to be taken")
     proc.send_signal(signal.SIGINT)
     code, summary, lines = finish(proc, progress)
     assert code == 130 and not summary["ok"], (summary, lines)
     assert not any("Traceback" in line for line in lines), lines
     ref = summary["exp_ref"]
     assert f"rigdeck run --attach {ref} --stop --data-dir {data}" in summary["error"]
-    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 20  # the main-sync rig was never told to stop
+    assert run(e2e.rig_status(lab.specs["sync"])) == 20  # the main-sync rig was never told to stop
     assert e2e.kinds(e2e.journal(summary["journal"]), "note", text="stop cancelled")
 
     code, summary, _ = e2e.run_cli("--attach", ref, "--stop", "--data-dir", data)  # what the message says to do
     assert code == 0 and summary["phase"] == "stopped", summary
-    assert e2e.run(e2e.rig_status(lab.specs["sync"])) == 30
+    assert run(e2e.rig_status(lab.specs["sync"])) == 30
 
 
 def test_a_rig_killed_during_a_run_is_an_incident_and_a_distinct_exit_code(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_a_rig_killed_during_a_run_is_an_incident_and_a_distinct_exit_code(tmp_p
                                                  "--data-dir", str(tmp_path / "console")])
         os.kill(cluster.procs["cams"].pid, signal.SIGKILL)  # the rig crashes mid-session
         told = lambda: progress.seen("") and any("cams" in ln and "link unreachable" in ln for ln in progress.lines)  # noqa: E731
-        e2e.wait_until(lambda: told() or proc.poll() is not None, 20, "the loss")
+        wait_until_blocking(lambda: told() or proc.poll() is not None, 20, "the loss")
         proc.send_signal(signal.SIGINT)
         code, summary, lines = finish(proc, progress)
     assert code == EXIT_INCIDENTS, (summary, lines)

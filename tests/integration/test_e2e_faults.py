@@ -9,20 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from e2e import (
-    LineReader,
-    check_recordings,
-    console,
-    journal,
-    kinds,
-    poll_until,
-    recording_started,
-    rig_status,
-    run,
-    run_cli,
-    start_cli,
-    wait_until,
-)
+from e2e import LineReader, check_recordings, console, journal, kinds, recording_started, rig_status, run_cli, start_cli
+from helpers import run, wait_until, wait_until_blocking
 from rigprocs import RigCluster, rig_processes
 
 from core.drivers.recorder import read_recording
@@ -48,9 +36,9 @@ def test_a_rig_killed_mid_session_turns_unreachable_and_stop_still_stops_the_oth
                 for step in (session.info, session.init, session.start):
                     assert (await step()).ok, step.__name__
                 ref = session.exp_ref
-                await poll_until(lambda: recording_started(cluster, ["cams"], ref), 10, "cams to write frames")
+                await wait_until(lambda: recording_started(cluster, ["cams"], ref), 10, "cams to write frames")
                 cluster.kill("cams")  # SIGKILL: no footer, the socket just vanishes
-                await poll_until(lambda: session.state.get(["rigs", "cams", "link"]) == "unreachable", 10,
+                await wait_until(lambda: session.state.get(["rigs", "cams", "link"]) == "unreachable", 10,
                                  "cams to turn unreachable in the live state")
                 stopped = await session.stop()
                 return ref, stopped, session.journal_path, session.description_path, session.phase
@@ -92,7 +80,7 @@ def test_reattach_after_the_console_is_killed(lab: RigCluster, tmp_path: Path) -
     proc = start_cli("--rigs", str(rigs), "--subject", "ATT", "--data-dir", str(data))
     try:
         reader = LineReader(proc.stdout)
-        wait_until(lambda: reader.seen("== running") or proc.poll() is not None, 20, "the console to run")
+        wait_until_blocking(lambda: reader.seen("== running") or proc.poll() is not None, 20, "the console to run")
         assert proc.poll() is None, reader.lines
         proc.send_signal(signal.SIGKILL)  # the console dies: no stop, no journal footer
         proc.wait(10)
@@ -138,7 +126,7 @@ def test_an_unmodified_iblutil_client_runs_a_session_against_rigdeck_serve(lab: 
             assert await services.init({"exp_ref": ref}) == {n: [{"status": 10, "exp_ref": ref}] for n in info}
             assert await services.start(ref) == {n: [ref, {"status": 20}] for n in info}
             assert await services.status(net_base.ExpStatus.RUNNING) == {n: [20] for n in info}
-            await poll_until(lambda: recording_started(lab, ["sync", "cams"], ref), 10, "recordings")
+            await wait_until(lambda: recording_started(lab, ["sync", "cams"], ref), 10, "recordings")
             stopped = await services.stop([])
             assert {n: reply[0]["status"] for n, reply in stopped.items()} == {"sync": 30, "cams": 30}
             assert all(client.is_connected for client in clients)  # no echo went missing: iblutil stayed up

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from e2e import check_recordings, console, journal, kinds, poll_until, recording_started, rig_status, run, run_cli
+from e2e import check_recordings, console, journal, kinds, recording_started, rig_status, run_cli
+from helpers import run, wait_until
 from rigprocs import RigCluster
 
 from core.drivers.recorder import read_recording
@@ -106,7 +107,7 @@ def test_continue_policy_goes_on_without_the_failed_rig(lab: RigCluster, tmp_pat
             started = await session.start()
             assert started.ok and started.dropped == ["bad"] and session.degraded
             assert session.phase is Phase.RUNNING and session.participants == ["sync", "cams"]
-            await poll_until(lambda: recording_started(lab, ["sync", "cams"], session.exp_ref), 10, "recordings")
+            await wait_until(lambda: recording_started(lab, ["sync", "cams"], session.exp_ref), 10, "recordings")
             stopped = await session.stop()
             assert stopped.ok and set(stopped.outcomes) == {"sync", "cams"}
             return session.exp_ref, session.journal_path, session.description_path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import e2e
 import yaml
+from helpers import wait_until_blocking
 from rigprocs import rig_processes
 
 from app.demo_rigs import RigProcess
@@ -29,7 +30,7 @@ def test_a_restarted_rig_ends_its_recording_as_truncated_and_the_console_says_so
         run = e2e.start_cli("--rigs", str(lab.rigs_file), "--subject", "RESTART", "--data-dir", console_dir)
         ref = f"{_dt.date.today():%Y-%m-%d}_1_RESTART"
         try:
-            e2e.wait_until(lambda: e2e.recording_started(lab, list(RIGS), ref), 30, "every recorder to write")
+            wait_until_blocking(lambda: e2e.recording_started(lab, list(RIGS), ref), 30, "every recorder to write")
         finally:
             run.send_signal(signal.SIGKILL)  # the console dies too: the session is left running for --attach
             run.communicate(timeout=20)

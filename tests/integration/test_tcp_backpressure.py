@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e import rig_status, run
+from e2e import rig_status
+from helpers import run
 from rigprocs import rig_processes
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-from e2e import run
+from helpers import run
 from rigprocs import rig_processes
+from udp_faults import Faults, FaultyRelay
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from udp_faults import Faults, FaultyRelay  # noqa: E402
-
-from core.config import parse_rig  # noqa: E402
-from core.link import RequestTimeout  # noqa: E402
-from core.protocol import ExpMessage  # noqa: E402
-from core.service import COMMANDS_FILE  # noqa: E402
-from transports.ibl.udp import UdpLink  # noqa: E402
-from transports.registry import TRANSPORTS  # noqa: E402
+from core.config import parse_rig
+from core.link import RequestTimeout
+from core.protocol import ExpMessage
+from core.service import COMMANDS_FILE
+from transports.ibl.udp import UdpLink
+from transports.registry import TRANSPORTS
 
 REQUESTS = 100
 FAULTS = Faults(drop=0.2, duplicate=0.2, delay=0.2, max_delay=0.2)

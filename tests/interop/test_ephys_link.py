@@ -23,16 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, ask, body, raw_client, served, url
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from sio_helpers import LOOPBACK, ask, body, raw_client, run, served, url, wait_for  # noqa: E402
-
-from app.cli import main  # noqa: E402
-from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4  # noqa: E402
-from core.protocol import RigAddress  # noqa: E402
-from transports.sio import serve_sio  # noqa: E402
-from transports.sio.client import SioManipulatorClient, SioUnavailable  # noqa: E402
-from transports.sio.proxy import EphysLinkManipulator  # noqa: E402
+from app.cli import main
+from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4
+from core.protocol import RigAddress
+from transports.sio import serve_sio
+from transports.sio.client import SioManipulatorClient, SioUnavailable
+from transports.sio.proxy import EphysLinkManipulator
 
 HERE = Path(__file__).resolve().parent
 PYTHON = os.environ.get("RIGDECK_EPHYS_LINK_PYTHON") or sys.executable
@@ -157,9 +156,9 @@ def test_the_console_client_polls_ephys_link_and_is_refused_as_a_second_client(e
             assert not client.push and client.ids == FAKE["ids"]
             seen: list[str] = []
             client.subscribe(lambda i, p, m: seen.append(i))
-            await wait_for(lambda: set(seen) == set(FAKE["ids"]), what="every manipulator polled")
+            await wait_until(lambda: set(seen) == set(FAKE["ids"]), what="every manipulator polled")
             assert await client.set_position("5", Vec4(1, 1, 1, 1), 1.0) == Vec4(1, 1, 1, 1)
-            await wait_for(lambda: client.positions.get("5") == Vec4(1, 1, 1, 1), what="polled new position")
+            await wait_until(lambda: client.positions.get("5") == Vec4(1, 1, 1, 1), what="polled new position")
             second = SioManipulatorClient(url(ephys_link), timeout=2)
             with pytest.raises(SioUnavailable, match="Connection rejected by server"):
                 await second.connect()
@@ -182,7 +181,7 @@ def test_the_proxy_driver_serves_a_real_ephys_link_with_pushes(ephys_link):
                 assert await console.set_position("6", Vec4(3, 2, 1, 0), 5.0) == Vec4(3, 2, 1, 0)
                 # ephys-link serves one client (the proxy), so its state is read back through the proxy
                 assert await console.position("6") == Vec4(3, 2, 1, 0)
-                await wait_for(lambda: console.positions.get("6") == Vec4(3, 2, 1, 0), what="pushed position")
+                await wait_until(lambda: console.positions.get("6") == Vec4(3, 2, 1, 0), what="pushed position")
                 await console.stop_all()
         finally:
             await front.close()

@@ -9,17 +9,14 @@ ported from iblutil works unchanged.
 import asyncio
 import json
 import logging
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run, wait_until
+from iblutil.io.net import app as net_app  # (the test extra installs it: never skipped)
+from udp_helpers import RawPeer, dumps
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-from iblutil.io.net import app as net_app  # noqa: E402  (the test extra installs it: never skipped)
-from udp_helpers import RawPeer, dumps, run  # noqa: E402
-
-from core.protocol import ExpMessage, ExpStatus  # noqa: E402
-from transports.ibl.udp import UdpEndpoint  # noqa: E402
+from core.protocol import ExpMessage, ExpStatus
+from transports.ibl.udp import UdpEndpoint
 
 QUIET = logging.getLogger("iblutil-api-interop")
 ALYX_REPLY = dumps(128, "https://alyx.example.org", {"peer_user": {"token": "from-peer"}})
@@ -136,7 +133,9 @@ def test_callbacks_futures_and_error_reports_behave_like_iblutil(factory):
             assert com.clear_callbacks(ExpMessage.EXPEND) == 1
             send(peer, dumps(4, None), client_addr)
             send(peer, dumps(16, None), client_addr)
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: len(got) >= 4 and len(peer.received) >= 1, what="the callbacks and the report")
+            await wait_until(lambda: b'[0, "ZeroDivisionError: division by zero", 1]' in peer.received,
+                             what="the failing callback's report")
             assert got == [("start", ["ref", None], ours[1]), ("stop", [{"why": "x"}], 16),
                            ("report", ["ValueError: bad", 1]), ("stop", [None], 16)]
             # a failing callback is reported back, as iblutil does

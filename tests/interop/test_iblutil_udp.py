@@ -10,23 +10,22 @@ import asyncio
 import importlib.metadata
 import logging
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-# Imported, not importorskip'd: iblutil is in the test extra, and a missing iblutil must fail the suite
-# rather than quietly skip the interop tests.
-from iblutil.io.net import app as net_app  # noqa: E402
-from iblutil.io.net import base as net_base  # noqa: E402
-from udp_helpers import EchoRig, run, udp_spec  # noqa: E402
+# iblutil is imported, not importorskip'd: it is in the test extra, and a missing iblutil must fail the
+# suite rather than quietly skip the interop tests.
+from helpers import run, wait_until
+from iblutil.io.net import app as net_app
+from iblutil.io.net import base as net_base
+from udp_helpers import EchoRig, udp_spec
 
-from core.link import LinkState, RequestTimeout  # noqa: E402
-from core.protocol import ExpMessage, RigAddress  # noqa: E402
-from transports import registry  # noqa: E402
-from transports.ibl.tcp import serve_tcp  # noqa: E402
-from transports.ibl.udp import UdpEndpoint, serve_udp  # noqa: E402
+from core.link import LinkState, RequestTimeout
+from core.protocol import ExpMessage, RigAddress
+from transports import registry
+from transports.ibl.tcp import serve_tcp
+from transports.ibl.udp import UdpEndpoint, serve_udp
 
 QUIET = logging.getLogger("iblutil-interop")  # iblutil's default logger prints every payload at DEBUG
 
@@ -169,7 +168,7 @@ def test_rigdeck_link_drives_an_iblutil_server(scheme, make_server):
             token = {"experimenter": {"token": "t0ken-not-logged"}}
             assert await link.request(S.ALYX, "https://alyx.example.org", token, timeout=2) == \
                 ["https://alyx.example.org", {}]
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: alyx_received, what="the token at the iblutil peer")
             assert alyx_received == [["https://alyx.example.org", {"experimenter": {"token": "t0ken-not-logged"}}]]
             assert await link.request(S.EXPEND, []) == [{"status": 30}]
             assert link.state is LinkState.ONLINE

@@ -29,6 +29,8 @@ class FakeRig:
         #: event name -> "error" | "timeout" | "hang" | "late" (done on the rig, but the reply never comes)
         self.faults: dict[str, str] = {}
         self.delay = 0.0
+        #: when set, every reply waits for this event: a test holds replies to see what is in flight at once
+        self.gate: asyncio.Event | None = None
         self.dead = False
         self.told_main_sync: Any = None
         #: False: an iblrig-like rig that knows nothing of RigDeck's ``main_sync_rig``
@@ -107,6 +109,8 @@ class FakeLink(RigLink):
                 await asyncio.sleep(3600)
             if self.rig.delay:
                 await asyncio.sleep(self.rig.delay)
+            if self.rig.gate is not None:
+                await self.rig.gate.wait()
             try:
                 if fault == "error":
                     raise RuntimeError(f"{event.name} refused by {self.name}")

@@ -44,23 +44,9 @@ class Target:
         raise AssertionError("properties must never be evaluated")
 
 
-def run(coro, timeout=30.0):
-    """asyncio.run with a hard bound, so a bug fails the test instead of hanging it."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 async def open_raw(port):
     return await asyncio.open_connection("127.0.0.1", port)
 
 
 async def read_line(reader, timeout=5.0):
     return await asyncio.wait_for(reader.readline(), timeout)
-
-
-async def wait_until(predicate, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)

@@ -14,7 +14,7 @@ import json
 import socket
 
 import pytest
-from udp_helpers import run
+from helpers import run
 
 from core.config import parse_rig
 from core.link import RemoteError

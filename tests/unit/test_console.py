@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 from fake_rigs import FakeLink, FakeRig
-from udp_helpers import until
+from helpers import wait_until
 
 from app.console import Console
 from core.config import ConfigError
@@ -124,7 +124,7 @@ def test_rigs_are_watched_before_any_session_and_no_idle_session_exists(tmp_path
         assert console.session is None and console.phase is Phase.IDLE and console.can("start")
         assert not console.can("stop") and not console.can("cleanup")
         rigs["cam"].status = 30  # changed on the rig's own: the monitor's polling sees it without a session
-        await until(lambda: console.state.get(["rigs", "cam", "status"]) == 30)
+        await wait_until(lambda: console.state.get(["rigs", "cam", "status"]) == 30)
         assert console.state.get(["rigs", "sync", "last_heard"]) is not None
         links = {n: link.listener_count() for n, link in console.links.items()}
         for _ in range(3):

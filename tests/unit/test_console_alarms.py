@@ -4,8 +4,8 @@ the log says lost once and back once, and Start with a rig known down asks at on
 import asyncio
 
 import pytest
+from helpers import wait_until
 from test_console import setup
-from udp_helpers import until
 
 from core.journal import JOURNAL_NAME, read_description, read_journal
 from core.session import Phase, SessionError
@@ -24,14 +24,14 @@ def test_a_session_rig_lost_is_an_alarm_until_acknowledged_and_shows_when_it_cam
         await console.load(path)
         assert (await console.start("KS001")).ok
         rigs["sync"].dead = True  # the main-sync rig goes away mid-session
-        await until(lambda: console.alarms.shown())
+        await wait_until(lambda: console.alarms.shown())
         (alarm,) = console.alarms.shown()
         assert alarm.open and alarm.text.startswith("main sync sync lost: this session's sync pulses may be missing")
         assert console.warning().startswith("⚠ sync lost")
         await asyncio.sleep(0.5)  # ten polls of a dead rig: no more log lines, no second alarm
         assert len(lines(console, "sync", "warning")) == 1 and raised == ["sync"]
         rigs["sync"].dead = False
-        await until(lambda: not alarm.open)
+        await wait_until(lambda: not alarm.open)
         assert "back at" in alarm.text and console.alarms.shown() == [alarm]  # stays until acknowledged
         console.alarms.acknowledge(alarm.id)
         assert console.alarms.shown() == [] and console.warning() is None
@@ -57,7 +57,7 @@ def test_a_rig_lost_outside_a_session_is_logged_not_an_alarm(tmp_path):
     async def main():
         await console.load(path)
         rigs["cam"].dead = True
-        await until(lambda: console.state.get(["rigs", "cam", "link"]) == "unreachable")
+        await wait_until(lambda: console.state.get(["rigs", "cam", "link"]) == "unreachable")
         assert console.alarms.shown() == [] and console.warning() is None
         assert [t for t in lines(console, "cam", "warning")][0].startswith("Lost at")
         await console.close()
@@ -71,7 +71,7 @@ def test_start_with_a_rig_known_down_offers_at_once_and_can_go_on_without_it(tmp
     async def main():
         await console.load(path)
         rigs["mic"].dead = True
-        await until(lambda: console.known_down() == ["mic"])
+        await wait_until(lambda: console.known_down() == ["mic"])
         offer = console.start_offer(console.known_down())
         assert offer.can_continue and "mic cannot be reached" in offer.text
         result = await console.start("KS001", without=offer.down)
@@ -94,7 +94,7 @@ def test_start_without_the_main_sync_is_not_offered(tmp_path):
         await console.load(path)
         console.set_main_sync("sync")
         rigs["sync"].dead = True
-        await until(lambda: console.known_down() == ["sync"])
+        await wait_until(lambda: console.known_down() == ["sync"])
         offer = console.start_offer(["sync"])
         assert not offer.can_continue and "main-sync rig sync" in offer.text
         with pytest.raises(SessionError):
@@ -111,7 +111,7 @@ def test_waiting_for_a_rig_known_down_returns_when_it_is_back_and_can_be_cancell
         await console.load(path)
         listeners = console.monitor.listener_count()
         rigs["mic"].dead = True
-        await until(lambda: console.known_down() == ["mic"])
+        await wait_until(lambda: console.known_down() == ["mic"])
         given_up = asyncio.ensure_future(console.wait_for_rigs(["mic"]))
         await asyncio.sleep(0.2)  # several polls: the rig is still down, nothing may have returned
         assert not given_up.done()
@@ -136,12 +136,12 @@ def test_a_session_rig_reporting_an_error_is_an_alarm_too_and_its_error_clears_w
         await console.load(path)
         assert (await console.start("KS001")).ok
         rigs["cam"].faults["EXPSTATUS"] = "error"  # the rig answers its status polls with an error report
-        await until(lambda: console.alarms.shown())
+        await wait_until(lambda: console.alarms.shown())
         (alarm,) = console.alarms.shown()
         assert alarm.kind == "rig_error" and alarm.text.startswith("cam reported an error at ")
         assert "refused by cam" in console.state.get(["rigs", "cam", "last_error"])
         del rigs["cam"].faults["EXPSTATUS"]
-        await until(lambda: not alarm.open)
+        await wait_until(lambda: not alarm.open)
         assert console.state.get(["rigs", "cam", "last_error"]) is None  # gone from the live column
         assert "refused by cam" in console.state.get(["rigs", "cam", "errors"])[-1][1]  # kept in the history
         await console.abort()
@@ -157,9 +157,9 @@ def test_an_earlier_sessions_alarm_stays_on_the_board_but_does_not_redden_the_ne
         await console.load(path)
         assert (await console.start("KS001")).ok
         rigs["cam"].dead = True
-        await until(lambda: console.alarms.shown())
+        await wait_until(lambda: console.alarms.shown())
         rigs["cam"].dead = False
-        await until(lambda: not console.alarms.shown()[0].open)
+        await wait_until(lambda: not console.alarms.shown()[0].open)
         assert console.warning().startswith("⚠ cam lost")  # this session's: red until acknowledged
         await console.stop()
         await console.cleanup()

@@ -4,9 +4,10 @@ import asyncio
 import json
 
 import pytest
+from helpers import run
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from udp_helpers import EchoRig, Mirror, run, udp_spec
+from udp_helpers import EchoRig, Mirror, udp_spec
 
 from core.link import LinkState
 from core.protocol import ExpMessage, RigAddress
@@ -145,12 +146,12 @@ def test_writes_on_a_connection_are_spaced_so_iblutil_reads_them_apart():
     async def main():
         server = await serve_tcp(LOOPBACK, EchoRig(), {"write_gap": 0.1})
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        loop = asyncio.get_running_loop()
         writer.write(b"[32, 10]")
-        echo = await asyncio.wait_for(reader.read(1000), 2)
-        at = loop.time()
-        reply = await asyncio.wait_for(reader.read(1000), 2)
-        assert (echo, reply) == (b"[32, 10]", b"[32, 0]") and loop.time() - at > 0.05
+        # two reads, two messages: without the gap the echo and the reply go out in one loop step and
+        # arrive in one read (timing the gap instead would fail whenever a loaded machine stalls the loop)
+        echo = await asyncio.wait_for(reader.read(1000), 10)
+        reply = await asyncio.wait_for(reader.read(1000), 10)
+        assert (echo, reply) == (b"[32, 10]", b"[32, 0]")
         writer.close()
         await server.close()
 

@@ -7,21 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
-from pathlib import Path
 
+from helpers import run, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, udp_spec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from udp_helpers import EchoRig, RawPeer, assert_still_serves_then_close, run, udp_spec, until  # noqa: E402
-
-from core.link import RequestTimeout  # noqa: E402
-from core.protocol import ExpMessage as S  # noqa: E402
-from core.protocol import RigAddress  # noqa: E402
-from transports.ibl import wire as ibl_wire  # noqa: E402
-from transports.ibl.tcp import serve_tcp  # noqa: E402
-from transports.ibl.udp import UdpLink, serve_udp  # noqa: E402
+from core.link import RequestTimeout
+from core.protocol import ExpMessage as S
+from core.protocol import RigAddress
+from transports.ibl import wire as ibl_wire
+from transports.ibl.tcp import serve_tcp
+from transports.ibl.udp import UdpLink, serve_udp
 
 DEEP = 10_000
 
@@ -83,7 +80,7 @@ def test_a_rig_answers_hostile_datagrams_with_error_reports_and_no_traceback(cap
         peer = await RawPeer.bind()
         for raw in HOSTILE:
             peer.send(raw, ("127.0.0.1", server.port))
-        await until(lambda: sum(r.startswith(b"[0,") for r in peer.received) >= len(HOSTILE) - 2)
+        await wait_until(lambda: sum(r.startswith(b"[0,") for r in peer.received) >= len(HOSTILE) - 2)
         reports = [json.loads(r)[1] for r in peer.received if r.startswith(b"[0,")]
         assert any("nested deeper than" in text for text in reports)
         assert any("4300 digits" in text for text in reports)

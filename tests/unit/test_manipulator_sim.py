@@ -4,6 +4,7 @@ import asyncio
 import math
 
 import pytest
+from helpers import run, wait_until
 
 from core.drivers.manipulator import (
     INSIDE_BRAIN_TEXT,
@@ -14,10 +15,6 @@ from core.drivers.manipulator import (
     Vec3,
     Vec4,
 )
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 10))
 
 
 def test_is_a_manipulator_and_reports_platform():
@@ -33,6 +30,11 @@ def test_is_a_manipulator_and_reports_platform():
         await sim.close()
 
     run(main())
+
+
+async def moved_from_home(sim, manipulator_id):
+    """The stage has left where it started (0, 0, 0, 0): a move is really under way."""
+    return (await sim.position(manipulator_id)).x > 0
 
 
 def test_move_takes_distance_over_speed_and_is_interpolated():
@@ -59,14 +61,14 @@ def test_stop_halts_mid_move_where_it_is():
     async def main():
         sim = SimulatedManipulator()
         task = asyncio.create_task(sim.set_position("1", Vec4(20, 0, 0, 0), 10.0))  # 2 s
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: moved_from_home(sim, "1"), what="the stage on its way")
         await sim.stop("1")
         halted = await task
         assert 0 < halted.x < 20
         assert not sim.is_moving("1")
         assert await sim.position("1") == halted
-        await asyncio.sleep(0.02)
-        assert await sim.position("1") == halted  # stays there
+        await asyncio.sleep(0.02)  # a short look for what must NOT happen: the stage moving on
+        assert await sim.position("1") == halted
         await sim.close()
 
     run(main())
@@ -76,8 +78,7 @@ def test_stop_all_halts_every_manipulator():
     async def main():
         sim = SimulatedManipulator(ids=[str(i) for i in range(8)])
         tasks = [asyncio.create_task(sim.set_position(str(i), Vec4(20, 20, 20, 20), 5.0)) for i in range(8)]
-        await asyncio.sleep(0.02)
-        assert all(sim.is_moving(str(i)) for i in range(8))
+        await wait_until(lambda: all(sim.is_moving(str(i)) for i in range(8)), what="all 8 moving")
         await sim.stop_all()
         assert not any(sim.is_moving(str(i)) for i in range(8))
         results = await asyncio.gather(*tasks)
@@ -91,7 +92,7 @@ def test_newer_move_supersedes_running_one():
     async def main():
         sim = SimulatedManipulator()
         first = asyncio.create_task(sim.set_position("1", Vec4(20, 0, 0, 0), 10.0))
-        await asyncio.sleep(0.02)
+        await wait_until(lambda: moved_from_home(sim, "1"), what="the first move under way")
         second = asyncio.create_task(sim.set_position("1", Vec4(0, 0, 0, 0.1), 100.0))
         halted = await first
         assert 0 < halted.x < 20
@@ -222,7 +223,7 @@ def test_cancelled_caller_does_not_stop_the_move():
     async def main():
         sim = SimulatedManipulator()
         task = asyncio.create_task(sim.set_position("1", Vec4(1, 0, 0, 0), 10.0))
-        await asyncio.sleep(0.01)
+        await wait_until(lambda: sim.is_moving("1"), what="the move under way")
         task.cancel()
         await asyncio.sleep(0)
         assert sim.is_moving("1")

@@ -5,7 +5,8 @@ import gc
 import weakref
 
 from fake_rigs import make_rigs
-from udp_helpers import EchoRig, run, udp_spec, until
+from helpers import run, wait_until
+from udp_helpers import EchoRig, udp_spec
 
 from core.config import RigAddress
 from core.journal import read_description, read_journal
@@ -28,12 +29,12 @@ def test_a_rig_that_goes_down_and_comes_back_gives_one_incident_with_from_and_to
         heard = []
         monitor.on_incident(heard.append)
         await monitor.start()
-        await until(lambda: monitor.status("cam") == 0 and monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.status("cam") == 0 and monitor.link_state("cam") == "online")
         await server.close()  # the rig goes away
-        await until(lambda: monitor.link_state("cam") == "unreachable")
+        await wait_until(lambda: monitor.link_state("cam") == "unreachable")
         assert [(i.rig, i.kind, i.open) for i in monitor.incidents] == [("cam", LINK_LOST, True)]
         server = await serve_udp(RigAddress("udp", "127.0.0.1", port), rig)  # and comes back on its port
-        await until(lambda: monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.link_state("cam") == "online")
         await monitor.close()
         await link.close()
         await server.close()
@@ -53,7 +54,7 @@ def test_the_poller_stops_on_close():
     async def main():
         monitor = RigMonitor(links, poll_interval=0.01)
         await monitor.start()
-        await until(lambda: links["a"].requests >= 2)
+        await wait_until(lambda: links["a"].requests >= 2)
         assert monitor.polling
         await monitor.close()
         assert not monitor.polling
@@ -205,13 +206,13 @@ def test_a_lost_rig_shows_one_stable_error_which_clears_when_it_is_back_and_stay
                                 and mod.get("key") == "last_error" else None)
         monitor.on_link(lambda name, value, error: links.append(value))
         await monitor.start()
-        await until(lambda: monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.link_state("cam") == "online")
         await server.close()
-        await until(lambda: monitor.link_state("cam") == "unreachable")
+        await wait_until(lambda: monitor.link_state("cam") == "unreachable")
         await asyncio.sleep(1.0)  # many polls time out and the link reports the port unreachable meanwhile
         lost_errors = list(errors)
         server = await serve_udp(RigAddress("udp", "127.0.0.1", port), rig)
-        await until(lambda: monitor.link_state("cam") == "online")
+        await wait_until(lambda: monitor.link_state("cam") == "online")
         history = monitor.state.get(["rigs", "cam", "errors"])
         last_error = monitor.state.get(["rigs", "cam", "last_error"])
         await monitor.close()
@@ -235,7 +236,7 @@ def test_a_pushing_rig_that_has_gone_quiet_is_probed(monkeypatch):
     async def main():
         monitor = RigMonitor(links, poll_interval=0.02)
         await monitor.start()
-        await until(lambda: links["a"].requests >= 1)
+        await wait_until(lambda: links["a"].requests >= 1)
         heard = monitor.state.get(["rigs", "a", "last_heard"])
         await monitor.close()
         return heard

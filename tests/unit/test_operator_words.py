@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sio_helpers import LOOPBACK, run, url, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, url
 
 from app.palette import (
     ALARM_CLOSED,
@@ -96,7 +97,7 @@ def test_stop_all_confirms_every_moving_probe_halted_and_reports_a_dead_rig():
         try:
             await client.connect()
             moves = [asyncio.create_task(client.set_position(i, Vec4(15, 15, 15, 15), 1.0)) for i in ("1", "2")]
-            await wait_for(lambda: all(sim.is_moving(i) for i in ("1", "2")), what="both moving")
+            await wait_until(lambda: all(sim.is_moving(i) for i in ("1", "2")), what="both moving")
             report = await halt_and_confirm({"probes": client})
             assert report.ok and report.text().startswith("STOP ALL sent at ")
             assert "2/2 probes halted (positions confirmed) in " in report.result_text()

@@ -5,6 +5,7 @@ import struct
 import zlib
 
 import pytest
+from helpers import run, wait_until
 
 from core.drivers.recorder import (
     CHUNK,
@@ -13,10 +14,6 @@ from core.drivers.recorder import (
     SimulatedRecorder,
     read_recording,
 )
-
-
-def run(coro, timeout=20.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def write_file(path, chunks=3, per_chunk=4, frame_size=6, close=True):
@@ -99,8 +96,7 @@ def test_simulated_recorder_writes_at_rate_and_closes(tmp_path):
         rec.subscribe(lambda name, frames: seen.append(frames))
         path = await rec.start(tmp_path, "2026-11-23_1_KS001")
         assert rec.running and path.exists() and path.parent.name == "raw_video_data"
-        while rec.frames < 10:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: rec.frames >= 10, what="10 frames")
         summary = await rec.stop()
         assert not rec.running
         again = await rec.stop()  # idempotent
@@ -156,6 +152,29 @@ def test_stop_writes_frames_due_at_stop(tmp_path):
     assert summary["frames"] >= 400  # 10 kHz for >= 50 ms
 
 
+def test_stop_while_a_chunk_waits_for_the_busy_writer_still_writes_it(tmp_path):
+    """The writer thread is busy (a slow disk) when a chunk is handed to it, and stop() comes before the
+    thread picks the chunk up: the chunk is still written, so the file holds every frame counted (cancelling
+    the recording task used to cancel the queued write too, and the file came up a chunk short)."""
+    import threading
+
+    async def main():
+        rec = SimulatedRecorder("cam", "camera", rate=200.0, chunk_interval=0.01)
+        await rec.start(tmp_path, "2026-11-23_1_KS001")
+        disk_free = threading.Event()
+        rec._executor.submit(disk_free.wait, 10)  # the one writer thread is busy with something slow
+        await wait_until(lambda: rec.frames > 0, what="a chunk claimed, its write queued behind")
+        stopping = asyncio.ensure_future(rec.stop())
+        await wait_until(lambda: not rec.running, what="stop() to cancel the recording task")
+        disk_free.set()
+        return rec, await stopping
+
+    rec, summary = run(main())
+    frames, info = read_recording(rec.path)
+    assert info["complete"] and len(frames) == summary["frames"] == rec.frames > 0
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
 def test_stop_during_a_slow_write_never_writes_a_frame_twice(tmp_path, monkeypatch):
     """A slow disk: stop() cancels the recording task while a chunk is still being written in the worker
     thread. The frames of that chunk must not be written again by stop's final write."""
@@ -175,8 +194,7 @@ def test_stop_during_a_slow_write_never_writes_a_frame_twice(tmp_path, monkeypat
     async def main():
         rec = SimulatedRecorder("eph", "ephys", rate=1000.0, chunk_interval=0.01)
         await rec.start(tmp_path, "2026-11-23_1_KS001")
-        while not in_write.is_set():
-            await asyncio.sleep(0.005)
+        await wait_until(in_write.is_set, what="a chunk being written")
         await rec.stop()
         return rec
 

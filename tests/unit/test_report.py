@@ -7,8 +7,8 @@ import json
 
 import pytest
 from fake_rigs import FakeLink, FakeRig, make_rigs
+from helpers import wait_until
 from sio_helpers import LOOPBACK, served
-from udp_helpers import until
 
 from app import cli
 from app.console import Console
@@ -182,7 +182,7 @@ def test_console_journals_probe_moves_and_writes_the_report_when_the_session_end
                               link_factory=lambda spec: FakeLink(rigs[spec.name], spec.uri) if spec.name in rigs
                               else make_link(spec))
             await console.load(path)
-            await until(lambda: console.state.get(["rigs", "probes", "service", "manipulators", "1"]) is not None)
+            await wait_until(lambda: console.state.get(["rigs", "probes", "service", "manipulators", "1"]) is not None)
             await console.move("probes", "1", Vec4(1.0, 1.0, 1.0, 0.5), 50.0)  # before the session: no journal
             assert (await console.start("KS001")).ok
             await console.move("probes", "1", Vec4(2.0, 2.0, 2.0, 1.5), 50.0)

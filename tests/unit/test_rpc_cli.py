@@ -4,7 +4,8 @@ import asyncio
 import json
 import sys
 
-from rpc_helpers import Target, run
+from helpers import run
+from rpc_helpers import Target
 
 from transports.rpc.server import RpcServer
 from transports.rpc.sync_struct import Notifier, Publisher

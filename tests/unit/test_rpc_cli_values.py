@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from rpc_helpers import run
+from helpers import run
 
 from app.commands.pyon_text import plain, readable
 from transports.rpc import pyon

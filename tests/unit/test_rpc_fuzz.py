@@ -6,9 +6,10 @@ served after it."""
 import asyncio
 import json
 
+from helpers import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rpc_helpers import Target, run
+from rpc_helpers import Target
 
 from transports.rpc import pyon
 from transports.rpc.server import RpcServer

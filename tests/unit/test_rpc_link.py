@@ -3,7 +3,8 @@
 import dataclasses
 
 import pytest
-from rpc_helpers import Target, run, wait_until
+from helpers import run, wait_until
+from rpc_helpers import Target
 
 from core.config import parse_rig
 from core.link import LinkState, RemoteError, RigError

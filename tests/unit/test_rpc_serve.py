@@ -7,9 +7,8 @@ import asyncio
 import json
 import signal
 import sys
-import time
 
-from rpc_helpers import run
+from helpers import run, wait_until
 
 from app.console import Console
 
@@ -46,13 +45,6 @@ async def start_rig(tmp_path):
         assert line, f"rigdeck serve ended early: {(await proc.stderr.read()).decode()[-2000:]}"
         lines.append(line)
     return proc, lines
-
-
-async def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_rigdeck_serve_rpc_is_driven_by_rigdeck_rpc_a_console_session_and_watch(tmp_path):

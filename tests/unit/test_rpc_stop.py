@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from rpc_helpers import run, wait_until
+from helpers import run, wait_until
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from transports.rpc.client import RpcClient

@@ -5,7 +5,8 @@ import asyncio
 import json
 import logging
 
-from rpc_helpers import Target, open_raw, read_line, run
+from helpers import run
+from rpc_helpers import Target, open_raw, read_line
 
 from transports.rpc import pyon
 from transports.rpc.client import RpcClient

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from helpers import run, wait_until
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.drivers.recorder import SimulatedRecorder, read_recording
@@ -17,10 +18,6 @@ DAY = dt.date(2026, 11, 23)
 REF = "2026-11-23_1_KS001"
 
 
-def run(coro, timeout=20.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 def make(tmp_path, **kwargs):
     kwargs.setdefault("recorders", {"cam": SimulatedRecorder("cam", "camera", rate=100.0, chunk_interval=0.01)})
     return RigService("rig1", data_dir=tmp_path, today=lambda: DAY, **kwargs)
@@ -30,8 +27,8 @@ async def full_session(svc, ref=REF):
     replies = {}
     replies["init"] = await svc.handle(M.EXPINIT, [{"exp_ref": ref}], "test")
     replies["start"] = await svc.handle(M.EXPSTART, [ref, None], "test")
-    while svc.recorders and svc.state.get(["recorders", "cam", "frames"], 0) < 3:
-        await asyncio.sleep(0.01)
+    if svc.recorders:
+        await wait_until(lambda: svc.state.get(["recorders", "cam", "frames"], 0) >= 3, what="3 frames recorded")
     replies["status"] = await svc.handle(M.EXPSTATUS, [20], "test")
     replies["end"] = await svc.handle(M.EXPEND, [[]], "test")
     return replies

@@ -4,7 +4,8 @@ reconnects, timeouts and STOP ALL under load."""
 import asyncio
 
 import pytest
-from sio_helpers import LOOPBACK, FakeEphysLink, run, served, url, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, FakeEphysLink, served, url
 
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, ManipulatorError, SimulatedManipulator, Vec4
 from core.protocol import RigAddress
@@ -52,7 +53,7 @@ def test_client_surfaces_errors_limits_stop_and_inside_brain():
             with pytest.raises(ManipulatorError, match="speed"):
                 await client.set_position("0", Vec4(1, 0, 0, 0), 0)  # refused before sending
             move = asyncio.create_task(client.set_position("0", Vec4(20, 0, 0, 0), 5.0))
-            await wait_for(lambda: sim.is_moving("0"), what="move start")
+            await wait_until(lambda: sim.is_moving("0"), what="move start")
             await client.stop("0")
             with pytest.raises(SioRemoteError, match="did not reach target") as err:
                 await move
@@ -81,7 +82,7 @@ def test_polling_fallback_against_an_ephys_link_server():
             seen = []
             client.subscribe(lambda i, p, m: seen.append((i, p, m)))
             await client.set_position("1", Vec4(2, 0, 0, 0), 10.0)  # 0.2 s: several polls
-            await wait_for(lambda: client.positions.get("1") == Vec4(2, 0, 0, 0) and not client.moving["1"],
+            await wait_until(lambda: client.positions.get("1") == Vec4(2, 0, 0, 0) and not client.moving["1"],
                            what="final polled position")
             assert any(i == "1" and m and 0 < p.x < 2 for i, p, m in seen)
             assert fake.calls.count("get_position") >= 4
@@ -140,7 +141,7 @@ def test_reconnects_with_backoff_after_the_server_restarts():
         await client.start()
         assert await client.wait_connected(5)
         await server.close()
-        await wait_for(lambda: not client.connected, what="disconnect noticed")
+        await wait_until(lambda: not client.connected, what="disconnect noticed")
         await asyncio.sleep(0.3)  # a few refused attempts with backoff
         server = await serve_sio(RigAddress("sio", LOOPBACK, port), sim, {})
         try:
@@ -177,7 +178,7 @@ def test_proxy_driver_serves_an_ephys_link_server_again_with_rigdeck_features():
                     await client.set_position("0", Vec4(), 100.0)
                 # a stopped move returns where it halted (the driver contract), the front server reports it
                 move = asyncio.create_task(client.set_depth("0", 20.0, 5.0))
-                await wait_for(lambda: sim.is_moving("0"), what="proxied move")
+                await wait_until(lambda: sim.is_moving("0"), what="proxied move")
                 await client.stop_all()
                 with pytest.raises(SioRemoteError, match="did not reach target depth"):
                     await move
@@ -204,15 +205,15 @@ def test_stop_all_under_load_reaches_every_rig_and_halts_every_manipulator():
                 await c.connect()
                 c.subscribe(lambda *a: None)
             moves = [asyncio.create_task(c.set_position(i, Vec4(20, 20, 20, 20), 2.0)) for c in clients for i in ids]
-            await wait_for(lambda: all(s.is_moving(i) for s in (sim1, sim2) for i in ids), what="16 moving")
-            await wait_for(lambda: all(o.updates > 8 for o in observers), what="streaming")
+            await wait_until(lambda: all(s.is_moving(i) for s in (sim1, sim2) for i in ids), what="16 moving")
+            await wait_until(lambda: all(o.updates > 8 for o in observers), what="streaming")
             results = await stop_everything(clients)
             assert results == {c.url: None for c in clients}
             assert not any(s.is_moving(i) for s in (sim1, sim2) for i in ids)
             outcomes = await asyncio.gather(*moves, return_exceptions=True)
             assert all(isinstance(o, SioRemoteError) and "did not reach" in o.text for o in outcomes)
             halted = [await s.position(i) for s in (sim1, sim2) for i in ids]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a short look for what must NOT happen: a stage moving on
             assert halted == [await s.position(i) for s in (sim1, sim2) for i in ids]
             for c in clients + observers:
                 await c.close()

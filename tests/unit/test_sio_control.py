@@ -6,7 +6,8 @@ import json
 
 import pytest
 import socketio
-from sio_helpers import ask, body, raw_client, run, served, url, wait_for
+from helpers import run, wait_until
+from sio_helpers import ask, body, raw_client, served, url
 
 from core.drivers.manipulator import Vec4
 
@@ -37,7 +38,7 @@ def test_take_control_moves_control_and_tells_the_old_controller():
             notices = []
             first.on("control", lambda data: notices.append(json.loads(data)))
             assert json.loads(await ask(second, "take_control", "")) == {"Controller": True, "Error": ""}
-            await wait_for(lambda: notices, what="control notice")
+            await wait_until(lambda: notices, what="control notice")
             assert notices[0]["Controller"] is False and "control taken" in notices[0]["Reason"]
             assert json.loads(await ask(first, "set_position", MOVE))["Error"].startswith("NotInControl")
             assert json.loads(await ask(second, "set_position", MOVE))["Error"] == ""
@@ -54,7 +55,7 @@ def test_oldest_observer_is_promoted_when_the_controller_leaves():
                 second.on("control", lambda data: notices.append(json.loads(data)))
                 assert json.loads(await ask(second, "get_control"))["Controller"] is False
                 await first.disconnect()
-                await wait_for(lambda: notices, what="promotion notice")
+                await wait_until(lambda: notices, what="promotion notice")
                 assert notices[0]["Controller"] is True and "promoted" in notices[0]["Reason"]
                 assert json.loads(await ask(second, "get_control"))["Controller"] is True
                 assert json.loads(await ask(third, "get_control"))["Controller"] is False
@@ -95,7 +96,7 @@ def test_position_pushes_while_moving_and_at_start_and_end():
             c.on("position", lambda data: pushes.append(json.loads(data)["Positions"]))
             reply = await ask(c, "set_position", body(ManipulatorId="1", Position={"y": 2}, Speed=10))  # 0.2 s
             assert json.loads(reply)["Error"] == ""
-            await wait_for(lambda: pushes and not pushes[-1].get("1", {}).get("Moving", True), what="end push")
+            await wait_until(lambda: pushes and not pushes[-1].get("1", {}).get("Moving", True), what="end push")
             entries = [p["1"] for p in pushes if "1" in p]
             assert entries[0]["Moving"] is True and entries[0]["Position"]["y"] == 0.0
             assert entries[-1] == {"Position": {"x": 0.0, "y": 2.0, "z": 0.0, "w": 0.0}, "Moving": False,
@@ -106,7 +107,7 @@ def test_position_pushes_while_moving_and_at_start_and_end():
             assert len(entries) <= 20
             pushes.clear()
             await ask(c, "set_inside_brain", body(ManipulatorId="1", Inside=True))
-            await wait_for(lambda: pushes, what="inside-brain push")
+            await wait_until(lambda: pushes, what="inside-brain push")
             assert pushes[-1]["1"]["InsideBrain"] is True
 
     run(main())
@@ -128,7 +129,7 @@ def test_stop_all_is_answered_while_moves_are_pending():
         async with served(ids=[str(i) for i in range(8)]) as (server, sim), raw_client(server.port) as c:
             moves = [asyncio.create_task(ask(c, "set_position", body(ManipulatorId=str(i), Position={"z": 20},
                                                                         Speed=2))) for i in range(8)]
-            await wait_for(lambda: all(sim.is_moving(str(i)) for i in range(8)), what="all moving")
+            await wait_until(lambda: all(sim.is_moving(str(i)) for i in range(8)), what="all moving")
             assert await ask(c, "stop_all", "") == ""
             assert not any(sim.is_moving(str(i)) for i in range(8))
             replies = [json.loads(r) for r in await asyncio.gather(*moves)]

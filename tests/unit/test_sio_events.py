@@ -5,7 +5,8 @@ import asyncio
 import json
 
 import pytest
-from sio_helpers import ask, body, raw_client, run, served
+from helpers import run, wait_until
+from sio_helpers import ask, body, raw_client, served
 
 from core.drivers.manipulator import INSIDE_BRAIN_TEXT, Vec4
 
@@ -160,8 +161,7 @@ def test_stop_interrupts_a_move_and_set_position_reports_it():
     async def main():
         async with served() as (server, sim), raw_client(server.port) as c:
             move = asyncio.create_task(ask(c, "set_position", body(ManipulatorId="0", Position={"x": 20}, Speed=5)))
-            await asyncio.sleep(0.05)
-            assert sim.is_moving("0")
+            await wait_until(lambda: sim.is_moving("0"), what="the move under way")
             assert await ask(c, "stop", "0") == ""  # answered while the move's request is still pending
             reply = json.loads(await move)
             assert "did not reach target position on axis x" in reply["Error"]

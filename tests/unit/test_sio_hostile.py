@@ -13,9 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from helpers import run, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sio_helpers import LOOPBACK, ask, body, raw_client, relayed, run, served, wait_for
+from sio_helpers import LOOPBACK, ask, body, raw_client, relayed, served
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
@@ -154,7 +155,7 @@ def test_a_nan_position_is_refused_by_name_and_every_other_change_still_arrives(
                 pushes: list[dict[str, Any]] = []
                 c.on("position", lambda data: pushes.append(json.loads(data)["Positions"]))
                 sim.glitch()
-                await wait_for(lambda: any("0" in p for p in pushes), what="the finite manipulator's push")
+                await wait_until(lambda: any("0" in p for p in pushes), what="the finite manipulator's push")
                 assert all("1" not in p for p in pushes)
                 reply = json.loads(await ask(c, "get_position", "1"))
                 assert reply["Position"] == {"x": 0.0, "y": 0.0, "z": 0.0, "w": 0.0}
@@ -164,7 +165,7 @@ def test_a_nan_position_is_refused_by_name_and_every_other_change_still_arrives(
                 sim.broken = False  # the axis is back: its next position goes out as usual
                 assert json.loads(await ask(c, "set_position", body(ManipulatorId="1", Position={"y": 1},
                                                                      Speed=100)))["Error"] == ""
-                await wait_for(lambda: any(p.get("1", {}).get("Position", {}).get("y") == 1.0 for p in pushes),
+                await wait_until(lambda: any(p.get("1", {}).get("Position", {}).get("y") == 1.0 for p in pushes),
                                what="the repaired manipulator's push")
         finally:
             await server.close()

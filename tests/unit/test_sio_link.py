@@ -3,7 +3,8 @@
 import asyncio
 
 import pytest
-from sio_helpers import LOOPBACK, run, served, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, served
 
 from core.config import Role, parse_rig
 from core.drivers.manipulator import Vec4
@@ -34,7 +35,7 @@ def test_link_goes_online_answers_harmlessly_and_streams_position_mods():
             states = []
             link.on_state(lambda s, e: states.append(s))
             await link.connect()
-            await wait_for(lambda: link.state is LinkState.ONLINE, what="online")
+            await wait_until(lambda: link.state is LinkState.ONLINE, what="online")
             assert tree.get(["role"]) == "manipulator" and tree.get(["main_sync"]) is False
             assert tree.get(["manipulators", "1"]) == {"x": 0.0, "y": 0.0, "z": 0.0, "w": 0.0, "moving": False,
                                                        "inside_brain": False}
@@ -46,10 +47,10 @@ def test_link_goes_online_answers_harmlessly_and_streams_position_mods():
                 await link.request(ExpMessage.EXPSTART, "ref", {})
             assert link.last_rtt is not None
             await link.manipulators.set_position("2", Vec4(1, 1, 1, 1), 100.0)
-            await wait_for(lambda: tree.get(["manipulators", "2", "moving"]) is False
+            await wait_until(lambda: tree.get(["manipulators", "2", "moving"]) is False
                            and tree.get(["manipulators", "2", "x"]) == 1.0, what="final mod")
             await link.manipulators.set_inside_brain("2", True)
-            await wait_for(lambda: tree.get(["manipulators", "2", "inside_brain"]) is True, what="inside mod")
+            await wait_until(lambda: tree.get(["manipulators", "2", "inside_brain"]) is True, what="inside mod")
             await link.close()
             assert link.state is LinkState.CLOSED
             assert states[0] is LinkState.ONLINE and states[-1] is LinkState.CLOSED
@@ -61,7 +62,7 @@ def test_link_reports_unreachable_and_requests_fail_clearly():
     async def main():
         link = make_link(spec(1, timeout=0.5))
         await link.connect()
-        await wait_for(lambda: link.state is LinkState.UNREACHABLE, what="unreachable")
+        await wait_until(lambda: link.state is LinkState.UNREACHABLE, what="unreachable")
         assert "cannot connect" in (link.last_error or "")
         with pytest.raises(SioUnavailable, match="not connected"):
             await link.request(ExpMessage.EXPSTATUS)
@@ -75,7 +76,7 @@ def test_link_with_wrong_token_is_unreachable_with_the_reason():
         async with served(options={"token": "right"}) as (server, _):
             link = make_link(spec(server.port, token="wrong", timeout=0.5))
             await link.connect()
-            await wait_for(lambda: link.state is LinkState.UNREACHABLE, what="refused")
+            await wait_until(lambda: link.state is LinkState.UNREACHABLE, what="refused")
             assert "token required" in link.last_error
             await link.close()
             await asyncio.sleep(0)

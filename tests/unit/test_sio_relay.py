@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import socketio
 import yaml
-from sio_helpers import LOOPBACK, ask, body, relayed, run, via, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, ask, body, relayed, via
 
 from app.cli import main
 from app.demo_rigs import RigProcess
@@ -70,7 +71,7 @@ def test_a_pinpoint_style_client_reaches_the_server_through_the_relay_by_its_id(
                 reply = json.loads(await ask(c, "set_position", body(ManipulatorId="1", Position={"y": 2}, Speed=10)))
                 assert reply == {"Position": {"x": 0.0, "y": 2.0, "z": 0.0, "w": 0.0}, "Error": ""}
                 assert await sim.position("1") == Vec4(0, 2, 0, 0)
-                await wait_for(lambda: any(not p.get("1", {}).get("Moving", True) for p in pushes), what="end push")
+                await wait_until(lambda: any(not p.get("1", {}).get("Moving", True) for p in pushes), what="end push")
                 assert any(p.get("1", {}).get("Moving") for p in pushes)  # pushes while it moved, via the relay
 
     run(main_())
@@ -134,18 +135,18 @@ def test_rigdeck_client_through_the_relay_observers_control_and_stop_all():
                 with pytest.raises(SioRemoteError, match="NotInControl"):
                     await observer.set_position("0", Vec4(1, 0, 0, 0), 10)
                 moves = [asyncio.create_task(controller.set_position(i, Vec4(20, 20, 20, 20), 2.0)) for i in ids]
-                await wait_for(lambda: all(observer.moving.get(i) for i in ids), what="observer sees 8 moving")
+                await wait_until(lambda: all(observer.moving.get(i) for i in ids), what="observer sees 8 moving")
                 await observer.stop_all()  # a safety command: observers may send it, through the relay too
                 assert not any(sim.is_moving(i) for i in ids)
                 outcomes = await asyncio.gather(*moves, return_exceptions=True)
                 assert all(isinstance(o, SioRemoteError) and "did not reach target" in o.text for o in outcomes)
                 halted = [await sim.position(i) for i in ids]
                 assert all(0 < p.x < 20 for p in halted)
-                await wait_for(lambda: [observer.positions[i] for i in ids] == halted, what="halted positions pushed")
+                await wait_until(lambda: [observer.positions[i] for i in ids] == halted, what="halted positions pushed")
                 notices: list[bool] = []
                 controller.on_control(notices.append)
                 assert await observer.take_control() is True
-                await wait_for(lambda: notices == [False], what="control notice through the relay")
+                await wait_until(lambda: notices == [False], what="control notice through the relay")
             finally:
                 await controller.close()
                 await observer.close()
@@ -226,7 +227,7 @@ def test_a_rigs_file_entry_reaches_a_manipulator_server_through_the_relay():
             link.on_update(mods.append)
             await link.connect()
             try:
-                await wait_for(lambda: link.state.value == "online", what="online through the relay")
+                await wait_until(lambda: link.state.value == "online", what="online through the relay")
                 assert sorted(mods[0]["struct"]["manipulators"]) == ["a", "b"]
                 await link.manipulators.set_position("a", Vec4(1, 2, 3, 4), 20.0)
                 assert await sim.position("a") == Vec4(1, 2, 3, 4)

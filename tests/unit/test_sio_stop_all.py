@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sio_helpers import LOOPBACK, FakeEphysLink, run, url, wait_for
+from helpers import run, wait_until
+from sio_helpers import LOOPBACK, FakeEphysLink, url
 
 from core.drivers.manipulator import SimulatedManipulator, Vec4
 from core.protocol import RigAddress
@@ -22,19 +23,14 @@ from transports.sio.proxy import EphysLinkManipulator
 
 IDS = [str(i) for i in range(8)]
 FAR = Vec4(20, 20, 20, 20)
-#: a stop queued behind the moves would take their 17 s; behind a poll round, a noticeable part of 20 ms.
-#: 1 s is far from both and safe on a loaded machine.
-STOP_BOUND_S = 1.0
 
 
 async def stop_all_halts_them_mid_move(client: SioManipulatorClient, sim: SimulatedManipulator,
                                       moves: list[asyncio.Task[Vec4]]) -> list[Vec4]:
-    """STOP ALL answers within the bound; every stage is halted on its way; every pending move reports
-    that it stopped short. Returns the halted positions."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    """STOP ALL is not queued behind the moves: every stage is halted on its way, and every pending move
+    then reports that it stopped short. Returns the halted positions. (Where they halted, not how fast
+    the stop came back: a loaded machine makes everything slower, never reordered.)"""
     await client.stop_all()
-    assert loop.time() - t0 < STOP_BOUND_S
     positions = [await sim.position(i) for i in IDS]
     assert not any(sim.is_moving(i) for i in IDS)
     assert all(0 < p.x < 20 and p.x == p.y == p.z == p.w for p in positions), positions
@@ -54,12 +50,12 @@ def test_stop_all_against_a_polled_ephys_link_server_with_8_moving():
             assert not client.push
             client.subscribe(lambda *_: None)  # polling all 8 at 50 Hz from now on
             moves = [asyncio.create_task(client.set_position(i, FAR, 1.2)) for i in IDS]  # 33 s each
-            await wait_for(lambda: all(client.moving.get(i) for i in IDS), what="8 moving, seen by polling")
+            await wait_until(lambda: all(client.moving.get(i) for i in IDS), what="8 moving, seen by polling")
             polls = fake.calls.count("get_position")
             halted = await stop_all_halts_them_mid_move(client, sim, moves)
             # the polls went on around the stop, and the client settles on where each one halted
-            await wait_for(lambda: fake.calls.count("get_position") > polls + 16, what="polls after the stop")
-            await wait_for(lambda: [client.positions[i] for i in IDS] == halted and not any(client.moving.values()),
+            await wait_until(lambda: fake.calls.count("get_position") > polls + 16, what="polls after the stop")
+            await wait_until(lambda: [client.positions[i] for i in IDS] == halted and not any(client.moving.values()),
                            what="client state settled on the halted positions")
         finally:
             await client.close()
@@ -86,11 +82,11 @@ def test_stop_all_through_the_proxy_driver_reaches_the_ephys_link_hardware():
             assert console.push
             console.subscribe(lambda *_: None)
             moves = [asyncio.create_task(console.set_position(i, FAR, 1.2)) for i in IDS]
-            await wait_for(lambda: all(sim.is_moving(i) for i in IDS), what="8 stages moving")
-            await wait_for(lambda: all(console.moving.get(i) for i in IDS), what="console sees 8 moving")
+            await wait_until(lambda: all(sim.is_moving(i) for i in IDS), what="8 stages moving")
+            await wait_until(lambda: all(console.moving.get(i) for i in IDS), what="console sees 8 moving")
             halted = await stop_all_halts_them_mid_move(console, sim, moves)
-            await asyncio.sleep(0.05)
-            assert [await sim.position(i) for i in IDS] == halted  # nothing restarted them
+            await asyncio.sleep(0.05)  # a short look for what must NOT happen: a stage moving again
+            assert [await sim.position(i) for i in IDS] == halted
         finally:
             await console.close()
             await front.close()

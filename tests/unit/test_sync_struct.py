@@ -8,7 +8,8 @@ import logging
 import socket
 
 import pytest
-from rpc_helpers import open_raw, read_line, run, wait_until
+from helpers import run, wait_until
+from rpc_helpers import open_raw, read_line
 
 from core.state import LiveState, process_mod
 from transports.rpc.sync_struct import Notifier, Publisher, Subscriber, feed_live_state, prefix_mod
@@ -157,8 +158,8 @@ def test_start_waits_for_an_absent_publisher():
         await probe.close()
         sub = Subscriber("n", retry_max=0.2)
         sub.start("127.0.0.1", port)
-        await asyncio.sleep(0.3)
-        assert sub.inits == 0 and sub.last_error
+        await wait_until(lambda: sub.last_error, what="a failed connection attempt")
+        assert sub.inits == 0
         publisher = Publisher({"n": Notifier({"up": True})})
         await publisher.start("127.0.0.1", port)
         assert await sub.wait_init(10) == {"up": True}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from udp_helpers import run
+from helpers import run
 
 from app.commands.serve import make_manipulator
 from core.config import ConfigError, load_rigs, parse_rig

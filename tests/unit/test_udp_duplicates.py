@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from helpers import run, wait_until
 from udp_faults import Faults, FaultyRelay
-from udp_helpers import EchoRig, dumps, run, udp_spec
+from udp_helpers import EchoRig, dumps, udp_spec
 
 from core.protocol import ExpMessage as S
 from core.protocol import RigAddress
@@ -118,7 +119,7 @@ def test_a_tagged_request_seen_again_is_answered_from_the_cache_and_an_older_one
 def test_an_iblutil_console_repeating_a_request_is_heard_each_time_but_a_copy_is_not():
     """An iblutil console polls with identical bytes, but only after it has echoed the previous reply:
     that request is new. The same bytes again before anything moved on are a copy (not run, not echoed)."""
-    from udp_helpers import RawPeer, until
+    from udp_helpers import RawPeer
 
     async def main():
         rig = EchoRig()
@@ -135,14 +136,14 @@ def test_an_iblutil_console_repeating_a_request_is_heard_each_time_but_a_copy_is
             return server.endpoint.conversations[("127.0.0.1", console.port)]
         for n in range(1, 4):
             console.send(b"[32, 20]", address)
-            await until(lambda n=n: console.received.count(b"[32, 0]\t\n") == n)
-            await until(lambda: rig_side().echoes_due == 0)  # (its echo of the reply has arrived)
+            await wait_until(lambda n=n: console.received.count(b"[32, 0]\t\n") == n)
+            await wait_until(lambda: rig_side().echoes_due == 0)  # (its echo of the reply has arrived)
         assert len(rig.calls) == 3
         console.on_datagram = None  # from now on the replies are not echoed: nothing moves on
         console.send(b"[32, 30]", address)
         console.send(b"[32, 30]", address)  # a copy
-        await until(lambda: len(rig.calls) == 4)
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: len(rig.calls) == 4)
+        await asyncio.sleep(0.2)  # a short look for what must NOT happen: the copy run, or a second echo
         assert len(rig.calls) == 4 and console.received.count(b"[32, 30]") == 1
         await server.close()
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from zmq_helpers import make_link, run, start_rig
+from helpers import run
+from zmq_helpers import make_link, start_rig
 
 from core.link import LinkState, RequestTimeout
 from core.protocol import ExpMessage

@@ -9,7 +9,8 @@ import time
 import pytest
 import zmq
 import zmq.asyncio
-from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, run, start_rig, wait_until
+from helpers import run, wait_until
+from zmq_helpers import CountingRig, FaultProxy, hang_and_count, make_link, start_rig
 
 from app.demo_rigs import RigProcess
 from core.config import parse_rig
@@ -196,7 +197,8 @@ def test_no_rig_means_unreachable_and_a_timeout_not_a_hang():
         await link.connect()  # never fails because the rig is down
         start = time.monotonic()
         with pytest.raises(RequestTimeout) as err:
-            await link.request(ExpMessage.EXPSTATUS, timeout=0.5)
+            async with asyncio.timeout(10):  # a ceiling for "not a hang", not a speed requirement
+                await link.request(ExpMessage.EXPSTATUS, timeout=0.5)
         elapsed = time.monotonic() - start
         assert link.state is LinkState.UNREACHABLE
         assert link.stats["send_refused"] >= 1  # IMMEDIATE: nothing queued for a rig that is not there
@@ -204,7 +206,7 @@ def test_no_rig_means_unreachable_and_a_timeout_not_a_hang():
         return elapsed, str(err.value)
 
     elapsed, text = run(main())
-    assert 0.4 < elapsed < 3 and "never answered" in text
+    assert elapsed >= 0.5 and "never answered" in text  # it waited its timeout out, and says why
 
 
 def test_rig_notices_a_dead_console_logs_it_and_keeps_running(caplog):
@@ -243,10 +245,10 @@ def test_dead_rig_detected_by_heartbeat_when_the_process_hangs():
         link = make_link(server.port, heartbeat=0.1, liveness=3)
         await link.connect()
         await wait_until(lambda: link.state is LinkState.ONLINE)
-        return await hang_and_time(server, link), link.last_error
+        return await hang_and_count(server, link)
 
-    detected, error = run(main())
-    assert detected < 1.0 and "no traffic from the rig" in error  # 0.3 s window (+ scheduling slack)
+    beats, silence = run(main())
+    assert silence >= 0.3 and 1 <= beats <= 3 + 1, (beats, silence)  # 3 missed beats of 0.1 s, counted
 
 
 def test_envelope_fields_are_json_with_id_sender_key_value_ts():

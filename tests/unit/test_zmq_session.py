@@ -5,7 +5,8 @@ and file transfer on its own: corrupted chunks re-asked, a corrupt partial file 
 import hashlib
 
 import pytest
-from zmq_helpers import FaultProxy, make_link, run, start_rig, wait_until
+from helpers import run, wait_until
+from zmq_helpers import FaultProxy, make_link, start_rig
 
 from core.config import parse_rig
 from core.rig_config import parse_rig_config

@@ -4,10 +4,10 @@ restarted (state resynchronised, stale commands refused), late joiners, gap resy
 import asyncio
 import math
 import socket
-import time
 
 import pytest
-from zmq_helpers import CountingRig, FaultProxy, hang_and_time, make_link, run, start_rig, wait_until
+from helpers import run, wait_until
+from zmq_helpers import CountingRig, FaultProxy, hang_and_count, make_link, start_rig
 
 from app.demo_rigs import RigProcess
 from core.link import LinkState, RemoteError
@@ -22,19 +22,19 @@ def mirror_of(link):
     return mirror
 
 
-def test_a_hung_rig_is_unreachable_within_1_5_s_with_the_default_heartbeats():
+def test_a_hung_rig_is_unreachable_after_liveness_missed_heartbeats_with_the_defaults():
     async def main():
         rig, server = await start_rig()  # defaults: heartbeat 0.5 s, liveness 3
         link = make_link(server.port)
         assert (link.heartbeat, link.liveness) == (0.5, 3)
         await link.connect()
         await link.request(ExpMessage.EXPSTATUS, "x")
-        await asyncio.sleep(0.6)  # let heartbeats, not the command, be the last traffic
-        return await hang_and_time(server, link)
+        return await hang_and_count(server, link)
 
-    detected = run(main())
-    # silence is counted from the last message heard, which came at most one heartbeat before the hang
-    assert 0.5 < detected < 1.5 + 0.25, detected  # 0.25 s: scheduling slack on a loaded 2-core machine
+    beats, silence = run(main())
+    # it gave up after the liveness window of silence (1.5 s), having pinged about once per heartbeat into
+    # it: never before, and not after many more beats than the liveness (a stalled loop only sends fewer)
+    assert silence >= 1.5 and 1 <= beats <= 3 + 1, (beats, silence)
 
 
 def free_port():
@@ -53,8 +53,9 @@ def start_rig_process(tmp_path, port, tag):
 
 
 def test_killed_rig_process_is_noticed_at_once_and_its_restart_resynchronises_the_state(tmp_path):
-    """kill -9 of a real ``rigdeck serve``: UNREACHABLE well within 1.5 s; after the restart on the same port
-    the link is ONLINE again, knows it is a new incarnation, and its mirror shows the new rig's state."""
+    """kill -9 of a real ``rigdeck serve``: UNREACHABLE from the dropped connection, not the heartbeats;
+    after the restart on the same port the link is ONLINE again, knows it is a new incarnation, and its
+    mirror shows the new rig's state."""
     port = free_port()
     first = start_rig_process(tmp_path, port, "1")
     second = None
@@ -68,9 +69,8 @@ def test_killed_rig_process_is_noticed_at_once_and_its_restart_resynchronises_th
         await wait_until(lambda: mirror.get(["status"]) == 10, timeout=5)  # pushed, never polled
         old_epoch = link.rig_epoch
         first.kill()
-        killed = time.monotonic()
         await wait_until(lambda: link.state is LinkState.UNREACHABLE, timeout=5)
-        detected = time.monotonic() - killed
+        detected = link.last_error
         second = await asyncio.to_thread(start_rig_process, tmp_path, port, "2")
         await wait_until(lambda: link.state is LinkState.ONLINE and link.rig_epoch != old_epoch, timeout=15)
         await wait_until(lambda: mirror.get(["status"]) == 0 and link.published == mirror.raw, timeout=5)
@@ -88,7 +88,8 @@ def test_killed_rig_process_is_noticed_at_once_and_its_restart_resynchronises_th
         first.kill()
         if second is not None:
             second.stop()
-    assert detected < 1.5, detected
+    # noticed by the dropped connection, at once: not by the heartbeats running out (1.5 s later)
+    assert detected == "connection to the rig lost; reconnecting", detected
     assert stats["rig_restarts"] == 1 and stats["snapshots"] >= 2
     assert refused.startswith("RigRestarted:")
 

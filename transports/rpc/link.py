@@ -25,7 +25,7 @@ from typing import Any
 
 from core.checks import is_int
 from core.config import RigSpec
-from core.link import LinkState, RemoteError, RigError, RigLink, error_text
+from core.link import LinkClosed, LinkState, RemoteError, RigError, RigLink, error_text
 from core.protocol import ExpMessage
 from core.state import Mod
 from transports.rpc.client import RpcClient, RpcUnavailable
@@ -71,6 +71,8 @@ class RpcLink(RigLink):
                                  connect_timeout=self.timeout, reconnect=True)
         self._client.on_connection(self._on_connection)
         self._subscriber: Subscriber | None = None
+        #: set first thing in close(): a call the closing connection fails is then LinkClosed, not "lost"
+        self._closing = False
 
     # ------------------------------------------------------------------------------- lifecycle
     async def connect(self) -> None:
@@ -82,6 +84,7 @@ class RpcLink(RigLink):
             self._subscriber.start(self.host, port)
 
     async def close(self) -> None:
+        self._closing = True
         if self._subscriber is not None:
             await self._subscriber.close()
             self._subscriber = None
@@ -89,6 +92,8 @@ class RpcLink(RigLink):
         self.set_state(LinkState.CLOSED)
 
     def _on_connection(self, up: bool, error: str | None) -> None:
+        if self._closing:  # a call our close() cut short reports the lost connection after CLOSED
+            return
         if up:
             self.set_state(LinkState.ONLINE)
         else:
@@ -138,6 +143,8 @@ class RpcLink(RigLink):
         return result
 
     async def request(self, event: ExpMessage, *data: Any, timeout: float | None = None) -> list[Any]:
+        if self._closing:
+            raise LinkClosed(f"{self.name}: link closed")
         if "handle" not in self._client.methods:
             if not self._client.connected:
                 raise RpcUnavailable(f"{self.name}: not connected ({self._client.last_error or 'connecting'})")
@@ -148,7 +155,9 @@ class RpcLink(RigLink):
             reply = await self._client.call_ex("handle", [int(event), list(data)], None, timeout or self.timeout)
         except RemoteException as ex:
             raise RemoteError(ex.text, int(event)) from ex
-        except RigError:
+        except RigError as ex:
+            if self._closing:  # our close() cut the connection under this call
+                raise LinkClosed(f"{self.name}: link closed") from ex
             raise
         except Exception as ex:
             if hasattr(ex, "parent_traceback"):  # a built-in exception raised by the rig

@@ -20,13 +20,14 @@ Options in remote_rigs.yaml: ``token`` (shared secret, never logged), ``timeout`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from core.config import RigSpec
 from core.drivers.manipulator import Vec4
-from core.link import LinkState, RigError, RigLink
+from core.link import LinkClosed, LinkState, RigError, RigLink
 from core.protocol import ExpMessage, ExpStatus
 from transports.sio.client import DEFAULT_TIMEOUT, SioManipulatorClient, SioUnavailable, sio_url
 
@@ -50,12 +51,16 @@ class SioLink(RigLink):
         )
         self.manipulators.on_connection(self._on_connection)
         self._unsubscribe = self.manipulators.subscribe(self._on_position)
+        #: set first thing in close(): a call still waiting for its ack then fails at once with LinkClosed
+        #: (python-socketio would keep it waiting until its own timeout)
+        self._closing = asyncio.Event()
 
     async def connect(self) -> None:
         self.set_state(LinkState.CONNECTING)
         await self.manipulators.start()  # never raises: retries with backoff in the background
 
     async def close(self) -> None:
+        self._closing.set()
         self._unsubscribe()
         await self.manipulators.close()
         self.set_state(LinkState.CLOSED)
@@ -90,6 +95,19 @@ class SioLink(RigLink):
         self.emit_update({"action": "setitem", "path": ["manipulators"], "key": manipulator_id,
                           "value": self._entry(manipulator_id, pos, moving)})
 
+    async def _unless_closed(self, call: Any) -> Any:
+        """Await ``call``, or fail with LinkClosed as soon as close() begins."""
+        task = asyncio.ensure_future(call)
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+        if not task.done():
+            task.cancel()
+            raise LinkClosed(f"{self.name}: link closed")
+        return task.result()
+
     # ---------------------------------------------------------------------- session messages
     async def request(self, event: ExpMessage, *data: Any, timeout: float | None = None) -> list[Any]:
         event = ExpMessage(event)
@@ -97,9 +115,11 @@ class SioLink(RigLink):
             return [None, {}]
         if event not in (ExpMessage.EXPSTATUS, ExpMessage.EXPINFO):
             raise RigError(f"{self.name}: manipulator rigs take no session messages ({event.name})")
+        if self._closing.is_set():
+            raise LinkClosed(f"{self.name}: link closed")
         start = time.monotonic()
         try:
-            version = await self.manipulators.version() if self.manipulators.connected else None
+            version = await self._unless_closed(self.manipulators.version()) if self.manipulators.connected else None
         except SioUnavailable:
             version = None
         if version is None:

@@ -22,10 +22,6 @@ from transports.sio.server import ManipulatorApi, SioServer
 LOOPBACK = "127.0.0.1"
 
 
-def run(coro: Any, timeout: float = 20.0) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 def url(port: int) -> str:
     return f"http://{LOOPBACK}:{port}"
 
@@ -120,15 +116,6 @@ class FakeEphysLink:
             await self.runner.cleanup()
             self.runner = None
 
-
-async def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll a cheap predicate on the loop (for state that arrives as a socket event)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

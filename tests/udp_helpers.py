@@ -15,9 +15,11 @@ from transports.registry import TRANSPORTS
 class EchoRig:
     """A rig-like handler with iblutil's reply shapes, counting what it executed."""
 
-    def __init__(self, name: str = "rig", delay: float = 0.0) -> None:
+    def __init__(self, name: str = "rig", delay: float = 0.0, gate: asyncio.Event | None = None) -> None:
         self.name = name
         self.delay = delay
+        #: when given, every reply waits for it: a test holds replies to see what is in flight at once
+        self.gate = gate
         self.status = ExpStatus.CONNECTED
         self.calls: list[tuple[str, list[Any]]] = []
 
@@ -25,6 +27,8 @@ class EchoRig:
         self.calls.append((event.name, data))
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if event is ExpMessage.EXPINFO:
             return [int(self.status), {"exp_ref": "2026-11-22_1_KS001", "main_sync": True}]
         if event is ExpMessage.EXPINIT:
@@ -98,10 +102,6 @@ def udp_spec(port: int, name: str = "rig", scheme: str = "udp", **options: Any):
     return parse_rig(name, {"uri": uri, **options} if options else uri, TRANSPORTS)
 
 
-def run(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     """A fresh link still gets an EXPSTATUS answer from ``server`` (an idle EchoRig); then close it."""
     from transports.ibl.udp import UdpLink
@@ -111,12 +111,3 @@ async def assert_still_serves_then_close(server: Any, spec: Any = None) -> None:
     assert await link.request(ExpMessage.EXPSTATUS, 0) == [0]
     await link.close()
     await server.close()
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    """Poll ``condition()`` until true (a deadline, not a sleep, is the synchronisation)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.002)
