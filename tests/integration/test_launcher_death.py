@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import ROOT, cli_env, wait_until
+from e2e import ROOT, cli_env
+from helpers import wait_until_blocking
 
 from app.demo_rigs import RigProcess
 
@@ -61,7 +62,7 @@ def test_rigs_exit_when_their_launcher_is_killed(tmp_path: Path) -> None:
         assert len(pids) == 2 and not any(gone(pid) for pid in pids), line
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
-        wait_until(lambda: all(gone(pid) for pid in pids), 20, "the rigs to exit after their launcher died")
+        wait_until_blocking(lambda: all(gone(pid) for pid in pids), 20, "the rigs to exit after their launcher died")
     finally:
         launcher.kill()
         launcher.wait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run, wait_until
 
 from core.config import ConfigError
 from core.protocol import ExpMessage as M
@@ -20,21 +20,6 @@ from transports.registry import TRANSPORTS
 
 PROGRAM = Path(__file__).resolve().parents[1] / "programs" / "fake_acquisition.py"
 REF = "2026-11-30_1_KS001"
-
-
-def run(coro: Any, timeout: float = 40.0) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-async def until(check: Any, what: str, timeout: float = 15.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := check()):
-            await asyncio.sleep(0.02)
-    return value
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -72,7 +57,7 @@ async def begin(svc: RigService, ref: str = REF) -> Path:
     await svc.handle(M.EXPINIT, [{"exp_ref": ref}], "t")
     await svc.handle(M.EXPSTART, [ref], "t")
     assert svc.session_dir is not None
-    await until(lambda: records(svc.session_dir / "calls.jsonl"), "the program's first record")  # type: ignore[operator]
+    await wait_until(lambda: records(svc.session_dir / "calls.jsonl"), 15, "the program's first record")  # type: ignore[operator]
     return svc.session_dir
 
 
@@ -144,7 +129,7 @@ def test_a_crash_mid_session_is_an_error_status_and_the_rig_keeps_answering(tmp_
     async def main() -> tuple:
         svc = rig(tmp_path, ["--crash-after", "0.3"])
         await begin(svc)
-        await until(lambda: svc.fault, "the fault")
+        await wait_until(lambda: svc.fault, 15, "the fault")
         with pytest.raises(DriverFault) as status_error:
             await svc.handle(M.EXPSTATUS, [20], "t")
         health = svc.state.get(["drivers", "acquisition"])
@@ -170,7 +155,7 @@ def test_expinit_programs_start_at_expinit_and_stop_at_cleanup_and_close_leaves_
         await svc.start()
         await svc.handle(M.EXPINIT, [{"exp_ref": REF}], "t")
         calls = svc.session_dir / "calls.jsonl"  # type: ignore[operator]
-        at_init = await until(lambda: records(calls), "the program's first record")
+        at_init = await wait_until(lambda: records(calls), 15, "the program's first record")
         await svc.handle(M.EXPCLEANUP, [], "t")
         after_cleanup = records(calls)
         await begin(svc, "2026-11-30_2_KS001")
@@ -232,7 +217,7 @@ def test_what_a_shell_program_started_ends_with_it(tmp_path: Path) -> None:
             "commands": {"wrapper": {"run": ["sh", "-c", script]}}}}, TRANSPORTS, "rig.yaml", tmp_path)
         svc = RigService.from_config(config)
         await begin_without_record(svc)
-        await until(lambda: svc.fault, "the wrapper's exit")
+        await wait_until(lambda: svc.fault, 15, "the wrapper's exit")
         health = svc.state.get(["drivers", "wrapper"])
         await svc.close()
         return health

@@ -5,7 +5,8 @@ import asyncio
 import logging
 
 import pytest
-from rpc_helpers import Target, run, wait_until
+from helpers import run, wait_until
+from rpc_helpers import Target
 from sio_helpers import served
 from udp_helpers import EchoRig
 from zmq_helpers import make_link
