@@ -72,7 +72,7 @@ from core.steps import (
     SessionError,
     StepResult,
 )
-from core.unfinished import restart_note
+from core.unfinished import restart_notes
 from core.version import version
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ class Session:
 
     def _tell_restarts(self, result: StepResult) -> list[str]:
         """Warn (progress, journal, result) about every rig that says it restarted during the session."""
-        notes = _restart_notes(result.outcomes)
+        notes = restart_notes(result.outcomes)
         for note in notes:
             result.warnings.append(note)
             self.journal.write("note", text=note)
@@ -705,20 +705,6 @@ class Session:
                            f"{p.step}: {p.detail or p.kind}")
         self._listeners.notify(progress)
 
-
-
-def _restart_notes(outcomes: Mapping[str, Outcome]) -> list[str]:
-    """``"cams: rig restarted during the session; its recording ended at 12:00:01"`` for each rig whose
-    answer (an EXPEND error, an EXPINTERRUPT reply) says it died and was started again mid-session: the
-    operator must learn the data ends early, not just that a rig "did not confirm"."""
-    notes = []
-    for name, outcome in outcomes.items():
-        last = outcome.reply[-1] if outcome.reply else None
-        said = outcome.error if not outcome.ok else (last.get("restarted") if isinstance(last, dict) else None)
-        note = restart_note(said)
-        if note is not None:
-            notes.append(f"{name}: {note}")
-    return notes
 
 
 __all__ = [

@@ -19,12 +19,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.drivers.recorder import SUFFIX, clock_text, close_truncated
+from core.steps import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,17 @@ class UnfinishedRecordings:
         restart = RigRestart(exp_ref, max(ends) if ends else None, recordings)
         log.warning("%s", restart.text())
         return restart
+
+
+def restart_notes(outcomes: Mapping[str, Outcome]) -> list[str]:
+    """``"cams: rig restarted during the session; its recording ended at 12:00:01"`` for each rig whose
+    answer (an EXPEND error, an EXPINTERRUPT reply) says it died and was started again mid-session: the
+    operator must learn the data ends early, not just that a rig "did not confirm"."""
+    notes = []
+    for name, outcome in outcomes.items():
+        last = outcome.reply[-1] if outcome.reply else None
+        said = outcome.error if not outcome.ok else (last.get("restarted") if isinstance(last, dict) else None)
+        note = restart_note(said)
+        if note is not None:
+            notes.append(f"{name}: {note}")
+    return notes
