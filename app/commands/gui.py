@@ -64,11 +64,13 @@ def launch(rigs: str | os.PathLike[str] | None, data_dir: Path, timeout: float =
     from PySide6.QtWidgets import QApplication
 
     from app.console import Console
+    from app.gui.main_thread_gc import MainThreadCollector
     from app.gui.window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("RigDeck")
     app.setOrganizationName("RigDeck")
+    collector = MainThreadCollector(app)  # noqa: F841 - Qt objects must never be collected on a worker thread
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     raise_open_file_limit()  # links, journals and session files share the descriptor pool

@@ -21,6 +21,7 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from app.console import Console  # noqa: E402
 from app.demo_rigs import start_demo_rigs  # noqa: E402
 from app.gui import qtasync  # noqa: E402
+from app.gui.main_thread_gc import MainThreadCollector  # noqa: E402
 from app.gui.window import MainWindow  # noqa: E402
 
 DEFAULT_WAIT = 15_000
@@ -28,10 +29,12 @@ DEFAULT_WAIT = 15_000
 
 @pytest.fixture(scope="session")
 def loop(qapp):
+    collector = MainThreadCollector(qapp)  # as the application does: Qt garbage is freed on the GUI thread
     loop = qasync.QEventLoop(qapp, already_running=True)
     asyncio.set_event_loop(loop)
     yield loop
     asyncio.set_event_loop(None)
+    collector.stop()
 
 
 @pytest.fixture(scope="session")
