@@ -33,12 +33,13 @@ from app.gui.manipulators_panel import ManipulatorsPanel
 from app.gui.qtasync import FrameCoalescer, ask, spawn
 from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
-from app.gui.session_panel import SessionPanel
+from app.gui.session_panel import SessionPanel, failure_detail, failure_text
 from app.gui.stop_all_key import StopAllBanner, StopAllKey
 from app.gui.timeline import TimelineDialog
 from app.palette import ALARM_OPEN
 from app.stop_all import StopAllReport
 from app.wording import PHASES
+from core.steps import StepResult
 
 SHORTCUTS = {"start": "Ctrl+Return", "stop": "Ctrl+.", "stop_all": "F12"}
 #: saved column layouts; "2": headers that stretch to fit (a layout saved before scrolled sideways at 1280 px)
@@ -301,8 +302,7 @@ class MainWindow(QMainWindow):
         if clicked is stop_quit:
             if self.console.can("stop"):
                 result = await self.console.stop()
-                if not result.ok:  # the rigs did not all stop: stay, and say so
-                    self.session.report_result(result)
+                if not result.ok and not await self._quit_anyway(result):
                     return
             elif self.console.active:
                 await self.console.abort("the experimenter quit the console")
@@ -310,6 +310,23 @@ class MainWindow(QMainWindow):
             return
         self._quitting = True
         self.close()
+
+    async def _quit_anyway(self, result: StepResult) -> bool:
+        """The stop the experimenter asked for on quitting did not reach every rig: say which, and let them
+        choose between quitting (the journal records the unconfirmed stop) and staying to deal with it."""
+        self.session.update_state()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Not every rig confirmed the stop", failure_text(result),
+                          parent=self)
+        box.setObjectName("stopFailedOnQuit")
+        box.setDetailedText(failure_detail(result))
+        box.setInformativeText("A rig that did not confirm may still be recording, or may be down. Quit anyway "
+                               "(the session's journal records which rigs did not confirm), or stay to check them.")
+        quit_anyway = box.addButton("Quit anyway", QMessageBox.ButtonRole.DestructiveRole)
+        quit_anyway.setObjectName("quitAnyway")
+        stay = box.addButton("Stay open", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(stay)
+        box.setEscapeButton(stay)
+        return await ask(box) is quit_anyway
 
     # ------------------------------------------------------------------ layout
     def restore_layout(self) -> None:
