@@ -72,13 +72,108 @@ def age_cell(rig: dict[str, Any], now: float | None = None) -> Cell:
 
 def error_cell(rig: dict[str, Any]) -> Cell:
     """The "Last error" column: the trouble the rig is in now (empty once it is back); the tooltip keeps
-    the rig's recent errors with their times, so a cleared error is still one hover away."""
+    the rig's recent errors with their times, so a cleared error is still one hover away.
+
+    A driver in error is named here in plain words (``driver left: Ffmpeg exited ...``) even before the
+    rig's next status check turns it into the rig's error, and instead of that check's protocol wording
+    (``DriverFault: rig cams is RUNNING with an error: ...``), which stays in the tooltip."""
     current = rig.get("last_error")
     history = [entry for entry in rig.get("errors") or [] if isinstance(entry, list | tuple) and len(entry) == 2]
     lines = [f"{clock(t)}  {text}" for t, text in history[-10:]]
     tooltip = ("now: " + str(current) if current else "no error now") + \
         ("\n\nrecent errors:\n" + "\n".join(lines) if lines else "")
+    failing = [d for d in driver_health(rig) if d.error]
+    if failing and (not current or DRIVER_FAULT in str(current)):
+        first = failing[0]
+        more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+        return Cell(f"driver {first.name}: {first.error}{more}", tooltip=tooltip)
     return Cell(plain(str(current))[0] if current else "", tooltip=tooltip)
 
 
-__all__ = ["Cell", "NOT_REACHED", "age_cell", "age_text", "clock", "error_cell", "heard", "status_cell"]
+# ---------------------------------------------------------------------- drivers' health
+#: what a rig without a pushed ``drivers`` tree (udp/tcp, sio) shows instead of its drivers
+NO_DRIVER_HEALTH = "no driver health (this rig does not push its state)"
+#: the rig's EXPSTATUS error report for a driver fault starts with this (core.service)
+DRIVER_FAULT = "DriverFault"
+#: what a driver's ``last_activity`` is, by driver type
+ACTIVITY = {"recorder": "last frame", "program": "last output", "manipulator": "last move"}
+
+
+@dataclass(frozen=True)
+class DriverHealth:
+    """One driver of a rig as the operator reads it: ``state`` a word or two, ``counts`` its numbers,
+    ``activity`` how long ago it last did something, ``error`` its trouble in plain words (or "")."""
+
+    name: str
+    kind: str
+    state: str
+    counts: str
+    activity: str
+    error: str
+
+    @property
+    def line(self) -> str:
+        """``left (video): recording, 30.0 fps, 1,234 frames, 0 dropped, last frame 0.1 s ago``."""
+        head = f"{self.name} ({self.kind})" if self.kind and self.kind != self.name else self.name
+        if self.error:
+            return f"{head}: ERROR {self.error}"
+        return f"{head}: " + ", ".join(part for part in (self.state, self.counts, self.activity) if part)
+
+
+def _state_word(entry: dict[str, Any]) -> str:
+    kind, alive = entry.get("type"), bool(entry.get("alive"))
+    if kind == "recorder":
+        return "recording" if alive else "not recording"
+    if kind == "program":
+        if alive:
+            return "running"
+        code = entry.get("exit_code")
+        return f"exited (code {code})" if isinstance(code, int) else "not running"
+    if kind == "manipulator":
+        return "answering" if alive else "not answering"
+    return "working" if alive else "idle"
+
+
+def _counts(entry: dict[str, Any]) -> str:
+    parts = []
+    if isinstance(entry.get("fps"), int | float):
+        parts.append(f"{entry['fps']:.1f} fps")
+    if isinstance(entry.get("frames"), int):
+        parts.append(f"{entry['frames']:,} frames")
+    if isinstance(entry.get("dropped"), int):
+        parts.append(f"{entry['dropped']:,} dropped")
+    return ", ".join(parts)
+
+
+def one_driver(name: str, entry: dict[str, Any], now: float | None = None) -> DriverHealth:
+    """A ``drivers/<name>`` entry of a rig's live state in plain words (bad values are skipped, never raised)."""
+    error = entry.get("last_error")
+    last = entry.get("last_activity")
+    activity = ""
+    if isinstance(last, int | float) and last > 0:
+        activity = f"{ACTIVITY.get(str(entry.get('type')), 'last activity')} {age_text(last, now)}"
+    return DriverHealth(name=str(name), kind=str(entry.get("kind") or entry.get("type") or ""),
+                        state=_state_word(entry), counts=_counts(entry), activity=activity,
+                        error=plain(str(error))[0] if error else "")
+
+
+def driver_health(rig: dict[str, Any], now: float | None = None) -> list[DriverHealth]:
+    """Every driver of a rig, from the tree it pushes (``rigs/<name>/service/drivers``), by name."""
+    service = rig.get("service")
+    drivers = service.get("drivers") if isinstance(service, dict) else None
+    if not isinstance(drivers, dict):
+        return []
+    return [one_driver(name, entry, now) for name, entry in sorted(drivers.items()) if isinstance(entry, dict)]
+
+
+def drivers_text(rig: dict[str, Any], now: float | None = None) -> str:
+    """The drivers' health, one line each, or why there is none (what the Rig cell's tooltip lists)."""
+    service = rig.get("service")
+    if not isinstance(service, dict) or not isinstance(service.get("drivers"), dict):
+        return NO_DRIVER_HEALTH
+    lines = [d.line for d in driver_health(rig, now)]
+    return "\n".join(lines) if lines else "this rig has no drivers"
+
+
+__all__ = ["Cell", "DriverHealth", "NOT_REACHED", "NO_DRIVER_HEALTH", "age_cell", "age_text", "clock", "driver_health",
+           "drivers_text", "error_cell", "heard", "one_driver", "status_cell"]

@@ -27,7 +27,7 @@ from app.console import Console
 from app.gui.icons import link_icon
 from app.gui.qtasync import FrameCoalescer
 from app.palette import LINK_COLOURS, STALE
-from app.rig_view import Cell, age_cell, error_cell, status_cell
+from app.rig_view import Cell, age_cell, drivers_text, error_cell, status_cell
 from app.wording import progress_words
 from core.session import SessionError
 
@@ -97,8 +97,8 @@ class RigTableModel(QAbstractTableModel):
         if mod.get("action") == "init" or not path:
             self._coalescer.mark("*")
         elif path[0] == "rigs":
-            if len(path) > 2 and path[2] == "service":
-                return  # a rig's own published tree (positions at 100 Hz): not shown in this table
+            if len(path) > 3 and path[2] == "service" and path[3] != "drivers":
+                return  # a rig's own published tree (positions at 100 Hz): only its drivers' health is shown
             self._coalescer.mark(path[1] if len(path) > 1 else "*")
         elif path[0] == "console":
             self._coalescer.mark("*")
@@ -178,7 +178,10 @@ class RigTableModel(QAbstractTableModel):
                 return f"Make {name} the main-sync rig (it owns the session clock and the exp_ref)"
             if key == "progress":  # the protocol's own words, on demand
                 return str(self.console.state.get(["session", "rigs", name, "progress"]) or "")
-            if key in ("name", "transport"):
+            if key == "name":
+                return f"{name}: {rig.get('uri', '')} ({rig.get('role', 'aux')})\n\n{drivers_text(rig)}" \
+                    "\n\n(double-click for details)"
+            if key == "transport":
                 return f"{name}: {rig.get('uri', '')} ({rig.get('role', 'aux')})"
             return self._text(name, key, rig)
         if role == Qt.ItemDataRole.DecorationRole and key == "link":
@@ -188,7 +191,7 @@ class RigTableModel(QAbstractTableModel):
                 return QBrush(QColor(STALE_COLOUR))
             if key == "link":
                 return QBrush(QColor(LINK_COLOURS.get(str(rig.get("link")), "#8a8a8a")))
-            if key == "last_error" and rig.get("last_error"):
+            if key == "last_error" and (rig.get("last_error") or self.data(index)):
                 return QBrush(QColor(LINK_COLOURS["unreachable"]))
         if role == Qt.ItemDataRole.CheckStateRole and key == "main_sync":
             spec = self.console.specs.get(name)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QComboBox,
@@ -14,12 +14,14 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QVBoxLayout,
     QWidget,
 )
 
 from app.console import Console
 from app.gui.qtasync import show_error, spawn
+from app.gui.rig_detail import RigDetailDialog
 from app.gui.rigs_model import COL, MainSyncDelegate, RigTableModel, fit_columns
 from app.gui.widgets import add_ok_cancel, button_bar, row_table
 from app.wording import plain
@@ -101,7 +103,12 @@ class RigsPanel(QWidget):
         self.view = row_table("rigsTable", self.model)
         self.view.setItemDelegateForColumn(COL["main_sync"], MainSyncDelegate(self.view))
         self.view.setAlternatingRowColors(True)
-        self.view.doubleClicked.connect(lambda _i: self.edit_rig())
+        # double-click: the rig's detail (read-only, so it works during a session too); the menu also edits
+        self.view.doubleClicked.connect(lambda index: self.details(self.model.names[index.row()]))
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
+        #: open rig details by rig name (non-modal; one per rig)
+        self.details_dialogs: dict[str, RigDetailDialog] = {}
         fit_columns(self.view)
         self.view.selectionModel().selectionChanged.connect(lambda *_: self.update_actions())
         self.model.modelReset.connect(self.update_actions)
@@ -157,6 +164,32 @@ class RigsPanel(QWidget):
             self.view.selectRow(self.model.names.index(name))
 
     # ------------------------------------------------------------------ actions
+    def details(self, name: str | None = None) -> RigDetailDialog | None:
+        """Show the rig's detail (its drivers' health, live), raising the one already open."""
+        name = name or self.selected()
+        if name is None or name not in self.model.names:
+            return None
+        dialog = self.details_dialogs.get(name)
+        if dialog is None:
+            dialog = RigDetailDialog(self.console, name, self)
+            dialog.destroyed.connect(lambda *_: self.details_dialogs.pop(name, None))
+            self.details_dialogs[name] = dialog
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return
+        self.view.selectRow(index.row())
+        menu = QMenu(self)
+        menu.addAction("Details…", self.details)
+        for key in ("edit", "remove"):
+            item = menu.addAction(self.buttons[key].text(), self.buttons[key].click)
+            item.setEnabled(self.buttons[key].isEnabled())
+        menu.popup(self.view.viewport().mapToGlobal(pos))
+
     def add_rig(self) -> None:
         if self.buttons["add"].isEnabled():
             self._open_dialog(RigDialog(self, taken=self.console.specs), replace=None)

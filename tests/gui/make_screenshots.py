@@ -1,5 +1,5 @@
-"""``make screenshots``: PNGs of the console on the demo rigs: idle, running, the Move dialog, a STOP ALL and
-its on-screen confirmation, the log, after a rig failure, the alarm banner of a lost main-sync rig,
+"""``make screenshots``: PNGs of the console on the demo rigs: idle, running, a rig's detail, the Move dialog, a STOP
+ALL and its on-screen confirmation, the log, after a rig failure, the alarm banner of a lost main-sync rig,
 and the session timeline (File > Open session…).
 
 Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
@@ -46,6 +46,12 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     asyncio.ensure_future(console.move("probes", "2", Vec4(4.0, 15.0, 11.0, 12.0), 1.5))
     await asyncio.sleep(2.5)
     window.grab().save(str(OUT / "running.png"))
+    # the cameras rig's detail (double-click its row): its two video recorders' health, live
+    detail = window.rigs.details("cameras")
+    await wait_until(lambda: "frames" in "".join(r.counts for r in detail.drivers.rows), 20, "camera frames")
+    await asyncio.sleep(0.5)
+    detail.grab().save(str(OUT / "rig-detail.png"))
+    detail.close()
     # the Move dialog of a moving probe: named, travel shown, fields following the probe
     panel = window.manipulators
     panel.select("probes", "2")
