@@ -9,6 +9,7 @@ one would be a guess dressed as a fact). Kept apart from the Qt model so every r
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +88,15 @@ def error_cell(rig: dict[str, Any]) -> Cell:
         first = failing[0]
         more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
         return Cell(f"driver {first.name}: {first.error}{more}", tooltip=tooltip)
-    return Cell(plain(str(current))[0] if current else "", tooltip=tooltip)
+    return Cell(fault_words(str(current)) if current else "", tooltip=tooltip)
+
+
+def fault_words(text: str) -> str:
+    """A rig's error in plain words; a driver fault's status report loses its protocol preamble
+    (``DriverFault: rig cams is RUNNING with an error: driver acquisition failed: ...`` ->
+    ``Driver acquisition failed: ...``): what a polled (udp/tcp) rig's row says, having no drivers' tree."""
+    found = re.match(rf"\s*{DRIVER_FAULT}: rig \S+ is \w+ with an error: (.+)", text, re.S)
+    return plain(found.group(1) if found else text)[0]
 
 
 # ---------------------------------------------------------------------- drivers' health

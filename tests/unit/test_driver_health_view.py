@@ -56,3 +56,10 @@ def test_a_rig_error_that_is_not_a_driver_fault_keeps_the_cell():
     rig = {**pushing(laser=LASER), "last_error": "no reply to EXPSTATUS within 1 s"}
     assert error_cell(rig).text == "The rig stopped answering (nothing for 1 s)"
     assert error_cell(pushing(left=LEFT)).text == ""
+
+
+def test_a_polled_rigs_driver_fault_loses_its_protocol_preamble():
+    fault = ("DriverFault: rig cams is RUNNING with an error: driver acquisition failed: program acquisition "
+             "ended mid-session (exit code 3)")
+    cell = error_cell({"link": "online", "last_error": fault})  # udp: no drivers' tree, only the status report
+    assert cell.text == "Driver acquisition failed: program acquisition ended mid-session (exit code 3)"
