@@ -84,7 +84,7 @@ def error_cell(rig: dict[str, Any]) -> Cell:
     tooltip = ("now: " + str(current) if current else "no error now") + \
         ("\n\nrecent errors:\n" + "\n".join(lines) if lines else "")
     failing = [d for d in driver_health(rig) if d.error]
-    if failing and (not current or DRIVER_FAULT in str(current)):
+    if failing and (not current or is_driver_fault(str(current))):
         first = failing[0]
         more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
         return Cell(f"driver {first.name}: {first.error}{more}", tooltip=tooltip)
@@ -96,7 +96,24 @@ def fault_words(text: str) -> str:
     (``DriverFault: rig cams is RUNNING with an error: driver acquisition failed: ...`` ->
     ``Driver acquisition failed: ...``): what a polled (udp/tcp) rig's row says, having no drivers' tree."""
     found = re.match(rf"\s*{DRIVER_FAULT}: rig \S+ is \w+ with an error: (.+)", text, re.S)
-    return plain(found.group(1) if found else text)[0]
+    text = found.group(1) if found else text
+    tail = OUTPUT_TAIL.search(text)
+    if tail:  # keep what the program said in words, drop its machine lines (the tooltip has them all)
+        said = [part.strip() for part in text[tail.end():].split(" | ")]
+        words = [part for part in said if part and not MACHINE_LINE.match(part)]
+        text = text[:tail.end()] + " " + " | ".join(words) if words else text[:tail.start()]
+    return plain(text.strip())[0]
+
+
+#: where a driver's error quotes its program's last output (``; last output: ...``, ``; ffmpeg said: ...``)
+OUTPUT_TAIL = re.compile(r";\s*(?:last output|[\w.-]+ said):")
+#: a line of numbers (ffmpeg's per-frame checksum lines: ``0, 1796044110063184, 33333, 424, 0x60d01078``)
+MACHINE_LINE = re.compile(r"^[\d\s,.:x-]*(0x[0-9a-f]+)?[\d\s,.:-]*$", re.I)
+
+
+def is_driver_fault(text: str) -> bool:
+    """A rig's error that only repeats a driver's (its status report, or its pushed ``fault``)."""
+    return DRIVER_FAULT in text or re.match(r"\s*driver \S+ failed:", text, re.I) is not None
 
 
 # ---------------------------------------------------------------------- drivers' health
@@ -163,7 +180,7 @@ def one_driver(name: str, entry: dict[str, Any], now: float | None = None) -> Dr
         activity = f"{ACTIVITY.get(str(entry.get('type')), 'last activity')} {age_text(last, now)}"
     return DriverHealth(name=str(name), kind=str(entry.get("kind") or entry.get("type") or ""),
                         state=_state_word(entry), counts=_counts(entry), activity=activity,
-                        error=plain(str(error))[0] if error else "")
+                        error=fault_words(str(error)) if error else "")
 
 
 def driver_health(rig: dict[str, Any], now: float | None = None) -> list[DriverHealth]:

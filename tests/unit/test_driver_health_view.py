@@ -63,3 +63,16 @@ def test_a_polled_rigs_driver_fault_loses_its_protocol_preamble():
              "ended mid-session (exit code 3)")
     cell = error_cell({"link": "online", "last_error": fault})  # udp: no drivers' tree, only the status report
     assert cell.text == "Driver acquisition failed: program acquisition ended mid-session (exit code 3)"
+
+
+def test_a_programs_machine_output_is_cut_from_the_one_line_sentence_its_words_kept():
+    said = ("ffmpeg stopped recording lavfi:testsrc mid-session (killed by SIGKILL); ffmpeg said: 0, 1796044110063184, "
+            "33333, 424, 0x60d01078")
+    left = {**LEFT, "alive": False, "last_error": said}
+    rig = {**pushing(left=left), "last_error": f"driver left failed: {said}"}  # a zmq rig's pushed fault
+    cell = error_cell(rig)
+    assert cell.text == "driver left: Ffmpeg stopped recording lavfi:testsrc mid-session (killed by SIGKILL)"
+    assert "0x60d01078" in cell.tooltip
+    crash = "program acquisition ended mid-session (exit code 3); last output: 12, 3 | fatal: camera disconnected"
+    assert error_cell({"last_error": crash}).text == \
+        "Program acquisition ended mid-session (exit code 3); last output: fatal: camera disconnected"
