@@ -7,6 +7,7 @@ import re
 
 from conftest import wait_for
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QMenu
 from test_window import LEFT, start_by_clicks, stop_and_cleanup
 
 from app.gui.rig_detail import RigDetailDialog
@@ -60,3 +61,20 @@ def test_drivers_health_counts_up_in_the_detail_and_the_rig_tooltip(make_window,
     wait_for(qtbot, lambda: "not recording" in table_text())
     dialog.close()
     wait_for(qtbot, lambda: "cameras" not in window.rigs.details_dialogs)
+
+
+def test_details_from_the_right_click_menu_of_a_rig_that_pushes_nothing(make_window, demo, qtbot):
+    window = make_window(demo.rigs_file)
+    view, model = window.rigs.view, window.rigs.model
+    wait_for(qtbot, lambda: "sync" in model.names and model.rig(model.names.index("sync")).get("link") == "online")
+    rect = view.visualRect(model.index(model.names.index("sync"), COL["status"]))
+    view.customContextMenuRequested.emit(rect.center())  # what a right-click on that row asks for
+    menus = [w for w in QApplication.topLevelWidgets() if isinstance(w, QMenu) and w.isVisible()]
+    assert len(menus) == 1
+    [details] = [a for a in menus[0].actions() if a.text() == "Details…"]
+    details.trigger()
+    menus[0].close()
+    dialog = window.rigs.details_dialogs["sync"]
+    assert dialog.isVisible() and dialog.fields["uri"].text().startswith("udp://")
+    assert dialog.none.text() == NO_DRIVER_HEALTH and not dialog.table.isVisible()
+    dialog.close()
