@@ -160,6 +160,7 @@ class VideoRecorder(Recorder):
         self._last_flush = 0.0
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._said: collections.deque[str] = collections.deque(maxlen=4)  # ffmpeg's last stderr lines
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -262,6 +263,9 @@ class VideoRecorder(Recorder):
                                  stdin_pipe=True)
         self._first_frame = asyncio.get_running_loop().create_future()
         proc.on_line(self._on_stamp, "stdout")
+        # what ffmpeg *said* is on stderr; stdout carries one checksum line per frame, useless to an operator
+        self._said.clear()
+        proc.on_line(lambda _stream, line: self._said.append(line), "stderr")
         self._process = proc
         try:
             await proc.start()
@@ -282,7 +286,7 @@ class VideoRecorder(Recorder):
                 for leftover in (path, self.timestamps_path):
                     with contextlib.suppress(OSError):
                         leftover.unlink()
-            said = " | ".join(line for line in proc.tail(4) if line.strip()) or "(no output)"
+            said = " | ".join(line for line in self._said if line.strip()) or "(no output)"
             self.error = f"{problem} from {self.source} within {self.ready_timeout:g} s; ffmpeg said: {said}"
             raise RecorderError(f"recorder {self.name}: {self.error}")
         self._watch = asyncio.create_task(self._watch_exit(proc), name=f"video-{self.name}-watch")
@@ -326,7 +330,7 @@ class VideoRecorder(Recorder):
         end = await proc.wait()
         if proc.stopping or self._stopping:
             return
-        said = " | ".join(line for line in end.last_lines[-4:] if line.strip()) or "(no output)"
+        said = " | ".join(line for line in self._said if line.strip()) or "(no output)"
         self._close_csv()
         self._fault(f"ffmpeg stopped recording {self.source} mid-session ({end.describe()}); ffmpeg said: {said}")
         self._notify()

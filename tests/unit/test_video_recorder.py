@@ -135,6 +135,8 @@ def test_ffmpeg_dying_mid_session_is_a_fault(tmp_path: Path) -> None:
 
     error, health = run(main())
     assert "driver left failed: ffmpeg stopped recording" in error and "killed by SIGKILL" in error
+    said = error.split("ffmpeg said:", 1)[1]
+    assert not re.search(r"\b0, \d+, \d+", said)  # its words, not the per-frame checksum lines of its stdout
     assert health["alive"] is False and "ffmpeg stopped" in health["last_error"]
 
 
