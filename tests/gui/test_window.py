@@ -12,6 +12,7 @@ import pytest
 from conftest import run, wait_for
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
+from video_helpers import decoded_frames, stamps
 
 from app.demo_rigs import start_demo_rigs
 from app.gui.rigs_model import COL
@@ -41,9 +42,9 @@ def recordings(rigs_dir, rig, exp_ref):
 def has_frames(path):
     """A finished recording holds frames. The demo's cameras film test patterns with ffmpeg: a video and a
     timestamp line per frame after the header."""
-    if path.suffix == ".mkv":
-        stamps = path.with_name(f"{path.stem}.timestamps.csv")
-        return path.stat().st_size > 0 and stamps.exists() and len(stamps.read_text().splitlines()) > 1
+    if path.suffix == ".mkv":  # a video that plays: decoded to as many frames as it has timestamps
+        timestamps = path.with_name(f"{path.stem}.timestamps.csv")
+        return timestamps.exists() and 0 < len(stamps(timestamps)) == decoded_frames(path)
     return bool(read_recording(path, with_data=False)[0])
 
 

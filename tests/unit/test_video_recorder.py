@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from video_helpers import decoded_frames, stamps
 
 from core.config import ConfigError
 from core.drivers.base import DriverContext
-from core.drivers.video import VideoRecorder, ffmpeg_exe
+from core.drivers.video import VideoRecorder
 from core.protocol import ExpMessage as M
 from core.rig_config import parse_rig_config
 from core.service import DriverFault, RigService
@@ -34,21 +33,6 @@ def run(coro: Any, timeout: float = 60.0) -> Any:
     return asyncio.run(bounded())
 
 
-def decoded_frames(path: Path) -> int:
-    """Frames in a video file, counted by decoding it all with the same ffmpeg binary."""
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v", "-f", "null", "-"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-500:]
-    counts = re.findall(r"frame=\s*(\d+)", out.stderr)
-    assert counts, out.stderr[-500:]
-    return int(counts[-1])
-
-
-def stamps(path: Path) -> list[tuple[int, float]]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["frame", "wall_time"]
-    return [(int(i), float(t)) for i, t in rows[1:]]
 
 
 def video_rig(tmp_path: Path, source: str = SOURCE) -> RigService:
