@@ -214,6 +214,15 @@ def load_demo_rigs(path: Path = DEMO_RIGS) -> dict[str, dict[str, Any]]:
     return out
 
 
+def files_endpoint(rig: dict[str, Any], bound: list[str]) -> str | None:
+    """The bound URI of a rig's files-only zmq listener (its rigs-file ``files:`` option), if it has one."""
+    uris = rig.get("uris") or [rig.get("uri")]
+    for entry, uri in zip(uris, bound, strict=False):
+        if isinstance(entry, dict) and entry.get("files_only") is True and uri.startswith("zmq://"):
+            return uri
+    return None
+
+
 def start_demo_rigs(data_dir: str | os.PathLike[str], demo_file: Path = DEMO_RIGS,
                     timeout: float = READY_TIMEOUT) -> DemoRigs:
     """Start the demo rigs, each filing sessions under ``<data_dir>/rigs/<name>`` (as separate PCs would),
@@ -244,6 +253,9 @@ def start_demo_rigs(data_dir: str | os.PathLike[str], demo_file: Path = DEMO_RIG
     for name, proc in procs.items():
         role = str(entries[name].get("role", "aux"))
         rigs[name] = {"uri": proc.uris[0]} | ({"role": role} if role != "aux" else {})
+        files = files_endpoint(entries[name]["rig"], proc.uris)
+        if files:
+            rigs[name]["files"] = files
         if entries[name].get("description"):
             rigs[name]["description"] = str(entries[name]["description"])
     rigs_file = demo_dir / "remote_rigs.yaml"

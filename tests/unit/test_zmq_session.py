@@ -3,19 +3,22 @@ rigs behind real ROUTER sockets), then the rigs' session files fetched into the 
 and file transfer on its own: corrupted chunks re-asked, a corrupt partial file discarded, resume, progress."""
 
 import hashlib
+import json
 
 import pytest
 from helpers import run, wait_until
 from zmq_helpers import FaultProxy, make_link, start_rig
 
 from core.config import parse_rig
+from core.link import RemoteError
+from core.protocol import ExpMessage
 from core.rig_config import parse_rig_config
 from core.service import RigService
 from core.session import Phase, Session
 from transports import registry
 from transports.registry import TRANSPORTS
 from transports.zmq import RemoteFile, TransferError, serve_zmq
-from transports.zmq.files import PART_SUFFIX, fetch_file
+from transports.zmq.files import MARK_NAME, PART_SUFFIX, fetch_file
 
 
 async def start_service_rig(tmp_path, name, main_sync=False):
@@ -134,7 +137,7 @@ def test_interrupted_transfer_resumes_and_a_corrupt_partial_file_is_refetched(tm
         assert part.stat().st_size == 4 * 32_768 and not dest.exists()  # what arrived is kept
         seen = []
         await fetch_file(link._file_request, remote, dest, lambda p, got, size: seen.append(got), chunk_size=32_768)
-        resumed_from = seen[0] - 32_768
+        resumed_from = seen[0]  # the first report says where it resumed
         assert dest.read_bytes() == data
         # a partial file that is not a prefix of the rig's file (bit rot, a different file): detected by the
         # whole-file SHA-256, thrown away, fetched again from zero
@@ -145,7 +148,7 @@ def test_interrupted_transfer_resumes_and_a_corrupt_partial_file_is_refetched(tm
         # a file that keeps coming back wrong is an error after the attempts, not a hang or a bad file
         dest.unlink()
         bad = RemoteFile(remote.path, remote.size, "0" * 64)
-        with pytest.raises(TransferError, match="checksum still wrong"):
+        with pytest.raises(TransferError, match="changed on the rig after it was listed"):
             await fetch_file(link._file_request, bad, dest, chunk_size=65_536, attempts=2)
         await link.close()
         await server.close()
@@ -178,3 +181,41 @@ def test_the_rig_serves_nothing_outside_its_data_folder(tmp_path):
     listed, errors = run(main())
     assert listed == ["s/big.bin"] and len(errors) == 4
     assert all("FileAccessError" in e for e in errors), errors
+
+
+def test_a_files_only_endpoint_serves_files_refuses_commands_and_marks_what_was_verified(tmp_path):
+    root, data = make_data(tmp_path)
+    (root / "s" / "small.txt").write_text("hello")
+
+    async def main():
+        rig, server = await start_rig(options={"data_dir": str(root), "files_only": True})
+        link = make_link(server.port, stream=False)
+        await link.connect()
+        files = await link.list_files("s")
+        refused = None
+        try:
+            await link.request(ExpMessage.EXPSTATUS, timeout=2)
+        except RemoteError as ex:
+            refused = str(ex)
+        changed = RemoteFile("s/small.txt", 5, "0" * 64)
+        reply = await link.mark_transferred("s", [files[0], changed])
+        outside = None
+        try:
+            await link.mark_transferred("t", files)
+        except RemoteError as ex:
+            outside = str(ex)
+        relisted = [f.path for f in await link.list_files("s")]
+        await link.close()
+        await server.close()
+        return rig, files, refused, reply, outside, relisted
+
+    rig, files, refused, reply, outside, relisted = run(main())
+    assert [f.path for f in files] == ["s/big.bin", "s/small.txt"]
+    assert "serves session files only" in refused and not rig.runs
+    # only the file whose checksum still matches on the rig is marked; the mark itself is never listed
+    assert reply == {"marked": 1, "changed": ["s/small.txt"]}
+    mark = json.loads((root / "s" / MARK_NAME).read_text())
+    assert list(mark["files"]) == ["big.bin"]
+    assert mark["files"]["big.bin"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert "not in" in outside and relisted == ["s/big.bin", "s/small.txt"]
+    assert (root / "s" / "big.bin").read_bytes() == data  # nothing deleted

@@ -46,6 +46,8 @@ ZMQ = TransportSpec(
         Option("key", text, "name of the rig's keypair in the keys folder (default rig)"),
         Option("key_file", text, "explicit secret-key file of the rig"),
         Option("data_dir", text, "folder whose sessions are served after EXPEND (default the rig's data_dir)"),
+        Option("files_only", boolean, "true: a file endpoint only (session files for a rig reached over "
+                                      "udp/tcp/rpc; commands refused)"),
         HEARTBEAT,
         LIVENESS,
         Option("forget_after", positive_number, "seconds after which a lost console is forgotten (default 30)"),

@@ -11,14 +11,28 @@ resumes from the ``.part`` file's length; a ``.part`` that turns out corrupt is 
 fetched again (up to ``attempts`` times). A file already present with the right checksum is skipped.
 Progress goes to ``progress(path, received_bytes, size_bytes)`` after every chunk.
 (Autopilot sends a whole file as one base64 message and waits forever if it is lost.)
+
+Speed: up to ``window`` chunk requests are in flight at once (a round trip per chunk would leave the wire
+idle half the time), chunks are written and hashed in a worker thread (a 1 MiB SHA-256 update held the
+event loop ~2 ms), and the whole-file SHA-256 is computed as the chunks arrive instead of re-reading the
+file. A file whose checksum is wrong at the end is listed again on its own: if the rig's copy changed
+since the listing, that is the error (fetching it again would not help); otherwise it is fetched again.
+
+Marks: after the console verified a rig's files it sends ``MARK``; the rig writes (atomically) or extends
+``_rigdeck_transferred.json`` in the session folder with each file's SHA-256 as it is *now* on the rig,
+so a file changed later is never taken for transferred. The rig never deletes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
+import json
 import logging
 import os
+import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,10 +43,14 @@ from core.checks import is_int
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK = 256 * 1024
+DEFAULT_CHUNK = 1024 * 1024
 MAX_CHUNK = 4 * 1024 * 1024
+#: chunk requests in flight at once per file
+DEFAULT_WINDOW = 4
 MAX_LISTED = 20000
 PART_SUFFIX = ".part"
+#: written by the rig in a session folder when a console verified its files (never listed, never served)
+MARK_NAME = "_rigdeck_transferred.json"
 
 Progress = Callable[[str, int, int], None]
 #: ``request(key, value) -> (reply_value, blob)``: one FILES/FETCH round trip through the link
@@ -45,6 +63,16 @@ class FileAccessError(ValueError):
 
 class TransferError(RuntimeError):
     """A file could not be fetched intact after every attempt."""
+
+
+@dataclass
+class FetchCount:
+    """Bytes a fetch moved over the wire, took from a partial file, or found already in place: what a
+    resumed transfer really re-fetched (tests and the progress display read it)."""
+
+    fetched: int = 0
+    resumed: int = 0
+    present: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,9 @@ class FileStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
         self._digests: dict[tuple[str, int, int], str] = {}
+        # one listing at a time: a resent FILES request waits for the first one's checksums instead of
+        # hashing the same gigabytes again in a second thread
+        self._listing = threading.Lock()
 
     def _resolve(self, rel: str) -> Path:
         pure = safe_relative(rel)
@@ -106,6 +137,10 @@ class FileStore:
         return self._digests[key]
 
     def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
+        with self._listing:
+            return self._list_files(prefix)
+
+    def _list_files(self, prefix: str) -> list[dict[str, Any]]:
         base = self._resolve(prefix) if prefix else self.root
         if not base.exists():
             return []
@@ -118,7 +153,7 @@ class FileStore:
             real = path.resolve()
             if self.root not in real.parents:  # a symlink pointing out of the data folder
                 continue
-            if path.name.endswith(PART_SUFFIX):
+            if path.name.endswith(PART_SUFFIX) or path.name == MARK_NAME:
                 continue
             stat = real.stat()
             out.append({"path": path.relative_to(self.root).as_posix(), "size": stat.st_size,
@@ -139,8 +174,48 @@ class FileStore:
             f.seek(offset)
             return f.read(length), size
 
+    def mark(self, prefix: str, files: dict[str, str], by: str) -> dict[str, Any]:
+        """Record in ``<prefix>/_rigdeck_transferred.json`` the files (paths relative to the data folder ->
+        SHA-256) that a console verified, keeping only those whose checksum on the rig still matches."""
+        folder = self._resolve(prefix)
+        if not folder.is_dir():
+            raise FileAccessError(f"no session folder {prefix!r:.80} to mark")
+        listed = {f["path"]: f["sha256"] for f in self.list_files(prefix)}
+        marked = {}
+        changed = []
+        for path, digest in files.items():
+            if listed.get(path) == digest:
+                marked[PurePosixPath(path).relative_to(PurePosixPath(prefix)).as_posix()] = digest
+            else:
+                changed.append(path)
+        target = folder / MARK_NAME
+        record: dict[str, Any] = {"files": {}, "transfers": []}
+        try:
+            old = json.loads(target.read_text(encoding="utf-8"))
+            if isinstance(old, dict) and isinstance(old.get("files"), dict):
+                record["files"].update(old["files"])
+                record["transfers"] = [t for t in old.get("transfers", []) if isinstance(t, dict)][-50:]
+        except (OSError, ValueError):
+            pass
+        now = time.time()
+        record["files"].update({rel: {"sha256": digest, "at": now} for rel, digest in marked.items()})
+        record["transfers"].append({"by": str(by)[:200], "at": now, "files": len(marked)})
+        tmp = target.with_name(f".{MARK_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, target)
+        return {"marked": len(marked), "changed": changed}
+
     async def handle(self, key: str, value: dict[str, Any]) -> tuple[Any, bytes | None]:
-        """Answer one FILES or FETCH request (off the event loop)."""
+        """Answer one FILES, FETCH or MARK request (off the event loop)."""
+        if key == "MARK":
+            prefix, files = value.get("prefix"), value.get("files")
+            if not isinstance(prefix, str) or not prefix or not isinstance(files, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in files.items()) or len(files) > MAX_LISTED:
+                raise FileAccessError("MARK needs a session folder prefix and {path: sha256}")
+            for path in files:
+                if not PurePosixPath(safe_relative(path)).is_relative_to(PurePosixPath(safe_relative(prefix))):
+                    raise FileAccessError(f"{path!r:.80} is not in {prefix!r:.80}")
+            return await asyncio.to_thread(self.mark, prefix, files, str(value.get("by") or "")), None
         if key == "FILES":
             prefix = value.get("prefix") or ""
             if not isinstance(prefix, str):
@@ -163,36 +238,116 @@ async def list_files(request: Requester, prefix: str = "") -> list[RemoteFile]:
     return [RemoteFile.from_wire(item) for item in value["files"]]
 
 
+async def mark_transferred(request: Requester, prefix: str, files: list[RemoteFile], by: str) -> dict[str, Any]:
+    """Tell the rig these files of session folder ``prefix`` are verified on the console's side."""
+    value, _ = await request("MARK", {"prefix": prefix, "files": {f.path: f.sha256 for f in files}, "by": by})
+    if not isinstance(value, dict) or not is_int(value.get("marked")):
+        raise TransferError(f"unexpected MARK reply: {value!r:.80}")
+    return value
+
+
+class _PartWriter:
+    """Appends chunks to a ``.part`` file and hashes them as they go (called in a worker thread)."""
+
+    def __init__(self, part: Path) -> None:
+        self.hash = hashlib.sha256()
+        self.part = part
+        self.offset = part.stat().st_size if part.is_file() else 0
+        if self.offset:
+            with open(part, "rb") as f:
+                while block := f.read(1024 * 1024):
+                    self.hash.update(block)
+        self.file = open(part, "ab")  # noqa: SIM115 - closed by close()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.hash.update(data)
+        self.offset += len(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 async def fetch_file(request: Requester, remote: RemoteFile, dest: Path, progress: Progress | None = None,
-                     chunk_size: int = DEFAULT_CHUNK, attempts: int = 3, chunk_retries: int = 5) -> Path:
+                     chunk_size: int = DEFAULT_CHUNK, attempts: int = 3, chunk_retries: int = 5,
+                     window: int = DEFAULT_WINDOW, count: FetchCount | None = None) -> Path:
     """Fetch one file to ``dest`` (see the module docstring); returns ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    count = count if count is not None else FetchCount()
+    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     if dest.is_file() and dest.stat().st_size == remote.size and await asyncio.to_thread(sha256_file, dest) \
             == remote.sha256:
+        count.present += remote.size
         if progress:
             progress(remote.path, remote.size, remote.size)
         return dest
     part = dest.with_name(dest.name + PART_SUFFIX)
     chunk_size = max(1, min(int(chunk_size), MAX_CHUNK))
     for attempt in range(1, attempts + 1):
-        offset = part.stat().st_size if part.is_file() else 0
-        if offset > remote.size:  # longer than the file: certainly not a prefix of it
+        if part.is_file() and part.stat().st_size > remote.size:  # longer than the file: not a prefix of it
             part.unlink()
-            offset = 0
-        with open(part, "ab") as out:
-            while offset < remote.size:
-                data = await _fetch_chunk(request, remote, offset, chunk_size, chunk_retries)
-                out.write(data)
-                offset += len(data)
-                if progress:
-                    progress(remote.path, offset, remote.size)
-        if await asyncio.to_thread(sha256_file, part) == remote.sha256:
-            os.replace(part, dest)
+        writer = await asyncio.to_thread(_PartWriter, part)
+        try:
+            count.resumed += writer.offset
+            if progress and writer.offset:
+                progress(remote.path, writer.offset, remote.size)
+            await _fetch_into(request, remote, writer, progress, chunk_size, chunk_retries, max(1, window), count)
+        finally:
+            await asyncio.to_thread(writer.close)
+        if writer.hash.hexdigest() == remote.sha256:
+            os.replace(part, dest)  # same folder: never a cross-device rename
             return dest
+        part.unlink()
+        now = await _listed_again(request, remote)
+        if now is not None and now != remote:
+            raise TransferError(f"{remote.path}: changed on the rig after it was listed "
+                                f"({remote.size} bytes, SHA-256 {remote.sha256[:12]}… -> {now.size} bytes, "
+                                f"{now.sha256[:12]}…); list the files again")
         log.warning("%s: checksum mismatch after transfer (attempt %d/%d); fetching it again",
                     remote.path, attempt, attempts)
-        part.unlink()
     raise TransferError(f"{remote.path}: checksum still wrong after {attempts} attempts")
+
+
+async def _listed_again(request: Requester, remote: RemoteFile) -> RemoteFile | None:
+    """The rig's listing of this one file now (None when it cannot say)."""
+    try:
+        again = await list_files(request, remote.path)
+    except Exception as ex:  # noqa: BLE001 - only a hint for the error text
+        log.info("%s: could not list it again: %s", remote.path, ex)
+        return None
+    same = [f for f in again if f.path == remote.path]
+    return RemoteFile(same[0].path, same[0].size, same[0].sha256, remote.mtime) if same else \
+        RemoteFile(remote.path, -1, "(gone)", remote.mtime)
+
+
+async def _fetch_into(request: Requester, remote: RemoteFile, writer: _PartWriter, progress: Progress | None,
+                      chunk_size: int, retries: int, window: int, count: FetchCount) -> None:
+    """Keep up to ``window`` chunk requests in flight; write the replies in file order."""
+    inflight: collections.deque[tuple[int, asyncio.Task[bytes]]] = collections.deque()
+    next_offset = writer.offset
+    try:
+        while writer.offset < remote.size:
+            while len(inflight) < window and next_offset < remote.size:
+                length = min(chunk_size, remote.size - next_offset)
+                task = asyncio.ensure_future(_fetch_chunk(request, remote, next_offset, length, retries))
+                inflight.append((length, task))
+                next_offset += length
+            length, task = inflight.popleft()
+            data = await task
+            if len(data) != length:
+                raise TransferError(f"{remote.path}: the rig sent {len(data)} bytes at offset {writer.offset}, "
+                                    f"not {length}; it changed on the rig after it was listed")
+            await asyncio.to_thread(writer.write, data)
+            count.fetched += len(data)
+            if progress:
+                progress(remote.path, writer.offset, remote.size)
+    finally:
+        for _, task in inflight:
+            task.cancel()
+        for _, task in inflight:
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - already failing or cancelled: the first error is raised
+                pass
 
 
 async def _fetch_chunk(request: Requester, remote: RemoteFile, offset: int, length: int, retries: int) -> bytes:
@@ -203,8 +358,8 @@ async def _fetch_chunk(request: Requester, remote: RemoteFile, offset: int, leng
             last = f"unexpected FETCH reply {value!r:.60}"
             continue
         if value.get("size") != remote.size:
-            raise TransferError(f"{remote.path}: size changed on the rig ({remote.size} -> {value.get('size')}); "
-                                "list the files again")
+            raise TransferError(f"{remote.path}: changed on the rig after it was listed (size {remote.size} -> "
+                                f"{value.get('size')}); list the files again")
         blob = blob or b""
         if value.get("offset") != offset or zlib.crc32(blob) != value.get("crc32"):
             last = f"corrupted chunk at offset {offset}"
@@ -218,11 +373,11 @@ async def _fetch_chunk(request: Requester, remote: RemoteFile, offset: int, leng
 
 async def fetch_files(request: Requester, dest_dir: str | os.PathLike[str], files: list[RemoteFile],
                       progress: Progress | None = None, chunk_size: int = DEFAULT_CHUNK,
-                      attempts: int = 3) -> list[Path]:
+                      attempts: int = 3, count: FetchCount | None = None) -> list[Path]:
     """Fetch ``files`` below ``dest_dir`` keeping their relative paths; returns the local paths."""
     root = Path(dest_dir)
     out = []
     for remote in files:
         dest = root.joinpath(*safe_relative(remote.path).parts)
-        out.append(await fetch_file(request, remote, dest, progress, chunk_size, attempts))
+        out.append(await fetch_file(request, remote, dest, progress, chunk_size, attempts, count=count))
     return out

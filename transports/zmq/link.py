@@ -325,11 +325,17 @@ class ZmqLink(RigLink):
 
     async def fetch_files(self, dest_dir: str | Path, files: list[zmq_files.RemoteFile] | None = None,
                           prefix: str = "", progress: zmq_files.Progress | None = None,
-                          chunk_size: int = zmq_files.DEFAULT_CHUNK, attempts: int = 3) -> list[Path]:
+                          chunk_size: int = zmq_files.DEFAULT_CHUNK, attempts: int = 3,
+                          count: zmq_files.FetchCount | None = None) -> list[Path]:
         """Fetch ``files`` (default: all below ``prefix``) into ``dest_dir``; see :mod:`transports.zmq.files`."""
         if files is None:
             files = await self.list_files(prefix)
-        return await zmq_files.fetch_files(self._file_request, dest_dir, files, progress, chunk_size, attempts)
+        return await zmq_files.fetch_files(self._file_request, dest_dir, files, progress, chunk_size, attempts,
+                                           count)
+
+    async def mark_transferred(self, prefix: str, files: list[zmq_files.RemoteFile]) -> dict[str, Any]:
+        """Ask the rig to record these files of session folder ``prefix`` as transferred and verified."""
+        return await zmq_files.mark_transferred(self._file_request, prefix, files, self.sender.split("#")[0])
 
     # ---------------------------------------------------------------------------------------- receiving
     def _on_frames(self, frames: list[bytes]) -> None:

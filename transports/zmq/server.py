@@ -54,6 +54,7 @@ from transports.zmq.wire import (
     FILES,
     HB,
     HELLO,
+    MARK,
     REPLY,
     SYNC,
     Envelope,
@@ -161,10 +162,13 @@ class ZmqServer:
         self.stats: dict[str, int] = {
             "commands": 0, "duplicates": 0, "expired": 0, "bad_frames": 0, "mods": 0, "mods_dropped": 0,
             "snapshots": 0, "sends_refused": 0, "consoles_lost": 0, "files_requests": 0,
+            "commands_refused": 0,
         }
         self.port = 0
         self.curve = False
-        self.state = getattr(service, "state", None)
+        #: a file endpoint beside a rig's udp/tcp/rpc URI: files only, no commands, no state stream
+        self.files_only = bool(self.options.get("files_only"))
+        self.state = None if self.files_only else getattr(service, "state", None)
         data_dir = self.options.get("data_dir") or getattr(service, "data_dir", None)
         self.files = FileStore(data_dir) if data_dir else None
         self._ctx: zmq.asyncio.Context | None = None
@@ -300,7 +304,11 @@ class ZmqServer:
             return
         peer = self._peer(env.sender, routing)
         key = env.key
-        if key == CMD:
+        if key == CMD and self.files_only:
+            self.stats["commands_refused"] += 1
+            self._send(peer, REPLY, {"re": env.id, "error": f"rig {self.name}: this endpoint serves session files "
+                                                          "only; send session messages to the rig's own URI"})
+        elif key == CMD:
             self._on_command(peer, env)
         elif key == HELLO:
             stream = not isinstance(env.value, dict) or env.value.get("stream", True) is not False
@@ -314,7 +322,7 @@ class ZmqServer:
                 peer.streaming, peer.needs_snapshot = True, True
                 peer.queue.clear()
                 self._schedule_flush(0.0)
-        elif key in (FILES, FETCH):
+        elif key in (FILES, FETCH, MARK):
             self._on_files(peer, env)
         elif key == BYE:
             log.info("zmq rig %s: console %s said goodbye", self.name, peer.sender)
@@ -543,8 +551,9 @@ async def serve_zmq(address: RigAddress, service: Any, options: dict[str, Any] |
     Options: ``keys`` (keys folder: CURVE on, rig keypair ``<keys>/<key>.key_secret`` with ``key``
     default ``rig``, allow-list ``<keys>/allowed``), ``key_file`` (explicit secret-key file),
     ``data_dir`` (files served after EXPEND;
-    default the service's ``data_dir``), ``max_connections`` (TCP connections at once, counted and capped
-    by :class:`~transports.zmq.conn_cap.ZmqConnectionCap`), and the tuning knobs of :data:`DEFAULTS`.
+    default the service's ``data_dir``), ``files_only`` (a file endpoint: commands refused, no state stream),
+    ``max_connections`` (TCP connections at once, counted and capped by
+    :class:`~transports.zmq.conn_cap.ZmqConnectionCap`), and the tuning knobs of :data:`DEFAULTS`.
     """
     server = ZmqServer(service, options)
     await server.start(address.host, address.port)

@@ -14,6 +14,8 @@ Keys, console -> rig:
 - ``SYNC`` ``null``: ask for a fresh ``SNAPSHOT`` (after a gap in sequence numbers).
 - ``FILES`` ``{"prefix": str}`` / ``FETCH`` ``{"path", "offset", "length"}``: file transfer (idempotent,
   so never cached for deduplication).
+- ``MARK`` ``{"prefix": str, "files": {path: sha256}, "by": str}``: the console verified these files of a
+  session folder; the rig records that in ``_rigdeck_transferred.json`` there (it deletes nothing).
 - ``BYE`` ``null``: the console is closing (the rig stops streaming to it at once).
 
 Keys, rig -> console:
@@ -48,11 +50,11 @@ from typing import Any
 from core.checks import is_int, is_number
 
 #: console -> rig
-HELLO, CMD, PING, SYNC, FILES, FETCH, BYE = "HELLO", "CMD", "PING", "SYNC", "FILES", "FETCH", "BYE"
+HELLO, CMD, PING, SYNC, FILES, FETCH, MARK, BYE = "HELLO", "CMD", "PING", "SYNC", "FILES", "FETCH", "MARK", "BYE"
 #: rig -> console
 ACK, REPLY, HB, SNAPSHOT, MODS = "ACK", "REPLY", "HB", "SNAPSHOT", "MODS"
 
-CONSOLE_KEYS = frozenset({HELLO, CMD, PING, SYNC, FILES, FETCH, BYE})
+CONSOLE_KEYS = frozenset({HELLO, CMD, PING, SYNC, FILES, FETCH, MARK, BYE})
 RIG_KEYS = frozenset({ACK, REPLY, HB, SNAPSHOT, MODS})
 
 #: hard limit of one JSON frame; a bigger frame is refused without parsing (libzmq also caps whole messages)
