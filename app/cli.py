@@ -16,7 +16,7 @@ from core.config import ConfigError
 
 #: sub-command modules, in the order ``rigdeck --help`` lists them
 COMMANDS: tuple[str, ...] = (
-    "gui", "rpc", "watch", "serve", "demo", "run", "report", "keys", "manipulators", "relay",
+    "gui", "rpc", "watch", "serve", "demo", "run", "transfer", "report", "keys", "manipulators", "relay",
 )
 
 

@@ -48,7 +48,23 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     Option("poll_interval", positive_number, "EXPSTATUS polling period in seconds for rigs that don't push state"),
     Option("description", free_text, "free text shown in the console"),
     Option("enabled", boolean, "false keeps the rig in the file but out of sessions"),
+    Option("files", lambda value: files_uri(value), "zmq://host:port where the rig serves its session files "
+           "(a rig reached over udp/tcp/rpc; a zmq:// rig serves them on its own URI)"),
+    Option("transfer", boolean, "false: the console does not gather this rig's session files after a session"),
 )
+
+
+def files_uri(value: Any) -> str:
+    """The ``files`` option: a ``zmq://host:port`` file endpoint (the only scheme that serves files)."""
+    if not isinstance(value, str) or not value.strip().lower().startswith("zmq://"):
+        raise OptionError(f"must be a zmq://host:port URI (the rig's file endpoint), not {value!r:.60}")
+    try:
+        address = parse_uri(value.strip(), resolve_host=False, default_port=0)
+    except (TypeError, ValueError) as ex:
+        raise OptionError(f"must be a zmq://host:port URI: {ex}") from None
+    if not address.port:
+        raise OptionError(f"must name the port of the file endpoint (zmq://host:port), not {value!r:.60}")
+    return str(address)
 #: the keys of the extended form that are not options
 FORM_KEYS: dict[str, str] = {
     "uri": "where the rig listens (required)",

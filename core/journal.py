@@ -272,17 +272,18 @@ def iter_journals(data_dir: str | os.PathLike[str], since: _dt.date | None = Non
         yield from (p for p in paths if since is None or p.parents[1].name >= since.isoformat())
 
 
-def find_unfinished(data_dir: str | os.PathLike[str], since: _dt.date | None = None) -> list[SessionSummary]:
-    """Sessions whose journal never reached stopped / failed / aborted: candidates for reattaching."""
-    out = []
+def iter_sessions(data_dir: str | os.PathLike[str], since: _dt.date | None = None) -> Iterator[SessionSummary]:
+    """The summary of every readable session journal under a data directory (see :func:`iter_journals`)."""
     for path in iter_journals(data_dir, since):
         try:
-            summary = load_session(path)
+            yield load_session(path)
         except OSError:
             continue
-        if not summary.finished:
-            out.append(summary)
-    return out
+
+
+def find_unfinished(data_dir: str | os.PathLike[str], since: _dt.date | None = None) -> list[SessionSummary]:
+    """Sessions whose journal never reached stopped / failed / aborted: candidates for reattaching."""
+    return [summary for summary in iter_sessions(data_dir, since) if not summary.finished]
 
 
 # ----------------------------------------------------------------------------- experiment description

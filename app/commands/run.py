@@ -4,6 +4,7 @@
                 [--policy rollback|continue] [--cleanup] [--json] [--data-dir DIR]
     rigdeck run --attach 2026-11-22_1_KS001 [--stop | --interrupt | --wait] [--json]
     rigdeck run --unfinished [--json]
+    ... [--transfer [DIR]]   after the stop, gather every rig's files (verified; see rigdeck transfer)
 
 It runs info -> init -> start, keeps the session running for ``--duration`` seconds (or until Ctrl-C),
 then stops every rig. One line per rig and step shows progress as replies arrive; a summary follows.
@@ -374,6 +375,11 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         remove()
     summary = summary_dict(session, runner)
+    if args.transfer is not None and session.exp_ref and session.phase.value in ("stopped", "failed", "aborted"):
+        summary["transfer"] = await transfer_after(session, args, data_dir, runner.progress_out)
+        summary["ok"] = summary["ok"] and all(r["verified"] or r.get("skipped")
+                                              for r in summary["transfer"]["rigs"].values())
+    # the report after the transfer: it says where the files went and whether they are verified
     if session.folder is not None and save_report_quietly(session.folder) is not None:
         summary["report"] = str(session.folder / REPORT_HTML)
     if args.json:
@@ -381,6 +387,25 @@ async def _main(args: argparse.Namespace) -> int:
     else:
         print_summary(summary, sys.stdout)
     return exit_code(summary, runner, session)
+
+
+async def transfer_after(session: Session, args: argparse.Namespace, data_dir: Path, out: TextIO) -> dict[str, Any]:
+    """``--transfer [DIR]``: gather the session's files from its rigs right after the stop (see
+    ``rigdeck transfer``); the result goes into the summary."""
+    from app.commands.transfer import ProgressDisplay
+    from app.transfers import TransferManager
+
+    manager = TransferManager(data_dir, to=args.transfer or None)
+    display = ProgressDisplay(out)
+    rigs = {name: session.specs[name] for name in session.participants if name in session.specs}
+    job = manager.start(session.exp_ref or "", rigs, rigs)
+    manager.subscribe(lambda: display(job))
+    try:
+        await manager.wait(job.exp_ref)
+    finally:
+        await manager.close()
+    display(job)
+    return job.summary()
 
 
 def list_unfinished(data_dir: Path, as_json: bool) -> int:
@@ -429,4 +454,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument("--wait", dest="attach_action", action="store_const", const="wait",
                         help="with --attach: keep it running for --duration (or until Ctrl-C), then stop")
     parser.add_argument("--unfinished", action="store_true", help="list sessions whose journal never finished")
+    parser.add_argument("--transfer", nargs="?", const="", default=None, metavar="DIR",
+                        help="after the stop, gather every rig's files (into DIR, default $RIGDECK_TRANSFER_DIR "
+                        "or the session folder) and verify them; see rigdeck transfer")
     parser.set_defaults(func=lambda args: asyncio.run(_main(args)), attach_action=None)

@@ -1,0 +1,128 @@
+"""Session transfers in the background: the one place the CLI, the console and the Data panel start them.
+
+Qt-free (the window's Data panel is a thin view over :class:`TransferManager`). Why a manager rather
+than a call at the end of a session: the transfer of session N must go on while session N+1 is prepared
+and run, survive the operator's Retry, and be found again after a restart (:meth:`TransferManager.pending`).
+Sessions are transferred one after another (their rigs side by side); each runs as its own task, so
+nothing a session does ever waits on a transfer, and a failed rig is one Retry away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as _dt
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from core.config import RigSpec
+from core.listeners import Listeners, Unsubscribe
+from core.transfer import (
+    FileSource,
+    PendingSession,
+    SessionTransfer,
+    pending_sessions,
+    plan_session,
+    run_session,
+    session_rigs,
+)
+
+log = logging.getLogger(__name__)
+
+#: sessions of the last this many days are looked at for pending transfers at start-up
+PENDING_DAYS = 30
+
+
+def open_zmq_source(max_rate: float | None = None) -> Callable[[str, str, RigSpec | None], FileSource]:
+    """Sources over zmq:// (the only scheme that serves files), optionally paced to ``max_rate`` bytes/s."""
+    from transports.zmq.file_source import ZmqFileSource  # zmq loads only when a transfer runs
+
+    def open_source(name: str, uri: str, spec: RigSpec | None) -> FileSource:
+        return ZmqFileSource(name, uri, spec, max_rate=max_rate)
+
+    return open_source
+
+
+class TransferManager:
+    """Background session transfers (see the module docstring).
+
+    ``to``: the destination root (None: ``$RIGDECK_TRANSFER_DIR``, else the data folder); the window's
+    setting writes it. Listeners are called with no argument on every change (progress included): a view
+    repaints at most once per frame.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, to: str | os.PathLike[str] | None = None,
+                 open_source: Callable[[str, str, RigSpec | None], FileSource] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.to = Path(to) if to else None
+        self.jobs: dict[str, SessionTransfer] = {}
+        self._specs: dict[str, Mapping[str, RigSpec]] = {}
+        self._rigs: dict[str, Mapping[str, RigSpec | Mapping[str, Any]]] = {}
+        self._tasks: dict[str, asyncio.Task[SessionTransfer]] = {}
+        self._open_source = open_source
+        self._one_at_a_time = asyncio.Lock()
+        self._listeners: Listeners[[]] = Listeners("transfer listener")
+
+    def subscribe(self, listener: Callable[[], None]) -> Unsubscribe:
+        return self._listeners.add(listener)
+
+    def _changed(self) -> None:
+        self._listeners.notify()
+
+    def running(self, exp_ref: str) -> bool:
+        task = self._tasks.get(exp_ref)
+        return task is not None and not task.done()
+
+    def start(self, exp_ref: str, rigs: Mapping[str, RigSpec | Mapping[str, Any]],
+              specs: Mapping[str, RigSpec] | None = None, to: str | os.PathLike[str] | None = None
+              ) -> SessionTransfer:
+        """Plan the session's transfer and run it in the background (a running one is left alone)."""
+        if self.running(exp_ref):
+            return self.jobs[exp_ref]
+        job = plan_session(exp_ref, self.data_dir, rigs, to=to or self.to)
+        self.jobs[job.exp_ref] = job
+        self._rigs[job.exp_ref] = dict(rigs)
+        self._specs[job.exp_ref] = dict(specs or {k: v for k, v in rigs.items() if isinstance(v, RigSpec)})
+        self._tasks[job.exp_ref] = asyncio.create_task(self._run(job), name=f"transfer-{job.exp_ref}")
+        self._changed()
+        return job
+
+    def retry(self, exp_ref: str) -> SessionTransfer | None:
+        """Run a session's transfer again: only what is not verified is fetched."""
+        job = self.jobs.get(exp_ref)
+        if job is None or self.running(exp_ref):
+            return job
+        return self.start(exp_ref, self._rigs[exp_ref], self._specs.get(exp_ref), to=job.to.parents[2])
+
+    async def _run(self, job: SessionTransfer) -> SessionTransfer:
+        async with self._one_at_a_time:
+            open_source = self._open_source or open_zmq_source()
+            return await run_session(job, open_source, self._specs.get(job.exp_ref), self._changed)
+
+    async def wait(self, exp_ref: str) -> SessionTransfer:
+        task = self._tasks.get(exp_ref)
+        if task is not None:
+            await asyncio.shield(task)
+        return self.jobs[exp_ref]
+
+    def pending(self, days: int | None = PENDING_DAYS,
+                specs: Mapping[str, RigSpec] | None = None) -> list[PendingSession]:
+        """Finished sessions (of the last ``days``) whose files are not all verified, running ones excluded."""
+        since = _dt.date.today() - _dt.timedelta(days=days) if days else None
+        return [p for p in pending_sessions(self.data_dir, since, specs) if not self.running(p.exp_ref)]
+
+    def resume(self, pending: list[PendingSession], specs: Mapping[str, RigSpec] | None = None) -> None:
+        """Start (queue) the transfer of each pending session."""
+        for p in pending:
+            self.start(p.exp_ref, session_rigs(p, specs), specs)
+
+    async def close(self) -> None:
+        """Cancel running transfers (their ``.part`` files and record let the next run resume)."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(BaseException):
+                await task

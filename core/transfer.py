@@ -1,0 +1,473 @@
+"""Gathering a session's files from its rigs: where they come from, where they go, what is verified.
+
+Why a plan of its own (and not a step of :mod:`core.session`): a session ends at EXPEND, but its data is
+safe only once every rig's files sit in one place with checksums that match. That takes minutes to hours,
+may be interrupted (a console or rig killed, a disk full) and must resume without fetching again what
+already arrived, while the next session runs. So the state of a session's transfer is its own record,
+``_rigdeck_transfer.json`` in the console's session folder (beside the journal), rewritten atomically as
+files complete: a console that dies mid-transfer and starts again knows what is verified and what is not,
+and :func:`pending_sessions` finds every session whose files are not all verified.
+
+Sources: a ``zmq://`` rig serves its files on its own URI; a rig reached over udp/tcp/rpc names a file
+endpoint in the rigs file (``files: zmq://host:port``); any other rig is "no transfer" (iblrig rigs copy
+their own data), never an error; ``transfer: false`` opts a rig out. The fetching itself (chunks,
+checksums, resume) is a transport's job, reached through :class:`FileSource`; this module holds no socket.
+
+Destination: ``<root>/<subject>/<date>/<NNN>/<rig>/<path on the rig>`` where ``root`` is ``--to DIR``,
+else ``$RIGDECK_TRANSFER_DIR``, else the console's data folder (so by default the rigs' files land in the
+console's own session folder). When a rig's files are all verified, its folder gets ``SHA256SUMS`` (the
+format ``sha256sum -c`` reads) and the rig is asked to mark them as transferred (it deletes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as _dt
+import errno
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from core.config import RigSpec
+from core.journal import FINAL_PHASES, iter_sessions
+from core.link import error_text
+from core.paths import session_folder
+from core.protocol import format_exp_ref, parse_exp_ref
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "_rigdeck_transfer.json"
+SUMS_NAME = "SHA256SUMS"
+ENV_TRANSFER_DIR = "RIGDECK_TRANSFER_DIR"
+#: seconds of progress the rate (and so the ETA) is measured over
+RATE_WINDOW = 3.0
+#: the state file is rewritten at most this often while bytes flow (and always when a file completes)
+SAVE_INTERVAL = 1.0
+
+NO_ENDPOINT = "no transfer: no file endpoint (the rig copies its own data)"
+OPTED_OUT = "no transfer: transfer: false in the rigs file"
+
+
+class FileSource(Protocol):
+    """One rig's files, as a transport serves them (``transports.zmq.file_source``)."""
+
+    async def list_files(self, prefix: str) -> list[Any]:
+        """Files below ``prefix`` (objects with ``path``, ``size``, ``sha256``; paths relative to the rig's
+        data folder, POSIX separators)."""
+
+    async def fetch_file(self, remote: Any, dest: Path, progress: Callable[[str, int, int], None]) -> int:
+        """Fetch one file to ``dest`` (resuming a ``.part``), verified; returns the bytes moved on the wire."""
+
+    async def mark_transferred(self, prefix: str, files: list[Any]) -> None:
+        """Tell the rig these files are verified on the console's side."""
+
+    async def close(self) -> None: ...
+
+
+SourceOpener = Callable[[str, str, RigSpec | None], FileSource]
+
+
+def file_source_uri(spec: RigSpec | Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(uri, None)`` where a rig's files can be fetched, or ``(None, why not)``.
+
+    ``spec`` is a rigs-file entry, or a journal's record of one (``{"uri", "role", "options"}``).
+    """
+    if isinstance(spec, RigSpec):
+        uri, options = spec.uri, dict(spec.options)
+    else:
+        uri, options = str(spec.get("uri") or ""), dict(spec.get("options") or {})
+    if options.get("transfer") is False:
+        return None, OPTED_OUT
+    if options.get("files"):
+        return str(options["files"]), None
+    if uri.lower().startswith("zmq://"):
+        return uri, None
+    return None, NO_ENDPOINT
+
+
+def transfer_root(data_dir: str | os.PathLike[str], to: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None) -> Path:
+    """Where sessions are gathered: ``to``, else ``$RIGDECK_TRANSFER_DIR``, else the console's data folder."""
+    env = os.environ if env is None else env
+    chosen = to or env.get(ENV_TRANSFER_DIR, "").strip() or data_dir
+    return Path(chosen).expanduser()
+
+
+def rig_prefix(exp_ref: str) -> str:
+    """The session folder relative to a rig's data folder (rigs file sessions as the console does)."""
+    return session_folder(PurePosixPath(), exp_ref).as_posix()
+
+
+def plain_error(ex: BaseException) -> str:
+    """An error in the words an operator acts on (a full disk says so, not ``[Errno 28]``)."""
+    if isinstance(ex, OSError) and ex.errno is not None:
+        where = f" ({ex.filename})" if ex.filename else ""
+        if ex.errno == errno.ENOSPC:
+            return f"the destination disk is full{where}"
+        if ex.errno == errno.EFBIG:
+            return f"the destination refused to grow a file (file size limit or disk full){where}"
+        if ex.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"cannot write to the destination: {ex.strerror}{where}"
+        if ex.errno == errno.EDQUOT:
+            return f"the destination's disk quota is exceeded{where}"
+    if isinstance(ex, TimeoutError | asyncio.TimeoutError):
+        return f"the rig did not answer in time ({error_text(ex)})"
+    return error_text(ex)
+
+
+# ------------------------------------------------------------------------------------------- the record
+
+@dataclass
+class FileEntry:
+    path: str  # relative to the rig's session folder
+    size: int
+    sha256: str
+    done: int = 0
+    verified: bool = False
+
+
+@dataclass
+class RigTransfer:
+    """One rig's part of a session transfer (live counters plus what is saved)."""
+
+    name: str
+    source: str | None = None
+    #: why this rig is not transferred (no endpoint, opted out); None when it is
+    skipped: str | None = None
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    state: str = "waiting"  # waiting | listing | fetching | verified | failed | skipped
+    error: str | None = None
+    #: bytes moved over the wire in this run (a resumed transfer moves only what was missing)
+    fetched: int = 0
+    marked: bool = False
+    _samples: collections.deque[tuple[float, int]] = field(default_factory=lambda: collections.deque(maxlen=64),
+                                                          repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    @property
+    def done_bytes(self) -> int:
+        return sum(f.size if f.verified else min(f.done, f.size) for f in self.files.values())
+
+    @property
+    def verified(self) -> bool:
+        return self.state == "verified"
+
+    @property
+    def transferring(self) -> bool:
+        return self.skipped is None
+
+    def sample(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._samples.append((now, self.done_bytes))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW:
+            self._samples.popleft()
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second over the last few seconds (0 when nothing moves)."""
+        if self.state != "fetching" or len(self._samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        return (self.total_bytes - self.done_bytes) / rate if rate > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "skipped": self.skipped, "state": self.state, "error": self.error,
+                "marked": self.marked,
+                "files": {p: {"size": f.size, "sha256": f.sha256, "verified": f.verified}
+                          for p, f in self.files.items()}}
+
+    @classmethod
+    def from_json(cls, name: str, data: Any) -> RigTransfer:
+        rig = cls(name)
+        if not isinstance(data, dict):
+            return rig
+        rig.source = data.get("source") if isinstance(data.get("source"), str) else None
+        rig.skipped = data.get("skipped") if isinstance(data.get("skipped"), str) else None
+        rig.error = data.get("error") if isinstance(data.get("error"), str) else None
+        rig.marked = data.get("marked") is True
+        state = data.get("state")
+        rig.state = state if state in ("verified", "failed", "skipped") else "waiting"
+        for path, f in (data.get("files") or {}).items():
+            if isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str):
+                verified = f.get("verified") is True
+                rig.files[str(path)] = FileEntry(str(path), f["size"], f["sha256"], f["size"] if verified else 0,
+                                                 verified)
+        return rig
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI's per-rig JSON: files, bytes, verified, error (plus why a rig is skipped)."""
+        out: dict[str, Any] = {"files": len(self.files), "bytes": self.total_bytes, "verified": self.verified,
+                               "error": self.error}
+        if self.skipped:
+            out["skipped"] = self.skipped
+        out["fetched_bytes"] = self.fetched
+        return out
+
+
+@dataclass
+class SessionTransfer:
+    """A session's transfer: its record on disk and each rig's progress."""
+
+    exp_ref: str
+    #: the console's session folder (the record lives there)
+    folder: Path
+    #: where this session's rig folders go (``<root>/<subject>/<date>/<NNN>``)
+    to: Path
+    rigs: dict[str, RigTransfer] = field(default_factory=dict)
+    _saved_at: float = 0.0
+
+    @property
+    def state_path(self) -> Path:
+        return self.folder / STATE_NAME
+
+    @property
+    def transferring(self) -> list[RigTransfer]:
+        return [r for r in self.rigs.values() if r.transferring]
+
+    @property
+    def verified(self) -> bool:
+        """Every file of every transferring rig verified (a session with none to transfer is verified)."""
+        return all(r.verified for r in self.transferring)
+
+    @property
+    def running(self) -> bool:
+        return any(r.state in ("listing", "fetching") for r in self.rigs.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {"exp_ref": self.exp_ref, "to": str(self.to),
+                "rigs": {name: r.summary() for name, r in self.rigs.items()}}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": 1, "exp_ref": self.exp_ref, "to": str(self.to), "verified": self.verified,
+                "rigs": {name: r.to_json() for name, r in self.rigs.items()}}
+
+    def save(self, force: bool = True) -> None:
+        """Rewrite the record atomically (throttled unless ``force``); a failing disk is logged, not raised:
+        the record helps resuming, the files' own ``.part`` and checksums are what make it safe."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_INTERVAL:
+            return
+        self._saved_at = now
+        tmp = self.state_path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
+            os.replace(tmp, self.state_path)
+        except OSError as ex:
+            log.error("cannot save the transfer record %s: %s", self.state_path, ex)
+
+
+def load_transfer(folder: Path) -> dict[str, Any] | None:
+    """The saved record of a session folder, or None (absent or unreadable)."""
+    try:
+        data = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plan_session(exp_ref: str, data_dir: str | os.PathLike[str], rigs: Mapping[str, RigSpec | Mapping[str, Any]],
+                 to: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> SessionTransfer:
+    """The transfer of one session over ``rigs`` (rigs-file specs or a journal's records), picking up what
+    an earlier run verified. The destination is ``to``, else the earlier run's, else :func:`transfer_root`."""
+    exp_ref = format_exp_ref(parse_exp_ref(exp_ref))
+    folder = session_folder(data_dir, exp_ref)
+    saved = load_transfer(folder) or {}
+    if to is None and isinstance(saved.get("to"), str) and saved.get("exp_ref") == exp_ref:
+        dest = Path(saved["to"])
+    else:
+        dest = session_folder(transfer_root(data_dir, to, env), exp_ref)
+    same_place = isinstance(saved.get("to"), str) and Path(saved["to"]) == dest
+    old_rigs = saved.get("rigs") if same_place and isinstance(saved.get("rigs"), dict) else {}
+    job = SessionTransfer(exp_ref, folder, dest)
+    for name, spec in rigs.items():
+        uri, why_not = file_source_uri(spec)
+        rig = RigTransfer.from_json(name, old_rigs.get(name)) if name in old_rigs else RigTransfer(name)
+        rig.source, rig.skipped = uri, why_not
+        if why_not:
+            rig.state, rig.error = "skipped", None
+        elif rig.state != "verified":
+            rig.state = "waiting"
+        job.rigs[name] = rig
+    return job
+
+
+# --------------------------------------------------------------------------------------------- running
+
+def write_sums(folder: Path, files: Iterable[FileEntry]) -> Path:
+    """``SHA256SUMS`` in ``folder``: ``<hex>  <path>`` lines, what ``sha256sum -c`` reads (written atomically)."""
+    target = folder / SUMS_NAME
+    tmp = folder / f".{SUMS_NAME}.{os.getpid()}.tmp"
+    lines = [f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)]
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
+                  on_change: Callable[[], None] = lambda: None) -> None:
+    """Fetch (or resume) one rig's files of the session, verify them, write SHA256SUMS, mark them on the rig.
+
+    Failures end up in ``rig.error`` in plain words; nothing is marked verified unless every file is.
+    """
+    prefix = rig_prefix(job.exp_ref)
+    dest = job.to / rig.name
+    rig.error, rig.fetched = None, 0
+    try:
+        rig.state = "listing"
+        on_change()
+        listed = await source.list_files(prefix)
+        remote = {}
+        for item in listed:
+            rel = PurePosixPath(item.path).relative_to(prefix).as_posix()
+            remote[rel] = item
+            old = rig.files.get(rel)
+            if old is None or (old.size, old.sha256) != (item.size, item.sha256):
+                rig.files[rel] = FileEntry(rel, item.size, item.sha256)
+        for gone in set(rig.files) - set(remote):
+            del rig.files[gone]  # not on the rig (any more): the rig's listing is the truth
+        rig.state = "fetching"
+        rig.sample()
+        on_change()
+        for rel, entry in sorted(rig.files.items()):
+            target = dest.joinpath(*PurePosixPath(rel).parts)
+            if entry.verified and await asyncio.to_thread(_same_file, target, entry):
+                continue
+            entry.verified = False
+
+            def progress(_path: str, got: int, _size: int, entry: FileEntry = entry) -> None:
+                entry.done = got
+                rig.sample()
+                job.save(force=False)
+                on_change()
+
+            rig.fetched += await source.fetch_file(remote[rel], target, progress)
+            entry.done, entry.verified = entry.size, True
+            job.save()
+            on_change()
+        await asyncio.to_thread(write_sums, dest if rig.files else _made(dest), rig.files.values())
+        rig.state = "verified"
+        job.save()
+        on_change()
+        try:
+            await source.mark_transferred(prefix, [remote[rel] for rel in rig.files])
+            rig.marked = True
+        except Exception as ex:  # noqa: BLE001 - the data is safe here; the rig's note is a courtesy
+            log.warning("rig %s: could not mark session %s as transferred: %s", rig.name, job.exp_ref, ex)
+    except asyncio.CancelledError:
+        rig.state = "failed"
+        rig.error = "cancelled"
+        raise
+    except Exception as ex:  # noqa: BLE001 - every failure is the rig's error, in plain words
+        rig.state = "failed"
+        rig.error = plain_error(ex)
+        log.warning("rig %s: transfer of %s failed: %s", rig.name, job.exp_ref, rig.error)
+    finally:
+        job.save()
+        on_change()
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _same_file(path: Path, entry: FileEntry) -> bool:
+    """A file verified earlier is still there with its size (a full re-hash happens only when it is not)."""
+    try:
+        return path.stat().st_size == entry.size
+    except OSError:
+        return False
+
+
+async def run_session(job: SessionTransfer, open_source: SourceOpener,
+                      specs: Mapping[str, RigSpec] | None = None,
+                      on_change: Callable[[], None] = lambda: None) -> SessionTransfer:
+    """Run every transferring rig of ``job`` that is not verified yet, rigs side by side."""
+
+    async def one(rig: RigTransfer) -> None:
+        assert rig.source is not None
+        try:
+            source = open_source(rig.name, rig.source, (specs or {}).get(rig.name))
+        except Exception as ex:  # noqa: BLE001 - a bad endpoint is this rig's error
+            rig.state, rig.error = "failed", plain_error(ex)
+            on_change()
+            return
+        try:
+            await run_rig(job, rig, source, on_change)
+        finally:
+            await source.close()
+
+    todo = [r for r in job.transferring if not r.verified]
+    job.save()
+    await asyncio.gather(*(one(r) for r in todo))
+    return job
+
+
+# ---------------------------------------------------------------------------------------------- pending
+
+@dataclass
+class PendingSession:
+    exp_ref: str
+    folder: Path
+    #: rigs whose files are not all verified
+    rigs: list[str]
+    #: every rig record of the session's journal (name -> {"uri", "role", "options"})
+    records: dict[str, dict[str, Any]]
+
+
+def pending_sessions(data_dir: str | os.PathLike[str], since: _dt.date | None = None,
+                     specs: Mapping[str, RigSpec] | None = None) -> list[PendingSession]:
+    """Finished sessions (they recorded: the journal saw them running) with a transferring rig whose files
+    are not all verified. A rig's source comes from ``specs`` (today's rigs file) when it names the rig,
+    else from the journal's record of it."""
+    out = []
+    for summary in iter_sessions(data_dir, since):
+        path = summary.path
+        if summary.phase not in FINAL_PHASES or summary.started is None or not summary.exp_ref:
+            continue
+        saved = load_transfer(path.parent) or {}
+        saved_rigs = saved.get("rigs") if isinstance(saved.get("rigs"), dict) else {}
+        names = summary.participants or list(summary.rigs)
+        missing = []
+        for name in names:
+            spec = (specs or {}).get(name) or summary.rigs.get(name) or {}
+            uri, _ = file_source_uri(spec)
+            if uri is None:
+                continue
+            record = saved_rigs.get(name)
+            if not (isinstance(record, dict) and record.get("state") == "verified"):
+                missing.append(name)
+        if missing:
+            out.append(PendingSession(summary.exp_ref, path.parent, missing,
+                                      {n: summary.rigs.get(n, {}) for n in names}))
+    return out
+
+
+def pending_text(pending: list[PendingSession]) -> str:
+    """``"3 sessions on 2 rigs not yet transferred"`` (empty when nothing is pending)."""
+    if not pending:
+        return ""
+    rigs = {name for p in pending for name in p.rigs}
+    s = "" if len(pending) == 1 else "s"
+    r = "" if len(rigs) == 1 else "s"
+    return f"{len(pending)} session{s} on {len(rigs)} rig{r} not yet transferred"
+
+
+def session_rigs(pending: PendingSession, specs: Mapping[str, RigSpec] | None) -> dict[str, RigSpec | dict]:
+    """The rigs to plan a pending session with: today's rigs-file entry for a rig when there is one."""
+    return {name: (specs or {}).get(name) or record for name, record in pending.records.items()}

@@ -1,0 +1,137 @@
+"""core.transfer without a network: which rigs transfer, where files go, what a record remembers, which
+sessions are pending, SHA256SUMS that sha256sum accepts, errors in plain words."""
+
+import errno
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from core.config import ConfigError, parse_rig
+from core.journal import JOURNAL_NAME, Journal
+from core.paths import session_folder
+from core.transfer import (
+    NO_ENDPOINT,
+    OPTED_OUT,
+    FileEntry,
+    file_source_uri,
+    pending_sessions,
+    pending_text,
+    plain_error,
+    plan_session,
+    rig_prefix,
+    transfer_root,
+    write_sums,
+)
+from transports.registry import TRANSPORTS
+
+REF = "2026-11-30_3_KS001"
+
+
+def spec(name, **entry):
+    return parse_rig(name, entry, TRANSPORTS)
+
+
+def test_where_each_rig_serves_its_files():
+    assert file_source_uri(spec("z", uri="zmq://10.0.0.2:11002")) == ("zmq://10.0.0.2:11002", None)
+    assert file_source_uri(spec("u", uri="udp://10.0.0.3:9999", files="zmq://10.0.0.3:11010")) == \
+        ("zmq://10.0.0.3:11010", None)
+    assert file_source_uri(spec("i", uri="udp://10.0.0.4:9999")) == (None, NO_ENDPOINT)
+    assert file_source_uri(spec("o", uri="zmq://10.0.0.2:11002", transfer=False)) == (None, OPTED_OUT)
+    # a journal's record of a rig works the same way
+    assert file_source_uri({"uri": "tcp://h:1", "options": {"files": "zmq://h:2"}}) == ("zmq://h:2", None)
+
+
+@pytest.mark.parametrize("bad", ["tcp://h:1", "zmq://h", "h:1", 3, "zmq://:5"])
+def test_the_files_option_is_validated_like_every_option(bad):
+    with pytest.raises(ConfigError, match="files must"):
+        spec("u", uri="udp://127.0.0.1:9999", files=bad)
+    with pytest.raises(ConfigError, match="transfer must"):
+        spec("u", uri="udp://127.0.0.1:9999", transfer="no")
+
+
+def test_destination_root_and_layout(tmp_path):
+    assert transfer_root(tmp_path / "data", env={}) == tmp_path / "data"
+    assert transfer_root(tmp_path / "data", env={"RIGDECK_TRANSFER_DIR": str(tmp_path / "lab")}) == tmp_path / "lab"
+    assert transfer_root(tmp_path / "data", tmp_path / "cli", env={"RIGDECK_TRANSFER_DIR": "x"}) == tmp_path / "cli"
+    assert rig_prefix(REF) == "KS001/2026-11-30/003"
+    job = plan_session(REF, tmp_path / "data", {"z": spec("z", uri="zmq://h:1"), "i": spec("i", uri="udp://h:2")},
+                       env={})
+    assert job.to == tmp_path / "data" / "KS001" / "2026-11-30" / "003"
+    assert job.rigs["i"].skipped == NO_ENDPOINT and job.rigs["z"].transferring
+    assert not job.verified  # z has not run yet; i does not count
+
+
+def test_a_saved_record_keeps_its_destination_and_what_was_verified(tmp_path):
+    rigs = {"z": spec("z", uri="zmq://h:1"), "y": spec("y", uri="zmq://h:2")}
+    job = plan_session(REF, tmp_path / "data", rigs, to=tmp_path / "lab")
+    job.rigs["z"].files["a.bin"] = FileEntry("a.bin", 10, "ab" * 32, 10, True)
+    job.rigs["z"].state = "verified"
+    job.rigs["y"].files["b.bin"] = FileEntry("b.bin", 10, "cd" * 32, 4, False)
+    job.rigs["y"].state, job.rigs["y"].error = "failed", "the destination disk is full"
+    job.save()
+    again = plan_session(REF, tmp_path / "data", rigs, env={"RIGDECK_TRANSFER_DIR": str(tmp_path / "other")})
+    assert again.to == tmp_path / "lab" / "KS001" / "2026-11-30" / "003"  # where the first run put files
+    assert again.rigs["z"].verified and again.rigs["z"].files["a.bin"].verified
+    assert again.rigs["y"].state == "waiting" and not again.rigs["y"].files["b.bin"].verified
+    assert again.summary()["rigs"]["z"] == {"files": 1, "bytes": 10, "verified": True, "error": None,
+                                           "fetched_bytes": 0}
+    # a different destination starts afresh (nothing is verified there)
+    moved = plan_session(REF, tmp_path / "data", rigs, to=tmp_path / "usb")
+    assert not moved.rigs["z"].verified
+
+
+def write_journal(data_dir, exp_ref, phase, rigs, started=True):
+    folder = session_folder(data_dir, exp_ref)
+    folder.mkdir(parents=True)
+    with Journal(folder / JOURNAL_NAME) as journal:
+        journal.write("session", exp_ref=exp_ref, subject="KS001", participants=list(rigs),
+                      rigs={n: {"uri": uri, "role": "aux", "options": opts} for n, (uri, opts) in rigs.items()})
+        if started:
+            journal.write("phase", phase="running")
+        journal.write("phase", phase=phase)
+    return folder
+
+
+def test_pending_sessions_are_finished_recorded_and_not_all_verified(tmp_path):
+    data = tmp_path / "data"
+    both = {"cams": ("zmq://h:1", {}), "sync": ("udp://h:2", {"files": "zmq://h:3"}), "ibl": ("udp://h:4", {})}
+    write_journal(data, "2026-11-30_1_KS001", "stopped", both)
+    write_journal(data, "2026-11-30_2_KS001", "running", both)  # still running: not pending yet
+    write_journal(data, "2026-11-30_3_KS001", "failed", both, started=False)  # never recorded
+    done = write_journal(data, "2026-11-30_4_KS001", "stopped", {"cams": ("zmq://h:1", {})})
+    job = plan_session("2026-11-30_4_KS001", data, {"cams": {"uri": "zmq://h:1"}}, env={})
+    job.rigs["cams"].state = "verified"
+    job.save()
+    assert (done / "_rigdeck_transfer.json").is_file()
+    pending = pending_sessions(data)
+    assert [(p.exp_ref, p.rigs) for p in pending] == [("2026-11-30_1_KS001", ["cams", "sync"])]
+    assert pending_text(pending) == "1 session on 2 rigs not yet transferred"
+    # today's rigs file opting a rig out wins over the journal's record
+    assert [p.rigs for p in pending_sessions(data, specs={"sync": spec("sync", uri="udp://h:2", transfer=False)})] \
+        == [["cams"]]
+    assert pending_text([]) == ""
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="needs coreutils sha256sum")
+def test_sha256sums_is_what_sha256sum_checks(tmp_path):
+    files = []
+    for rel, data in (("a.bin", b"abc"), ("raw video/left cam.rdrec", b"x" * 1000)):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files.append(FileEntry(rel, len(data), hashlib.sha256(data).hexdigest()))
+    write_sums(tmp_path, files)
+    ok = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (tmp_path / "a.bin").write_bytes(b"abd")
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode
+
+
+def test_errors_in_plain_words():
+    assert plain_error(OSError(errno.ENOSPC, "No space left on device", "/mnt/x")) == \
+        "the destination disk is full (/mnt/x)"
+    assert "file size limit or disk full" in plain_error(OSError(errno.EFBIG, "File too large"))
+    assert plain_error(OSError(errno.EROFS, "Read-only file system")).startswith("cannot write to the destination")
+    assert plain_error(ValueError("odd")) == "ValueError: odd"
