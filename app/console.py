@@ -30,6 +30,7 @@ from app.report_html import save_report_quietly
 from app.rig_view import clock
 from app.rigset import RigSet
 from app.stop_all import StopAllReport, halt_and_confirm
+from app.transfers import TransferManager
 from app.wording import LINKS, PHASES, done_word, outcome_words, plain, position, rounded, step_word, uncapital
 from core.config import ConfigError, RigSpec, Role, load_rigs, parse_rig, save_rigs
 from core.drivers.manipulator import PlatformInfo, Vec4
@@ -40,6 +41,7 @@ from core.monitor import LINK_LOST, Incident, RigMonitor
 from core.report import build_report
 from core.session import FINAL, Phase, Progress, Session, SessionError, StepResult, status_name
 from core.state import LiveState
+from core.transfer import SessionTransfer
 from transports.registry import TRANSPORTS
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,10 @@ class Console:
         self.alarms.on_change(lambda _alarm, _raised: self._publish_console())
         #: rigs reached at least once since the rigs file was loaded (their first "online" is worth a line)
         self._reached: set[str] = set()
+        #: every rig's files are gathered after each stop, in the background (the Data panel shows them)
+        self.transfers = TransferManager(self.data_dir)
+        self.auto_transfer = True
+        self._transfer_watch: set[asyncio.Task[None]] = set()
 
     # ================================================================ rigs file
     @property
@@ -347,8 +353,36 @@ class Console:
     async def stop(self) -> StepResult:
         session = self._require_session()
         result = await session.stop()
+        if session.phase is Phase.STOPPED:
+            self.transfer_session(session)
         await self._report_if_over(session)
         return result
+
+    def transfer_session(self, session: Session) -> SessionTransfer | None:
+        """Start gathering a stopped session's files in the background (``transfer: false`` rigs excepted).
+
+        Returns at once: the transfer runs as its own tasks, so the next session's steps never wait on it.
+        """
+        if not self.auto_transfer or not session.exp_ref:
+            return None
+        rigs = {name: session.specs[name] for name in session.participants if name in session.specs}
+        job = self.transfers.start(session.exp_ref, rigs, rigs)
+        if not job.transferring:
+            return job
+        self.logbook.add("info", "", f"gathering the files of {job.exp_ref} in the background", str(job.to))
+        watch = asyncio.create_task(self._log_transfer(job.exp_ref))
+        self._transfer_watch.add(watch)
+        watch.add_done_callback(self._transfer_watch.discard)
+        return job
+
+    async def _log_transfer(self, exp_ref: str) -> None:
+        job = await self.transfers.wait(exp_ref)
+        for name, rig in job.rigs.items():
+            if rig.error:
+                self.logbook.add("error", name, f"files of {exp_ref} not transferred: {rig.error}")
+        if job.verified:
+            self.logbook.add("info", "", f"files of {exp_ref} verified in {job.to}")
+        await self.write_report(job.folder)  # the report says where the files went and whether verified
 
     async def abort(self, reason: str = "aborted by the experimenter") -> StepResult:
         session = self._require_session()
@@ -596,5 +630,9 @@ class Console:
         self.platforms.clear()
 
     async def close(self) -> None:
-        """Close links and the journal. Never stops the rigs: a console closing must not end an experiment."""
+        """Close links and the journal. Never stops the rigs: a console closing must not end an experiment.
+        Running transfers are cancelled; their partial files and record let the next start resume them."""
+        for watch in list(self._transfer_watch):
+            watch.cancel()
+        await self.transfers.close()
         await self._close_links()
