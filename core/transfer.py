@@ -39,6 +39,7 @@ from core.journal import FINAL_PHASES, iter_sessions
 from core.link import error_text
 from core.paths import session_folder
 from core.protocol import format_exp_ref, parse_exp_ref
+from core.workers import in_worker
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +113,12 @@ def plain_error(ex: BaseException) -> str:
             return f"the destination disk is full{where}"
         if ex.errno == errno.EFBIG:
             return f"the destination refused to grow a file (file size limit or disk full){where}"
-        if ex.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if ex.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR):
             return f"cannot write to the destination: {ex.strerror}{where}"
         if ex.errno == errno.EDQUOT:
             return f"the destination's disk quota is exceeded{where}"
     if isinstance(ex, TimeoutError | asyncio.TimeoutError):
-        return f"the rig did not answer in time ({error_text(ex)})"
+        return "the rig's file endpoint did not answer in time: is the rig running and reachable?"
     return error_text(ex)
 
 
@@ -345,7 +346,7 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
         on_change()
         for rel, entry in sorted(rig.files.items()):
             target = dest.joinpath(*PurePosixPath(rel).parts)
-            if entry.verified and await asyncio.to_thread(_same_file, target, entry):
+            if entry.verified and await in_worker(_same_file, target, entry):
                 continue
             entry.verified = False
 
@@ -359,13 +360,14 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
             entry.done, entry.verified = entry.size, True
             job.save()
             on_change()
-        await asyncio.to_thread(write_sums, dest if rig.files else _made(dest), rig.files.values())
+        await in_worker(write_sums, dest if rig.files else _made(dest), rig.files.values())
         rig.state = "verified"
         job.save()
         on_change()
         try:
-            await source.mark_transferred(prefix, [remote[rel] for rel in rig.files])
-            rig.marked = True
+            if rig.files:  # (a rig with nothing for this session has no session folder to mark)
+                await source.mark_transferred(prefix, [remote[rel] for rel in rig.files])
+                rig.marked = True
         except Exception as ex:  # noqa: BLE001 - the data is safe here; the rig's note is a courtesy
             log.warning("rig %s: could not mark session %s as transferred: %s", rig.name, job.exp_ref, ex)
     except asyncio.CancelledError:

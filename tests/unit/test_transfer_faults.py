@@ -85,5 +85,5 @@ def test_a_file_changed_on_the_rig_after_listing_is_a_clear_error_and_nothing_is
 
 def test_chunks_that_keep_arriving_corrupted_are_a_clear_error_and_nothing_is_verified(tmp_path):
     job, folder = transfer_with(tmp_path, lambda name, uri, spec, folder: CorruptsEveryChunk(name, uri, spec))
-    assert "failed 5 times (corrupted chunk at offset 0)" in job.rigs["sync"].error
+    assert "failed 8 times (corrupted chunk at offset 0)" in job.rigs["sync"].error
     assert_nothing_verified(job, folder)

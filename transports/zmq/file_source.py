@@ -24,6 +24,8 @@ from transports.zmq.link import ZmqLink
 
 #: a file link's options: no state stream, patient resends, long listings (checksums of gigabytes)
 FILE_LINK_OPTIONS: dict[str, Any] = {"stream": False, "timeout": 30.0, "retry_initial": 1.0, "retry_max": 4.0}
+#: seconds a rig gets to answer at all before its transfer fails as unreachable (a listing may take longer)
+CONNECT_TIMEOUT = 5.0
 #: options of the rig's own zmq:// entry that a file link to that same rig keeps (CURVE, liveness)
 KEPT_OPTIONS = ("server_key", "client_key", "heartbeat", "liveness", "hwm")
 
@@ -44,8 +46,13 @@ class ZmqFileSource:
         self.chunk_size = chunk_size
         self.window = window
         self._paced_until = time.monotonic()
+        self._reached = False
 
     async def _request(self, key: str, value: dict[str, Any]) -> tuple[Any, bytes | None]:
+        if not self._reached:
+            await self.link.connect()
+            await self.link._wait_ready(time.monotonic() + CONNECT_TIMEOUT)
+            self._reached = True
         reply = await self.link._file_request(key, value)
         if self.max_rate and key == "FETCH" and reply[1]:
             now = time.monotonic()

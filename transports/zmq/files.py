@@ -13,10 +13,11 @@ Progress goes to ``progress(path, received_bytes, size_bytes)`` after every chun
 (Autopilot sends a whole file as one base64 message and waits forever if it is lost.)
 
 Speed: up to ``window`` chunk requests are in flight at once (a round trip per chunk would leave the wire
-idle half the time), chunks are written and hashed in a worker thread (a 1 MiB SHA-256 update held the
-event loop ~2 ms), and the whole-file SHA-256 is computed as the chunks arrive instead of re-reading the
-file. A file whose checksum is wrong at the end is listed again on its own: if the rig's copy changed
-since the listing, that is the error (fetching it again would not help); otherwise it is fetched again.
+idle half the time), chunks are written and hashed in a worker thread (:mod:`core.workers`; a 1 MiB
+SHA-256 update held the event loop ~2 ms), and the whole-file SHA-256 is computed as the chunks arrive
+instead of re-reading the file. A file whose checksum is wrong at the end is listed again on its own: if
+the rig's copy changed since the listing, that is the error (fetching it again would not help); otherwise
+it is fetched again.
 
 Marks: after the console verified a rig's files it sends ``MARK``; the rig writes (atomically) or extends
 ``_rigdeck_transferred.json`` in the session folder with each file's SHA-256 as it is *now* on the rig,
@@ -40,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.checks import is_int
+from core.workers import in_worker
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ DEFAULT_CHUNK = 1024 * 1024
 MAX_CHUNK = 4 * 1024 * 1024
 #: chunk requests in flight at once per file
 DEFAULT_WINDOW = 4
+#: times one chunk is asked for again when it arrives damaged (free when nothing is damaged; with chunks in
+#: flight side by side a run of bad luck on one chunk must not end the transfer)
+CHUNK_RETRIES = 8
 MAX_LISTED = 20000
 PART_SUFFIX = ".part"
 #: written by the rig in a session folder when a console verified its files (never listed, never served)
@@ -215,17 +220,17 @@ class FileStore:
             for path in files:
                 if not PurePosixPath(safe_relative(path)).is_relative_to(PurePosixPath(safe_relative(prefix))):
                     raise FileAccessError(f"{path!r:.80} is not in {prefix!r:.80}")
-            return await asyncio.to_thread(self.mark, prefix, files, str(value.get("by") or "")), None
+            return await in_worker(self.mark, prefix, files, str(value.get("by") or "")), None
         if key == "FILES":
             prefix = value.get("prefix") or ""
             if not isinstance(prefix, str):
                 raise FileAccessError("prefix must be a string")
-            return {"files": await asyncio.to_thread(self.list_files, prefix)}, None
+            return {"files": await in_worker(self.list_files, prefix)}, None
         path, offset, length = value.get("path"), value.get("offset", 0), value.get("length", DEFAULT_CHUNK)
         for name, number in (("offset", offset), ("length", length)):
             if not is_int(number) or number < 0:
                 raise FileAccessError(f"{name} must be a non-negative integer")
-        data, size = await asyncio.to_thread(self.read_chunk, path, offset, length)
+        data, size = await in_worker(self.read_chunk, path, offset, length)
         return {"size": size, "offset": offset, "crc32": zlib.crc32(data), "eof": offset + len(data) >= size}, data
 
 
@@ -269,12 +274,12 @@ class _PartWriter:
 
 
 async def fetch_file(request: Requester, remote: RemoteFile, dest: Path, progress: Progress | None = None,
-                     chunk_size: int = DEFAULT_CHUNK, attempts: int = 3, chunk_retries: int = 5,
+                     chunk_size: int = DEFAULT_CHUNK, attempts: int = 3, chunk_retries: int = CHUNK_RETRIES,
                      window: int = DEFAULT_WINDOW, count: FetchCount | None = None) -> Path:
     """Fetch one file to ``dest`` (see the module docstring); returns ``dest``."""
     count = count if count is not None else FetchCount()
-    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-    if dest.is_file() and dest.stat().st_size == remote.size and await asyncio.to_thread(sha256_file, dest) \
+    await in_worker(dest.parent.mkdir, parents=True, exist_ok=True)
+    if dest.is_file() and dest.stat().st_size == remote.size and await in_worker(sha256_file, dest) \
             == remote.sha256:
         count.present += remote.size
         if progress:
@@ -285,14 +290,14 @@ async def fetch_file(request: Requester, remote: RemoteFile, dest: Path, progres
     for attempt in range(1, attempts + 1):
         if part.is_file() and part.stat().st_size > remote.size:  # longer than the file: not a prefix of it
             part.unlink()
-        writer = await asyncio.to_thread(_PartWriter, part)
+        writer = await in_worker(_PartWriter, part)
         try:
             count.resumed += writer.offset
             if progress and writer.offset:
                 progress(remote.path, writer.offset, remote.size)
             await _fetch_into(request, remote, writer, progress, chunk_size, chunk_retries, max(1, window), count)
         finally:
-            await asyncio.to_thread(writer.close)
+            await in_worker(writer.close)
         if writer.hash.hexdigest() == remote.sha256:
             os.replace(part, dest)  # same folder: never a cross-device rename
             return dest
@@ -336,7 +341,7 @@ async def _fetch_into(request: Requester, remote: RemoteFile, writer: _PartWrite
             if len(data) != length:
                 raise TransferError(f"{remote.path}: the rig sent {len(data)} bytes at offset {writer.offset}, "
                                     f"not {length}; it changed on the rig after it was listed")
-            await asyncio.to_thread(writer.write, data)
+            await in_worker(writer.write, data)
             count.fetched += len(data)
             if progress:
                 progress(remote.path, writer.offset, remote.size)
