@@ -15,6 +15,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from core.listeners import Listeners, Unsubscribe
 from core.transfer import (
     FileSource,
     PendingSession,
+    RigTransfer,
     SessionTransfer,
     pending_sessions,
     plan_session,
@@ -34,6 +36,70 @@ log = logging.getLogger(__name__)
 
 #: sessions of the last this many days are looked at for pending transfers at start-up
 PENDING_DAYS = 30
+
+
+def human_bytes(n: float) -> str:
+    """``"1.2 GB"``: sizes as an operator reads them (decimal units, like file managers and disks)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+#: a rig's transfer state in the operator's words
+STATE_WORDS = {"waiting": "waiting", "listing": "listing files…", "fetching": "copying", "verified": "verified",
+               "failed": "failed", "skipped": "no transfer"}
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    """One rig of one session as the Data panel shows it (all text but the percentage)."""
+
+    exp_ref: str
+    rig: str
+    state: str
+    percent: int
+    bytes: str
+    rate: str
+    eta: str
+    verified: bool
+    error: str
+
+
+def transfer_row(exp_ref: str, rig: RigTransfer) -> TransferRow:
+    total, done = rig.total_bytes, rig.done_bytes
+    percent = 100 if rig.verified else (int(100 * done / total) if total else 0)
+    rate = rig.rate
+    return TransferRow(
+        exp_ref, rig.name, STATE_WORDS.get(rig.state, rig.state), percent,
+        "" if rig.skipped else f"{human_bytes(done)} of {human_bytes(total)}" if total else "",
+        f"{human_bytes(rate)}/s" if rate > 0 else "", human_duration(rig.eta),
+        rig.verified, rig.skipped or rig.error or "")
+
+
+def session_words(job: SessionTransfer, running: bool) -> str:
+    """A session's line: verified, copying, or how many rigs failed."""
+    rigs = job.transferring
+    if not rigs:
+        return "no rig transfers files"
+    if job.verified:
+        return f"verified ({len(rigs)} rig{'s' if len(rigs) != 1 else ''})"
+    failed = [r for r in rigs if r.state == "failed"]
+    if failed and not running:
+        return f"{len(failed)} of {len(rigs)} rigs failed: Retry"
+    return "copying" if running else "waiting"
 
 
 def open_zmq_source(max_rate: float | None = None) -> Callable[[str, str, RigSpec | None], FileSource]:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.transfers import TransferManager, open_zmq_source
+from app.transfers import TransferManager, human_bytes, open_zmq_source
 from core.config import ConfigError, RigSpec, load_rigs
 from core.journal import JOURNAL_NAME, load_session
 from core.paths import resolve_data_dir, session_folder
@@ -32,14 +32,6 @@ from core.transfer import SessionTransfer
 from transports.registry import TRANSPORTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 class ProgressDisplay:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.console import Console
 from app.gui.alarm_banner import AlarmBanner
+from app.gui.data_panel import DataPanel
 from app.gui.icons import icon
 from app.gui.log_panel import LogPanel
 from app.gui.manipulators_panel import ManipulatorsPanel
@@ -80,12 +81,15 @@ class MainWindow(QMainWindow):
         self.quit_box: QMessageBox | None = None
         self._quitting = False
         self.log = LogPanel(console)
+        self.data = DataPanel(console, self.settings)
         self.docks = {
             "session": self._dock("Session", self.session, Qt.DockWidgetArea.LeftDockWidgetArea),
             "manipulators": self._dock("Manipulators", self.manipulators, Qt.DockWidgetArea.BottomDockWidgetArea),
             "log": self._dock("Log", self.log, Qt.DockWidgetArea.BottomDockWidgetArea),
+            "data": self._dock("Data", self.data, Qt.DockWidgetArea.BottomDockWidgetArea),
         }
         self.tabifyDockWidget(self.docks["manipulators"], self.docks["log"])
+        self.tabifyDockWidget(self.docks["log"], self.docks["data"])
         self.docks["manipulators"].raise_()
 
         self.summary = QLabel(objectName="statusSummary")
@@ -180,6 +184,7 @@ class MainWindow(QMainWindow):
             self.rigs.update_actions()
             self.log.set_rigs(list(self.console.specs))
             self.offer_reattach()
+            self.data.check_pending()
 
         self.setWindowTitle(f"RigDeck — {path.name}")
         self.session.loading = True
@@ -356,6 +361,6 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.clock.stop()
         self._unsubscribe()
-        for panel in (self.rigs.model, self.session, self.manipulators.model, self.log.model, self.banner):
+        for panel in (self.rigs.model, self.session, self.manipulators.model, self.log.model, self.banner, self.data):
             panel.detach()
         super().closeEvent(event)

@@ -1,6 +1,6 @@
 """``make screenshots``: PNGs of the console on the demo rigs: idle, running, a rig's detail, the Move dialog, a STOP
 ALL and its on-screen confirmation, the log, after a rig failure, the alarm banner of a lost main-sync rig,
-and the session timeline (File > Open session…).
+the Data tab gathering the session's files, and the session timeline (File > Open session…).
 
 Saved to ``docs/screenshots/`` (the README shows ``running.png``). Uses ``widget.grab()``, which works
 offscreen and under Xvfb alike.
@@ -80,7 +80,12 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     await asyncio.sleep(0.5)
     window.grab().save(str(OUT / "rig-lost.png"))
     await console.stop()
+    # the Data tab: the stopped session's files gathered in the background; the killed rig's in plain words
+    window.docks["data"].raise_()
+    job = console.transfers.jobs[console.session.exp_ref]
+    await until(lambda: not console.transfers.running(job.exp_ref), timeout=30)
     await asyncio.sleep(0.3)
+    window.grab().save(str(OUT / "data.png"))
     # File > Open session…: the session just run as a timeline (ephys lost mid-way), probes' depths below
     window.open_session(console.session.folder)
     await wait_until(lambda: window.timeline is not None and window.timeline.isVisible())
