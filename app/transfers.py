@@ -164,9 +164,12 @@ class TransferManager:
         return self.start(exp_ref, self._rigs[exp_ref], self._specs.get(exp_ref), to=job.to.parents[2])
 
     async def _run(self, job: SessionTransfer) -> SessionTransfer:
-        async with self._one_at_a_time:
-            open_source = self._open_source or open_zmq_source()
-            return await run_session(job, open_source, self._specs.get(job.exp_ref), self._changed)
+        try:
+            async with self._one_at_a_time:
+                open_source = self._open_source or open_zmq_source()
+                return await run_session(job, open_source, self._specs.get(job.exp_ref), self._changed)
+        finally:  # once the task is done: views read running() again (Retry lights up)
+            asyncio.get_running_loop().call_soon(self._changed)
 
     async def wait(self, exp_ref: str) -> SessionTransfer:
         task = self._tasks.get(exp_ref)
