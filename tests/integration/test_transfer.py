@@ -187,6 +187,7 @@ def test_demo_and_run_transfer_gather_every_demo_rig_into_one_verified_folder(tm
     for name, rig in transfer_summary["rigs"].items():
         assert rig["verified"] and rig["files"] >= 2 and rig["error"] is None, (name, rig)
         folder = Path(transfer_summary["to"]) / name
-        assert any(folder.rglob("*.rdrec"))
+        recorded = [p for p in folder.rglob("*") if p.is_file() and p.parent.name.startswith("raw_")]
+        assert recorded and all(p.stat().st_size > 0 for p in recorded), (name, recorded)  # the recorders' data
         check_sums(folder)
     assert pending.returncode == 0 and json.loads(pending.stdout) == {"sessions": []}
