@@ -26,6 +26,8 @@ def test_open_a_past_session_shows_one_lane_per_rig_and_the_depth_trace(make_win
     assert json.loads((folder / REPORT_JSON).read_text())["outcome"] == "completed"  # written at the stop
     assert (folder / REPORT_HTML).is_file()
     rigs = list(load_session(folder).rigs)
+    # the stop started gathering the rigs' files in the background: the timeline shows how that ended
+    wait_for(qtbot, lambda: not console.transfers.running(console.session.exp_ref))
 
     window.open_session_action.trigger()  # File > Open session…: a folder chooser at the data folder
     wait_for(qtbot, lambda: window.dialog is not None and window.dialog.isVisible())
@@ -43,7 +45,8 @@ def test_open_a_past_session_shows_one_lane_per_rig_and_the_depth_trace(make_win
         assert all(view.t0 <= s.start <= s.end <= view.t1 for s in lane.spans)
     trace = view.report["depth"]["probes/1"]
     assert len(trace) == 2 and trace[0][1] != trace[1][1]
-    assert "completed" in dialog.heading.text() and "not transferred" in dialog.heading.text()
+    assert "completed" in dialog.heading.text() and "cameras: " in dialog.heading.text()
+    assert dialog.heading.text().count("verified") == 3 and "not verified" not in dialog.heading.text()
     assert dialog.page_button.isEnabled()
     # a span on screen is the one hovering finds
     step = view.lanes[0].of("step")[0]
