@@ -83,7 +83,7 @@ async def shoot(window: MainWindow, demo, console: Console) -> None:
     # the Data tab: the stopped session's files gathered in the background; the killed rig's in plain words
     window.docks["data"].raise_()
     job = console.transfers.jobs[console.session.exp_ref]
-    await until(lambda: not console.transfers.running(job.exp_ref), timeout=30)
+    await wait_until(lambda: not console.transfers.running(job.exp_ref), 30, "the transfer to end")
     await asyncio.sleep(0.3)
     window.grab().save(str(OUT / "data.png"))
     # File > Open session…: the session just run as a timeline (ephys lost mid-way), probes' depths below

@@ -19,6 +19,7 @@ from pathlib import Path
 import e2e
 import pytest
 import yaml
+from helpers import wait_until_blocking
 from rigprocs import RigCluster, rig_processes
 
 from app.demo_rigs import RigProcess, start_demo_rigs
@@ -81,8 +82,8 @@ def kill_when_partly_there(args: list[str], dests: list[Path], at_least: int) ->
     proc = subprocess.Popen(transfer_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=e2e.ROOT, env=e2e.cli_env(), stdin=subprocess.DEVNULL)
     try:
-        e2e.wait_until(lambda: all(d.is_dir() and on_disk(d) >= at_least for d in dests) or proc.poll() is not None,
-                       60, "the transfer to be under way")
+        wait_until_blocking(lambda: all(d.is_dir() and on_disk(d) >= at_least for d in dests)
+                            or proc.poll() is not None, 60, "the transfer to be under way")
         assert proc.poll() is None, "the paced transfer finished before it could be killed"
     finally:
         proc.kill()

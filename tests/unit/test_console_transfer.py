@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from fake_rigs import FakeLink, FakeRig
-from udp_helpers import until
+from helpers import wait_until
 
 from app.console import Console
 from app.transfers import TransferManager
@@ -66,7 +66,7 @@ def test_after_stop_files_are_gathered_in_the_background_and_never_hold_up_the_n
         assert (await console.stop()).ok
         first = console.session.exp_ref
         job = console.transfers.jobs[first]
-        await until(lambda: {r.state for r in job.transferring} == {"fetching"})
+        await wait_until(lambda: {r.state for r in job.transferring} == {"fetching"})
         # the next session: every step completes while the first one's files are still on their way
         assert (await console.start("KS001")).ok and console.phase is Phase.RUNNING
         assert (await console.stop()).ok
@@ -75,7 +75,7 @@ def test_after_stop_files_are_gathered_in_the_background_and_never_hold_up_the_n
         gate.set()
         await console.transfers.wait(first)
         await console.transfers.wait(second)
-        await until(lambda: any("verified" in e.text for e in console.logbook.entries if second in e.text))
+        await wait_until(lambda: any("verified" in e.text for e in console.logbook.entries if second in e.text))
         jobs = dict(console.transfers.jobs)
         await console.close()
         return first, second, states, jobs

@@ -4,7 +4,8 @@ marked verified (no SHA256SUMS, no mark on the rig, the record says failed)."""
 
 import json
 
-from zmq_helpers import run, start_rig
+from helpers import run
+from zmq_helpers import start_rig
 
 from core.config import parse_rig
 from core.paths import session_folder
