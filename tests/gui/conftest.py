@@ -70,6 +70,13 @@ async def stand_down(console: Console) -> None:
         await console.close()
 
 
+def wait_in_control(qtbot, console: Console, rig: str = "probes") -> None:
+    """Wait until ``console`` controls ``rig``'s manipulators. The demo rigs are shared: the previous test's
+    console may still be leaving the manipulator server, which makes a new client an observer until the
+    server has seen it go and promotes the next one (as it would for a console restarted after a crash)."""
+    wait_for(qtbot, lambda: rig in console.links and console.links[rig].manipulators.controller is True)
+
+
 @pytest.fixture
 def make_window(qtbot, loop, tmp_path):
     """``make_window(rigs_file)`` -> an open MainWindow over a fresh Console (closed after the test)."""

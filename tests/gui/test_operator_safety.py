@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import run, wait_for
+from conftest import run, wait_for, wait_in_control
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 from test_window import all_online, boxes, click, start_by_clicks
@@ -96,6 +96,7 @@ def test_the_session_menu_stop_asks_and_the_button_does_not(make_window, demo, q
 
 def move_probes_apart(qtbot, loop, console) -> dict[str, asyncio.Task]:
     """Both demo probes set off on long moves (1 mm/s): they are moving while the test acts."""
+    wait_in_control(qtbot, console)
     tasks = {}
     for mid in ("1", "2"):
         pos = run(qtbot, loop, console.client("probes").position(mid))

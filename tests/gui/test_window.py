@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import run, wait_for
+from conftest import run, wait_for, wait_in_control
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
 from video_helpers import decoded_frames, stamps
@@ -163,6 +163,7 @@ def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot):
     window = make_window(demo.rigs_file)
     panel = window.manipulators
     wait_for(qtbot, lambda: len(panel.model.rows) == 2)
+    wait_in_control(qtbot, window.console)
     panel.select("probes", "1")
     start = dict(panel.model.entry("probes", "1"))
     click(qtbot, panel.buttons["move"])
