@@ -61,7 +61,7 @@ def test_pending_sessions_resume_in_one_click_and_a_stopped_session_is_gathered(
     errors = rig_cells(window, ref, "State / error")
     assert all(text.startswith("cannot write to the destination: Not a directory") for text in errors.values())
     assert set(rig_cells(window, ref, "Verified").values()) == {""}
-    assert panel.retry_button.isEnabled()
+    wait_for(qtbot, panel.retry_button.isEnabled)  # once the transfer task has ended, after its last rig's error
 
     blocker.unlink()
     panel.tree.setCurrentItem(panel.sessions[ref])
