@@ -70,11 +70,12 @@ async def stand_down(console: Console) -> None:
         await console.close()
 
 
-def wait_in_control(qtbot, console: Console, rig: str = "probes") -> None:
-    """Wait until ``console`` controls ``rig``'s manipulators. The demo rigs are shared: the previous test's
-    console may still be leaving the manipulator server, which makes a new client an observer until the
-    server has seen it go and promotes the next one (as it would for a console restarted after a crash)."""
-    wait_for(qtbot, lambda: rig in console.links and console.links[rig].manipulators.controller is True)
+def wait_in_control(qtbot, loop, console: Console, rig: str = "probes") -> None:
+    """Make ``console`` the controller of ``rig``'s manipulators, as an operator taking over would. The demo
+    rigs are shared by every test: an earlier test's console may still hold control of the manipulator
+    server (it promotes the next client only once it has seen the controller leave)."""
+    wait_for(qtbot, lambda: rig in console.links and console.links[rig].manipulators.controller is not None)
+    assert run(qtbot, loop, console.links[rig].manipulators.take_control())
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_the_session_menu_stop_asks_and_the_button_does_not(make_window, demo, q
 
 def move_probes_apart(qtbot, loop, console) -> dict[str, asyncio.Task]:
     """Both demo probes set off on long moves (1 mm/s): they are moving while the test acts."""
-    wait_in_control(qtbot, console)
+    wait_in_control(qtbot, loop, console)
     tasks = {}
     for mid in ("1", "2"):
         pos = run(qtbot, loop, console.client("probes").position(mid))

@@ -18,7 +18,7 @@ def test_open_a_past_session_shows_one_lane_per_rig_and_the_depth_trace(make_win
     console = window.console
     wait_for(qtbot, lambda: console.rigset is not None and console.can("start"))
     wait_for(qtbot, lambda: console.state.get(["rigs", "probes", "service", "manipulators", "1"]) is not None)
-    wait_in_control(qtbot, console)
+    wait_in_control(qtbot, loop, console)
     assert run(qtbot, loop, console.start("KS030")).ok
     start = console.state.get(["rigs", "probes", "service", "manipulators", "1", "w"])
     run(qtbot, loop, console.set_depth("probes", "1", 2.0 if start > 3 else start + 2.0, 20.0))

@@ -159,11 +159,11 @@ def test_main_sync_choice_is_sent_to_the_rigs_and_locked_during_the_session(make
     assert read_description(window.console.session.folder)["main_sync"] == "cameras"
 
 
-def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot):
+def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot, loop):
     window = make_window(demo.rigs_file)
     panel = window.manipulators
     wait_for(qtbot, lambda: len(panel.model.rows) == 2)
-    wait_in_control(qtbot, window.console)
+    wait_in_control(qtbot, loop, window.console)
     panel.select("probes", "1")
     start = dict(panel.model.entry("probes", "1"))
     click(qtbot, panel.buttons["move"])
