@@ -124,7 +124,8 @@ class DataPanel(QWidget):
     def show_pending(self, pending: list[PendingSession]) -> None:
         self.pending = [p for p in pending if p.exp_ref not in self.console.transfers.jobs]
         text = pending_text(self.pending)
-        self.banner.setText(text or "Every finished session's files are verified.")
+        # about earlier sessions only: this launch's transfers, failed ones included, are in the list below
+        self.banner.setText(text or "No earlier session is waiting for its files to be transferred.")
         self.resume_button.setVisible(bool(self.pending))
 
     def resume_pending(self) -> None:
