@@ -108,6 +108,44 @@ def test_corrupted_chunks_are_detected_and_asked_for_again(tmp_path):
     assert seen == sorted(seen) and seen[-1] == len(data)  # progress only ever grows, ends at the size
 
 
+class DamagesOneChunk:
+    """A requester over a real link that damages one chunk the first time it is sent (a bad piece of memory
+    or a disk on the way), and counts the bytes that came over the wire."""
+
+    def __init__(self, link, offset):
+        self.link, self.offset, self.damaged, self.bytes = link, offset, 0, 0
+
+    async def __call__(self, key, value):
+        reply, blob = await self.link._file_request(key, value)
+        if key == "FETCH" and blob:
+            self.bytes += len(blob)
+            if value["offset"] == self.offset and not self.damaged:
+                self.damaged += 1
+                blob = bytes(blob[:100]) + bytes([blob[100] ^ 0x01]) + bytes(blob[101:])
+        return reply, blob
+
+
+def test_a_damaged_chunk_is_found_and_only_that_chunk_is_fetched_again(tmp_path):
+    root, data = make_data(tmp_path)
+    chunk = 32_768
+
+    async def main():
+        rig, server = await start_rig(options={"data_dir": str(root)})
+        link = make_link(server.port)
+        await link.connect()
+        [remote] = await link.list_files("s")
+        damaging = DamagesOneChunk(link, offset=3 * chunk)
+        dest = tmp_path / "out" / "big.bin"
+        await fetch_file(damaging, remote, dest, chunk_size=chunk)
+        await link.close()
+        await server.close()
+        return dest.read_bytes(), damaging
+
+    got, damaging = run(main())
+    assert got == data and damaging.damaged == 1
+    assert damaging.bytes == len(data) + chunk  # the file once, then the damaged piece alone
+
+
 class FlakyRig:
     """A requester over a real link that cuts the transfer after ``cut`` chunks (a dropped connection)."""
 

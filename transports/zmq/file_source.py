@@ -41,7 +41,7 @@ class ZmqFileSource:
             options.update({k: v for k, v in spec.options.items() if k in KEPT_OPTIONS})
         source = spec.source if spec is not None else None
         self.link = ZmqLink(RigSpec(f"{name} files", dataclasses.replace(address, scheme="zmq"), options=options,
-                                    source=source))
+                                    source=source), blobs_by_reference=True)
         self.max_rate = max_rate
         self.chunk_size = chunk_size
         self.window = window

@@ -4,20 +4,21 @@ Rig side, :class:`FileStore`: serves files below the rig's data folder only (no 
 ``..``, no symlinks leading out), lists them with size and SHA-256, and reads chunks. Reading runs in a
 worker thread so a large checksum never stalls heartbeats.
 
-Console side, :func:`fetch_files`: each file is written to ``NAME.part`` next to its final place, one
-chunk at a time; every chunk carries a CRC-32 (a corrupted chunk is asked for again), and the whole file
-is checked against the SHA-256 from the listing before it is renamed into place. An interrupted transfer
-resumes from the ``.part`` file's length; a ``.part`` that turns out corrupt is discarded and the file
-fetched again (up to ``attempts`` times). A file already present with the right checksum is skipped.
-Progress goes to ``progress(path, received_bytes, size_bytes)`` after every chunk.
+Console side, :func:`fetch_files`: each file is written to ``NAME.part`` next to its final place and checked
+against the SHA-256 from the listing before it is renamed into place. A file whose SHA-256 is wrong is listed
+again on its own: if the rig's copy changed since the listing, that is the error; otherwise the pieces that
+differ are found by comparing CRC-32s of every piece on both sides, and only those are fetched again (up to
+``chunk_retries`` times in all). An interrupted transfer resumes from the ``.part`` file's length (a ``.part``
+that is not a prefix of the file is mended the same way). A file already present with the right checksum is
+skipped. Progress goes to ``progress(path, written_bytes, size_bytes)`` as chunks are written.
 (Autopilot sends a whole file as one base64 message and waits forever if it is lost.)
 
-Speed: up to ``window`` chunk requests are in flight at once (a round trip per chunk would leave the wire
-idle half the time), chunks are written and hashed in a worker thread (:mod:`core.workers`; a 1 MiB
-SHA-256 update held the event loop ~2 ms), and the whole-file SHA-256 is computed as the chunks arrive
-instead of re-reading the file. A file whose checksum is wrong at the end is listed again on its own: if
-the rig's copy changed since the listing, that is the error (fetching it again would not help); otherwise
-it is fetched again.
+Speed (see the README's transfer benchmark): up to ``window`` chunk requests are in flight at once and up to
+``window`` chunks wait for the file's writer thread, which writes and hashes them in order while the next ones
+arrive; megabyte chunks stay in libzmq's buffers on both ends (sent and received by reference, never copied
+by Python); the SHA-256 is computed as the chunks arrive instead of re-reading the file. No CRC travels with
+each chunk: TCP checks every segment (CURVE authenticates it), and a CRC of every megabyte on both ends cost
+a fifth of the throughput; the whole-file SHA-256 catches what TCP would miss and the piece-wise CRCs find it.
 
 Durability: a complete file is fsync'ed before it is renamed into place, so "verified" (and the rig's mark)
 never stands for bytes still in the page cache that a power cut would lose.
@@ -57,6 +58,9 @@ DEFAULT_WINDOW = 8
 #: flight side by side a run of bad luck on one chunk must not end the transfer)
 CHUNK_RETRIES = 8
 MAX_LISTED = 20000
+#: a console asks for per-piece CRC-32s of at most this much of a file at once (a read of ~0.2 s)
+MAX_CRC_RANGE = 256 * 1024 * 1024
+MIN_CRC_CHUNK = 4096
 #: files hashed at once for a listing
 HASH_THREADS = min(4, os.cpu_count() or 1)
 PART_SUFFIX = ".part"
@@ -120,6 +124,19 @@ def sha256_file(path: Path, start_hash: Any = None) -> str:
         while block := f.read(1024 * 1024):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _crcs(f: Any, offset: int, length: int, chunk: int) -> list[int]:
+    """CRC-32 of each ``chunk`` of ``f`` in ``[offset, offset + length)``."""
+    f.seek(offset)
+    out = []
+    while length > 0:
+        data = f.read(min(chunk, length))
+        if not data:
+            break
+        out.append(zlib.crc32(data))
+        length -= len(data)
+    return out
 
 
 class FileStore:
@@ -239,16 +256,33 @@ class FileStore:
                 raise FileAccessError("prefix must be a string")
             return {"files": await in_worker(self.list_files, prefix)}, None
         path, offset, length = value.get("path"), value.get("offset", 0), value.get("length", DEFAULT_CHUNK)
-        for name, number in (("offset", offset), ("length", length)):
+        crc_chunk = value.get("crcs")
+        for name, number in (("offset", offset), ("length", length), ("crcs", crc_chunk or 0)):
             if not is_int(number) or number < 0:
                 raise FileAccessError(f"{name} must be a non-negative integer")
-        data, size, crc = await in_worker(self._read_checked, path, offset, length)
+        if crc_chunk:
+            crcs, size = await in_worker(self.chunk_crcs, path, offset, length, crc_chunk)
+            return {"size": size, "offset": offset, "crcs": crcs}, None
+        data, size, crc = await in_worker(self._read_checked, path, offset, length, value.get("crc", True) is not False)
         return {"size": size, "offset": offset, "crc32": crc, "eof": offset + len(data) >= size}, data
 
-    def _read_checked(self, rel: str, offset: int, length: int) -> tuple[bytes, int, int]:
-        """A chunk with its CRC-32, both computed in the worker thread (a megabyte's CRC is ~2 ms of CPU)."""
+    def _read_checked(self, rel: str, offset: int, length: int, crc: bool) -> tuple[bytes, int, int | None]:
+        """A chunk, with its CRC-32 unless the console checks whole files (computed here, in the worker)."""
         data, size = self.read_chunk(rel, offset, length)
-        return data, size, zlib.crc32(data)
+        return data, size, zlib.crc32(data) if crc else None
+
+    def chunk_crcs(self, rel: str, offset: int, length: int, chunk: int) -> tuple[list[int], int]:
+        """CRC-32 of each ``chunk``-sized piece of ``[offset, offset + length)`` and the file's size: what a
+        console compares with its copy to find the pieces that arrived damaged."""
+        if not MIN_CRC_CHUNK <= chunk <= MAX_CHUNK or length > MAX_CRC_RANGE:
+            raise FileAccessError(f"CRC pieces must be {MIN_CRC_CHUNK}..{MAX_CHUNK} bytes over at most "
+                                  f"{MAX_CRC_RANGE} bytes")
+        path = self._resolve(rel)
+        if not path.is_file():
+            raise FileAccessError(f"no such file {rel!r:.80}")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return _crcs(f, offset, min(length, max(0, size - offset)), chunk), size
 
 
 # ------------------------------------------------------------------------------------------ console side
@@ -269,7 +303,12 @@ async def mark_transferred(request: Requester, prefix: str, files: list[RemoteFi
 
 
 class _PartWriter:
-    """Appends chunks to a ``.part`` file and hashes them as they go (called in a worker thread)."""
+    """Appends chunks to a ``.part`` file and hashes them as they go, in a thread of its own.
+
+    Why a thread per file rather than the shared pool: writes must land in file order, and the fetch must
+    not wait for one before asking for the next chunks (waiting left the wire idle while each megabyte was
+    written and hashed). One thread keeps the order; :meth:`submit` returns at once.
+    """
 
     def __init__(self, part: Path) -> None:
         self.hash = hashlib.sha256()
@@ -280,13 +319,20 @@ class _PartWriter:
                 while block := f.read(1024 * 1024):
                     self.hash.update(block)
         self.file = open(part, "ab")  # noqa: SIM115 - closed by close()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rigdeck-write")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.file.write(data)
         self.hash.update(data)
         self.offset += len(data)
 
+    def submit(self, data: bytes | memoryview) -> asyncio.Future[None]:
+        """Write ``data`` after everything submitted before it; the future is done once it is written."""
+        return asyncio.wrap_future(self._thread.submit(self.write, data))
+
     def close(self, durable: bool = False) -> None:
+        """(In a worker: the thread's queue is drained first.)"""
+        self._thread.shutdown(wait=True)
         if durable:  # on disk before it is called verified (and the rig is told so)
             self.file.flush()
             os.fsync(self.file.fileno())
@@ -306,7 +352,8 @@ async def fetch_file(request: Requester, remote: RemoteFile, dest: Path, progres
             progress(remote.path, remote.size, remote.size)
         return dest
     part = dest.with_name(dest.name + PART_SUFFIX)
-    chunk_size = max(1, min(int(chunk_size), MAX_CHUNK))
+    chunk_size = max(MIN_CRC_CHUNK, min(int(chunk_size), MAX_CHUNK))
+    window = max(1, window)
     for attempt in range(1, attempts + 1):
         if part.is_file() and part.stat().st_size > remote.size:  # longer than the file: not a prefix of it
             part.unlink()
@@ -316,19 +363,15 @@ async def fetch_file(request: Requester, remote: RemoteFile, dest: Path, progres
             count.resumed += writer.offset
             if progress and writer.offset:
                 progress(remote.path, writer.offset, remote.size)
-            await _fetch_into(request, remote, writer, progress, chunk_size, chunk_retries, max(1, window), count)
+            await _fetch_into(request, remote, writer, progress, chunk_size, window, count)
             complete = True
         finally:
             await in_worker(writer.close, complete)
-        if writer.hash.hexdigest() == remote.sha256:
+        if writer.hash.hexdigest() == remote.sha256 or await _repair(request, remote, part, chunk_size,
+                                                                     chunk_retries, window, count):
             os.replace(part, dest)  # same folder: never a cross-device rename
             return dest
         part.unlink()
-        now = await _listed_again(request, remote)
-        if now is not None and now != remote:
-            raise TransferError(f"{remote.path}: changed on the rig after it was listed "
-                                f"({remote.size} bytes, SHA-256 {remote.sha256[:12]}… -> {now.size} bytes, "
-                                f"{now.sha256[:12]}…); list the files again")
         log.warning("%s: checksum mismatch after transfer (attempt %d/%d); fetching it again",
                     remote.path, attempt, attempts)
     raise TransferError(f"{remote.path}: checksum still wrong after {attempts} attempts")
@@ -346,58 +389,124 @@ async def _listed_again(request: Requester, remote: RemoteFile) -> RemoteFile | 
         RemoteFile(remote.path, -1, "(gone)", remote.mtime)
 
 
+async def _repair(request: Requester, remote: RemoteFile, part: Path, chunk_size: int, retries: int,
+                  window: int, count: FetchCount) -> bool:
+    """A complete ``.part`` whose SHA-256 is wrong: find the pieces that differ from the rig's file (CRC-32 of
+    each piece on both sides) and fetch only those again, up to ``retries`` times in all; True when the
+    whole file's SHA-256 is then right, False when no piece differs (the file is fetched again).
+
+    Why here and not a CRC with every chunk: TCP checks every segment (and CURVE authenticates it), so a
+    damaged chunk is rare, while a CRC of every megabyte on both ends cost a fifth of the throughput.
+    """
+    now = await _listed_again(request, remote)
+    if now is not None and now != remote:
+        raise TransferError(f"{remote.path}: changed on the rig after it was listed "
+                            f"({remote.size} bytes, SHA-256 {remote.sha256[:12]}… -> {now.size} bytes, "
+                            f"{now.sha256[:12]}…); list the files again")
+    bad: list[int] = []
+    for _ in range(1, retries):  # the whole file's fetch was the first try
+        theirs = await _rig_crcs(request, remote, chunk_size)
+        ours = await in_worker(_part_crcs, part, chunk_size)
+        bad = [i * chunk_size for i, crc in enumerate(theirs) if i >= len(ours) or ours[i] != crc]
+        if not bad:
+            return False
+        log.info("%s: %d damaged piece(s) from offset %d; asking for them again", remote.path, len(bad), bad[0])
+        for start in range(0, len(bad), window):
+            offsets = bad[start:start + window]
+            chunks = await asyncio.gather(*(_fetch_chunk(request, remote, offset,
+                                                         min(chunk_size, remote.size - offset))
+                                            for offset in offsets))
+            await in_worker(_patch, part, list(zip(offsets, chunks, strict=True)))
+            count.fetched += sum(len(c) for c in chunks)
+        if await in_worker(sha256_file, part) == remote.sha256:
+            return True
+    where = bad[0] if bad else 0
+    raise TransferError(f"{remote.path}: chunk at offset {where} failed {retries} times "
+                        f"(corrupted chunk at offset {where})")
+
+
+async def _rig_crcs(request: Requester, remote: RemoteFile, chunk_size: int) -> list[int]:
+    """The rig's CRC-32 of each ``chunk_size`` piece of the file, asked for range by range."""
+    span = max(chunk_size, MAX_CRC_RANGE // chunk_size * chunk_size)
+    out: list[int] = []
+    for offset in range(0, remote.size, span):
+        value, _ = await request("FETCH", {"path": remote.path, "offset": offset, "length": span,
+                                           "crcs": chunk_size})
+        crcs = value.get("crcs") if isinstance(value, dict) else None
+        if not isinstance(crcs, list) or not all(is_int(c) for c in crcs):
+            raise TransferError(f"{remote.path}: unexpected reply to a CRC request: {value!r:.80}")
+        if value.get("size") != remote.size:
+            raise TransferError(f"{remote.path}: changed on the rig after it was listed (size {remote.size} -> "
+                                f"{value.get('size')}); list the files again")
+        out.extend(crcs)
+    return out
+
+
+def _part_crcs(part: Path, chunk_size: int) -> list[int]:
+    with open(part, "rb") as f:
+        return _crcs(f, 0, os.fstat(f.fileno()).st_size, chunk_size)
+
+
+def _patch(part: Path, chunks: list[tuple[int, bytes | memoryview]]) -> None:
+    """Write pieces fetched again into place, on disk before the file is checked and called verified."""
+    with open(part, "r+b") as f:
+        for offset, data in chunks:
+            f.seek(offset)
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 async def _fetch_into(request: Requester, remote: RemoteFile, writer: _PartWriter, progress: Progress | None,
-                      chunk_size: int, retries: int, window: int, count: FetchCount) -> None:
-    """Keep up to ``window`` chunk requests in flight; write the replies in file order."""
-    inflight: collections.deque[tuple[int, asyncio.Task[bytes]]] = collections.deque()
-    next_offset = writer.offset
+                      chunk_size: int, window: int, count: FetchCount) -> None:
+    """Keep up to ``window`` chunk requests in flight and up to ``window`` chunks queued for the writer
+    thread; the chunks are written in file order."""
+    inflight: collections.deque[tuple[int, asyncio.Task[bytes | memoryview]]] = collections.deque()
+    writes: collections.deque[asyncio.Future[None]] = collections.deque()
+    next_offset = received = writer.offset
     try:
-        while writer.offset < remote.size:
+        while received < remote.size or writes:
             while len(inflight) < window and next_offset < remote.size:
                 length = min(chunk_size, remote.size - next_offset)
-                task = asyncio.ensure_future(_fetch_chunk(request, remote, next_offset, length, retries))
+                task = asyncio.ensure_future(_fetch_chunk(request, remote, next_offset, length))
                 inflight.append((length, task))
                 next_offset += length
+            # report what is written, and keep the writer's queue (memory) bounded
+            while writes and (writes[0].done() or len(writes) >= window or not inflight):
+                await writes.popleft()
+                if progress:
+                    progress(remote.path, writer.offset, remote.size)
+            if not inflight:
+                continue
             length, task = inflight.popleft()
             data = await task
             if len(data) != length:
-                raise TransferError(f"{remote.path}: the rig sent {len(data)} bytes at offset {writer.offset}, "
+                raise TransferError(f"{remote.path}: the rig sent {len(data)} bytes at offset {received}, "
                                     f"not {length}; it changed on the rig after it was listed")
-            await in_worker(writer.write, data)
-            count.fetched += len(data)
-            if progress:
-                progress(remote.path, writer.offset, remote.size)
+            writes.append(writer.submit(data))
+            received += length
+            count.fetched += length
     finally:
         for _, task in inflight:
             task.cancel()
-        for _, task in inflight:
+        for future in [*(task for _, task in inflight), *writes]:
             try:
-                await task
+                await future
             except BaseException:  # noqa: BLE001 - already failing or cancelled: the first error is raised
                 pass
 
 
-async def _fetch_chunk(request: Requester, remote: RemoteFile, offset: int, length: int, retries: int) -> bytes:
-    last = "no reply"
-    for _ in range(retries):
-        value, blob = await request("FETCH", {"path": remote.path, "offset": offset, "length": length})
-        if not isinstance(value, dict):
-            last = f"unexpected FETCH reply {value!r:.60}"
-            continue
-        if value.get("size") != remote.size:
-            raise TransferError(f"{remote.path}: changed on the rig after it was listed (size {remote.size} -> "
-                                f"{value.get('size')}); list the files again")
-        blob = blob or b""
-        # a megabyte's CRC takes ~2 ms: off the loop (zlib lets go of the GIL), like the writes and hashing
-        crc = await in_worker(zlib.crc32, blob) if len(blob) > 65536 else zlib.crc32(blob)
-        if value.get("offset") != offset or crc != value.get("crc32"):
-            last = f"corrupted chunk at offset {offset}"
-            log.info("%s: %s; asking again", remote.path, last)
-            continue
-        if not blob and offset < remote.size:
-            raise TransferError(f"{remote.path}: the rig's file ended at {offset} of {remote.size} bytes")
-        return blob
-    raise TransferError(f"{remote.path}: chunk at offset {offset} failed {retries} times ({last})")
+async def _fetch_chunk(request: Requester, remote: RemoteFile, offset: int, length: int) -> bytes | memoryview:
+    """One chunk (no CRC asked for: the whole file's SHA-256 checks it, :func:`_repair` finds a bad one)."""
+    value, blob = await request("FETCH", {"path": remote.path, "offset": offset, "length": length, "crc": False})
+    if not isinstance(value, dict) or value.get("offset") != offset:
+        raise TransferError(f"{remote.path}: unexpected reply to the chunk at offset {offset}: {value!r:.60}")
+    if value.get("size") != remote.size:
+        raise TransferError(f"{remote.path}: changed on the rig after it was listed (size {remote.size} -> "
+                            f"{value.get('size')}); list the files again")
+    if not blob and offset < remote.size:
+        raise TransferError(f"{remote.path}: the rig's file ended at {offset} of {remote.size} bytes")
+    return blob or b""
 
 
 async def fetch_files(request: Requester, dest_dir: str | os.PathLike[str], files: list[RemoteFile],

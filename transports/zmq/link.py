@@ -117,9 +117,11 @@ class ZmqLink(RigLink):
     pushes_status = True
     exactly_once = True
 
-    def __init__(self, spec: RigSpec) -> None:
+    def __init__(self, spec: RigSpec, blobs_by_reference: bool = False) -> None:
         super().__init__(spec.name, spec.uri)
         self.spec = spec
+        #: binary frames (file chunks) kept in libzmq's buffer, not copied: see ``Pump``
+        self.blobs_by_reference = blobs_by_reference
         self.options = {**DEFAULTS, **dict(spec.options)}
         self.timeout = float(self.options["timeout"])
         self.heartbeat = float(self.options["heartbeat"])
@@ -202,7 +204,7 @@ class ZmqLink(RigLink):
         self._endpoint = tcp_endpoint(host, self.spec.address.port)
         sock.connect(self._endpoint)
         self._sock = sock
-        self._pump = Pump(sock, self._on_frames, self.name)
+        self._pump = Pump(sock, self._on_frames, self.name, by_reference=self.blobs_by_reference)
         self._pump.start()
         self._ready = asyncio.Event()
         self._connected_at = time.monotonic()

@@ -12,8 +12,10 @@ Keys, console -> rig:
 - ``CMD`` ``{"event": int, "data": [...]}``: a session message, executed exactly once per (sender, id).
 - ``PING`` ``null``: sent only when nothing else went out for one heartbeat interval.
 - ``SYNC`` ``null``: ask for a fresh ``SNAPSHOT`` (after a gap in sequence numbers).
-- ``FILES`` ``{"prefix": str}`` / ``FETCH`` ``{"path", "offset", "length"}``: file transfer (idempotent,
-  so never cached for deduplication).
+- ``FILES`` ``{"prefix": str}`` / ``FETCH`` ``{"path", "offset", "length", "crc": bool}``: file transfer
+  (idempotent, so never cached for deduplication); the reply carries the chunk as a binary frame, with its
+  CRC-32 unless ``"crc": false``. ``FETCH`` with ``"crcs": piece_size`` answers the CRC-32 of each piece of
+  the range instead (a console finding the pieces of a file that arrived damaged).
 - ``MARK`` ``{"prefix": str, "files": {path: sha256}, "by": str}``: the console verified these files of a
   session folder; the rig records that in ``_rigdeck_transferred.json`` there (it deletes nothing).
 - ``BYE`` ``null``: the console is closing (the rig stops streaming to it at once).
@@ -81,7 +83,8 @@ class Envelope:
     value: Any = None
     ts: float = field(default_factory=time.time)
     to: str | None = None
-    blob: bytes | None = None
+    #: a binary frame; a memoryview of libzmq's buffer when the link receives large frames by reference
+    blob: bytes | memoryview | None = None
 
     def frames(self) -> list[bytes]:
         return encode(self)
@@ -111,7 +114,7 @@ def encode(env: Envelope) -> list[bytes]:
         raise WireError(f"{env.key} value is not JSON-serialisable: {type(ex).__name__}: {ex}"[:300]) from None
     frames = [text.encode("utf-8")]
     if env.blob is not None:
-        frames.append(bytes(env.blob))
+        frames.append(env.blob if isinstance(env.blob, bytes) else bytes(env.blob))
     return frames
 
 
@@ -209,7 +212,7 @@ def decode(frames: list[bytes], allowed_keys: frozenset[str] | None = None) -> E
     # a cheap count first: only a frame with that many brackets can nest that deep
     if isinstance(value, dict | list) and head.count(b"[") + head.count(b"{") > MAX_DEPTH and _too_deep(value):
         raise WireError(f"value nested deeper than {MAX_DEPTH}")
-    blob = bytes(frames[1]) if len(frames) == 2 else None
+    blob = None if len(frames) < 2 else frames[1] if isinstance(frames[1], bytes | memoryview) else bytes(frames[1])
     return Envelope(msg_id, sender, key, value, float(ts), to, blob)
 
 
