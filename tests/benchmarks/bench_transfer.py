@@ -129,8 +129,12 @@ def main() -> int:
         proc = RigProcess("rig", rig_file, rig_data)
         proc.wait_ready(30)
         first = cp(src, base / "cp")
+        # every copy starts as the one before it did: the previous copy deleted and the disk synced (a copy
+        # written while another 1 GiB copy still fills memory gets colder pages and is slower, whichever it is)
+        shutil.rmtree(base / "cp")
         subprocess.run(["sync"], check=True)
         elapsed, lateness, rig = asyncio.run(transfer(proc.uris[0], base / "console", base / "dest"))
+        shutil.rmtree(base / "dest")
         second = cp(src, base / "cp")
         cp_s, cp_sync_s = (first[0] + second[0]) / 2, (first[1] + second[1]) / 2
         mb = total / 1e6
