@@ -382,7 +382,6 @@ class Console:
                 self.logbook.add("error", name, f"files of {exp_ref} not transferred: {rig.error}")
         if job.verified:
             self.logbook.add("info", "", f"files of {exp_ref} verified in {job.to}")
-        await self.write_report(job.folder)  # the report says where the files went and whether verified
 
     async def abort(self, reason: str = "aborted by the experimenter") -> StepResult:
         session = self._require_session()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.report_html import save_report_quietly
 from core.config import RigSpec
 from core.listeners import Listeners, Unsubscribe
 from core.transfer import (
@@ -31,6 +32,7 @@ from core.transfer import (
     run_session,
     session_rigs,
 )
+from core.workers import in_worker
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,11 @@ class TransferManager:
         try:
             async with self._one_at_a_time:
                 open_source = self._open_source or open_zmq_source()
-                return await run_session(job, open_source, self._specs.get(job.exp_ref), self._changed)
+                await run_session(job, open_source, self._specs.get(job.exp_ref), self._changed)
+            # the session's saved report says where its files went and whether they are verified: rewritten
+            # after every transfer (the window's, a Retry, a resume, `rigdeck transfer`), not only the first
+            await in_worker(save_report_quietly, job.folder)
+            return job
         finally:  # once the task is done: views read running() again (Retry lights up)
             asyncio.get_running_loop().call_soon(self._changed)
 

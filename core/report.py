@@ -25,14 +25,12 @@ from typing import Any
 
 from core.journal import DESCRIPTION_NAME, FINAL_PHASES, JOURNAL_NAME, read_description, read_journal
 from core.monitor import status_name
+from core.transfer import STATE_NAME as TRANSFER_RECORD  # the transfer names the files it writes
+from core.transfer import SUMS_NAME
 
 REPORT_JSON = "_rigdeck_report.json"
 REPORT_HTML = "_rigdeck_report.html"
 REPORT_VERSION = 1
-#: what the transfer step writes in each rig's folder once its files are verified (``sha256sum -c`` format)
-SUMS_NAME = "SHA256SUMS"
-#: the transfer's own record beside the journal (where the files went, how far each rig got, why it failed)
-TRANSFER_RECORD = "_rigdeck_transfer.json"
 #: the session-level records shown as notes (in the report's words: what the engine decided and why)
 NOTE_KINDS = ("note", "refused", "rollback", "degraded", "decision")
 #: no journal time is later than this (year 3000): anything beyond is damage, not a date

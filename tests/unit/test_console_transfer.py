@@ -3,6 +3,7 @@ runs and stops while the first one's transfer is still held up, and ``transfer: 
 
 import asyncio
 import hashlib
+import json
 from dataclasses import dataclass
 
 from fake_rigs import FakeLink, FakeRig
@@ -90,5 +91,8 @@ def test_after_stop_files_are_gathered_in_the_background_and_never_hold_up_the_n
             assert (job.to / name / "raw" / f"{name}.bin").is_file()
             assert (job.to / name / "SHA256SUMS").read_text().endswith(f"  raw/{name}.bin\n")
     assert len(marks) == 4
+    for ref in (first, second):  # each session's saved report was rewritten once its files were verified
+        report = json.loads((jobs[ref].folder / "_rigdeck_report.json").read_text())
+        assert {n: report["rigs"][n]["files"]["verified"] for n in ("cam", "mic")} == {"cam": True, "mic": True}
     texts = [e.text for e in console.logbook.entries]
     assert any(t.startswith(f"Files of {first} verified") for t in texts), texts
