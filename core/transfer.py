@@ -58,15 +58,25 @@ NO_ENDPOINT = "no transfer: no file endpoint (the rig copies its own data)"
 OPTED_OUT = "no transfer: transfer: false in the rigs file"
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One file fetched and verified: the bytes that crossed the wire (not those resumed or already there),
+    and the source's file object as verified (its ``sha256`` known now, even after a quick listing)."""
+
+    bytes: int
+    file: Any
+
+
 class FileSource(Protocol):
     """One rig's files, as a transport serves them (``transports.zmq.file_source``)."""
 
-    async def list_files(self, prefix: str) -> list[Any]:
+    async def list_files(self, prefix: str, hashes: bool = True) -> list[Any]:
         """Files below ``prefix`` (objects with ``path``, ``size``, ``sha256``; paths relative to the rig's
-        data folder, POSIX separators)."""
+        data folder, POSIX separators). Without ``hashes``: at once, ``sha256`` empty where the rig has not
+        computed it yet (it does while serving the file)."""
 
-    async def fetch_file(self, remote: Any, dest: Path, progress: Callable[[str, int, int], None]) -> int:
-        """Fetch one file to ``dest`` (resuming a ``.part``), verified; returns the bytes moved on the wire."""
+    async def fetch_file(self, remote: Any, dest: Path, progress: Callable[[str, int, int], None]) -> Fetched:
+        """Fetch one file to ``dest`` (resuming a ``.part``) and verify it."""
 
     async def mark_transferred(self, prefix: str, files: list[Any]) -> None:
         """Tell the rig these files are verified on the console's side."""
@@ -334,13 +344,16 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
     try:
         rig.state = "listing"
         on_change()
-        listed = await source.list_files(prefix)
+        # a quick listing (no checksums yet: the rig computes them as it serves each file, so the first
+        # bytes move at once) unless files verified earlier must be told apart from changed ones
+        quick = not any(entry.verified for entry in rig.files.values())
+        listed = await source.list_files(prefix, hashes=not quick)
         remote = {}
         for item in listed:
             rel = PurePosixPath(item.path).relative_to(prefix).as_posix()
             remote[rel] = item
             old = rig.files.get(rel)
-            if old is None or (old.size, old.sha256) != (item.size, item.sha256):
+            if old is None or old.size != item.size or (item.sha256 and old.sha256 != item.sha256):
                 rig.files[rel] = FileEntry(rel, item.size, item.sha256)
         for gone in set(rig.files) - set(remote):
             del rig.files[gone]  # not on the rig (any more): the rig's listing is the truth
@@ -362,8 +375,10 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
                 on_change()
 
             async with side_by_side:
-                rig.fetched += await source.fetch_file(remote[entry.path], target, progress)
-            entry.done, entry.verified = entry.size, True
+                got = await source.fetch_file(remote[entry.path], target, progress)
+            rig.fetched += got.bytes
+            remote[entry.path] = got.file
+            entry.sha256, entry.done, entry.verified = got.file.sha256, entry.size, True
             job.save()
             on_change()
 

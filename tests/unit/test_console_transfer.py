@@ -12,7 +12,7 @@ from helpers import wait_until
 from app.console import Console
 from app.transfers import TransferManager
 from core.session import Phase
-from core.transfer import OPTED_OUT
+from core.transfer import OPTED_OUT, Fetched
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class GatedSource:
         self.name, self.gate, self.marks = name, gate, marks
         self.body = f"{name} data ".encode() * 100
 
-    async def list_files(self, prefix):
+    async def list_files(self, prefix, hashes=True):
         return [Listed(f"{prefix}/raw/{self.name}.bin", len(self.body), hashlib.sha256(self.body).hexdigest())]
 
     async def fetch_file(self, remote, dest, progress):
@@ -37,7 +37,7 @@ class GatedSource:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(self.body)
         progress(remote.path, remote.size, remote.size)
-        return remote.size
+        return Fetched(remote.size, remote)
 
     async def mark_transferred(self, prefix, files):
         self.marks.append((self.name, prefix, [f.path for f in files]))

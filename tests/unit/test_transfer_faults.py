@@ -33,8 +33,8 @@ class ChangesAfterListing(ZmqFileSource):
         super().__init__(*args, **kwargs)
         self.victim = victim
 
-    async def list_files(self, prefix):
-        listed = await super().list_files(prefix)
+    async def list_files(self, prefix, hashes=True):
+        listed = await super().list_files(prefix, hashes)
         self.victim.write_bytes(bytes(255 - b for b in self.victim.read_bytes()))
         return listed
 

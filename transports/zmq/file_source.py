@@ -18,6 +18,7 @@ from typing import Any
 
 from core.config import RigSpec
 from core.protocol import parse_uri
+from core.transfer import Fetched
 from transports.zmq import files as zmq_files
 from transports.zmq.descriptor import DEFAULT_PORT
 from transports.zmq.link import ZmqLink
@@ -60,14 +61,14 @@ class ZmqFileSource:
             await asyncio.sleep(max(0.0, self._paced_until - now))
         return reply
 
-    async def list_files(self, prefix: str) -> list[zmq_files.RemoteFile]:
-        return await zmq_files.list_files(self._request, prefix)
+    async def list_files(self, prefix: str, hashes: bool = True) -> list[zmq_files.RemoteFile]:
+        return await zmq_files.list_files(self._request, prefix, hashes)
 
-    async def fetch_file(self, remote: zmq_files.RemoteFile, dest: Path, progress: zmq_files.Progress) -> int:
+    async def fetch_file(self, remote: zmq_files.RemoteFile, dest: Path, progress: zmq_files.Progress) -> Fetched:
         count = zmq_files.FetchCount()
-        await zmq_files.fetch_file(self._request, remote, dest, progress, self.chunk_size,
-                                   window=1 if self.max_rate else self.window, count=count)
-        return count.fetched
+        verified = await zmq_files.fetch_verified(self._request, remote, dest, progress, self.chunk_size,
+                                                  window=1 if self.max_rate else self.window, count=count)
+        return Fetched(count.fetched, verified)
 
     async def mark_transferred(self, prefix: str, files: list[zmq_files.RemoteFile]) -> None:
         await zmq_files.mark_transferred(self._request, prefix, files, self.link.sender.split("#")[0])

@@ -12,10 +12,11 @@ Keys, console -> rig:
 - ``CMD`` ``{"event": int, "data": [...]}``: a session message, executed exactly once per (sender, id).
 - ``PING`` ``null``: sent only when nothing else went out for one heartbeat interval.
 - ``SYNC`` ``null``: ask for a fresh ``SNAPSHOT`` (after a gap in sequence numbers).
-- ``FILES`` ``{"prefix": str}`` / ``FETCH`` ``{"path", "offset", "length", "crc": bool}``: file transfer
-  (idempotent, so never cached for deduplication); the reply carries the chunk as a binary frame, with its
-  CRC-32 unless ``"crc": false``. ``FETCH`` with ``"crcs": piece_size`` answers the CRC-32 of each piece of
-  the range instead (a console finding the pieces of a file that arrived damaged).
+- ``FILES`` ``{"prefix": str, "sha256": bool}`` / ``FETCH`` ``{"path", "offset", "length", "crc": bool}``: file
+  transfer (idempotent, so never cached for deduplication). ``"sha256": false`` lists at once, with only the
+  checksums the rig already knows (``null`` for the others). A ``FETCH`` reply carries the chunk as a binary
+  frame, with its CRC-32 unless ``"crc": false``. ``FETCH`` with ``"crcs": piece_size`` answers the CRC-32
+  of each piece of the range instead (a console finding the pieces of a file that arrived damaged).
 - ``MARK`` ``{"prefix": str, "files": {path: sha256}, "by": str}``: the console verified these files of a
   session folder; the rig records that in ``_rigdeck_transferred.json`` there (it deletes nothing).
 - ``BYE`` ``null``: the console is closing (the rig stops streaming to it at once).
