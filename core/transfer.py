@@ -107,10 +107,11 @@ def file_source_uri(spec: RigSpec | Mapping[str, Any]) -> tuple[str | None, str 
 
 def transfer_root(data_dir: str | os.PathLike[str], to: str | os.PathLike[str] | None = None,
                   env: Mapping[str, str] | None = None) -> Path:
-    """Where sessions are gathered: ``to``, else ``$RIGDECK_TRANSFER_DIR``, else the console's data folder."""
+    """Where sessions are gathered: ``to``, else ``$RIGDECK_TRANSFER_DIR``, else the console's data folder;
+    always absolute (the record keeps it, and a report built from another working folder must find it)."""
     env = os.environ if env is None else env
     chosen = to or env.get(ENV_TRANSFER_DIR, "").strip() or data_dir
-    return Path(chosen).expanduser()
+    return Path(os.path.abspath(Path(chosen).expanduser()))
 
 
 def rig_prefix(exp_ref: str) -> str:

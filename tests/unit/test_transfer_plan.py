@@ -51,10 +51,14 @@ def test_the_files_option_is_validated_like_every_option(bad):
         spec("u", uri="udp://127.0.0.1:9999", transfer="no")
 
 
-def test_destination_root_and_layout(tmp_path):
+def test_destination_root_and_layout(tmp_path, monkeypatch):
     assert transfer_root(tmp_path / "data", env={}) == tmp_path / "data"
     assert transfer_root(tmp_path / "data", env={"RIGDECK_TRANSFER_DIR": str(tmp_path / "lab")}) == tmp_path / "lab"
     assert transfer_root(tmp_path / "data", tmp_path / "cli", env={"RIGDECK_TRANSFER_DIR": "x"}) == tmp_path / "cli"
+    # a relative --data-dir or --to is kept absolute: the record and a report read from elsewhere must find it
+    monkeypatch.chdir(tmp_path)
+    assert transfer_root("data", env={}) == tmp_path / "data"
+    assert transfer_root("data", "lab/x", env={}) == tmp_path / "lab" / "x"
     assert rig_prefix(REF) == "KS001/2026-11-30/003"
     job = plan_session(REF, tmp_path / "data", {"z": spec("z", uri="zmq://h:1"), "i": spec("i", uri="udp://h:2")},
                        env={})
