@@ -23,6 +23,7 @@ from app.report_html import save_report_quietly
 from core.config import RigSpec
 from core.listeners import Listeners, Unsubscribe
 from core.transfer import (
+    STALLED_AFTER,
     FileSource,
     PendingSession,
     RigTransfer,
@@ -80,14 +81,17 @@ class TransferRow:
     error: str
 
 
-def transfer_row(exp_ref: str, rig: RigTransfer) -> TransferRow:
+def transfer_row(exp_ref: str, rig: RigTransfer, now: float | None = None) -> TransferRow:
     total, done = rig.total_bytes, rig.done_bytes
     percent = 100 if rig.verified else (int(100 * done / total) if total else 0)
-    rate = rig.rate
+    rate, stalled = rig.rate(now), rig.stalled_for(now)
+    state = STATE_WORDS.get(rig.state, rig.state)
+    if stalled > STALLED_AFTER:  # never a last rate that looks live: say that nothing has come for a while
+        state = f"stalled: nothing from the rig for {human_duration(stalled)}"
     return TransferRow(
-        exp_ref, rig.name, STATE_WORDS.get(rig.state, rig.state), percent,
+        exp_ref, rig.name, state, percent,
         "" if rig.skipped else f"{human_bytes(done)} of {human_bytes(total)}" if total else "",
-        f"{human_bytes(rate)}/s" if rate > 0 else "", human_duration(rig.eta),
+        f"{human_bytes(rate)}/s" if rate > 0 else "", human_duration(rig.eta(now)),
         rig.verified, rig.skipped or rig.error or "")
 
 

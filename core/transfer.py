@@ -29,14 +29,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from core.config import RigSpec
 from core.journal import FINAL_PHASES, iter_sessions
-from core.link import error_text
+from core.link import LinkClosed, error_text
 from core.paths import session_folder
 from core.protocol import format_exp_ref, parse_exp_ref
 from core.workers import in_worker
@@ -48,6 +48,8 @@ SUMS_NAME = "SHA256SUMS"
 ENV_TRANSFER_DIR = "RIGDECK_TRANSFER_DIR"
 #: seconds of progress the rate (and so the ETA) is measured over
 RATE_WINDOW = 3.0
+#: seconds without a byte after which a fetching rig shows as stalled (no rate, no ETA)
+STALLED_AFTER = 2.0
 #: files of one rig fetched at once: 2 gave no more throughput on 2 cores and a worse loop lag (GIL
 #: hand-offs between the hashing threads and the loop), so 1; a faster rig PC may want more
 FILES_AT_ONCE = 1
@@ -163,6 +165,7 @@ class RigTransfer:
     marked: bool = False
     _samples: collections.deque[tuple[float, int]] = field(default_factory=lambda: collections.deque(maxlen=64),
                                                           repr=False)
+    _moved_at: float = field(default=0.0, repr=False)
 
     @property
     def total_bytes(self) -> int:
@@ -182,21 +185,29 @@ class RigTransfer:
 
     def sample(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self._samples.append((now, self.done_bytes))
+        done = self.done_bytes
+        if not self._samples or done != self._samples[-1][1] or self.state != "fetching":
+            self._moved_at = now
+        self._samples.append((now, done))
         while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW:
             self._samples.popleft()
 
-    @property
-    def rate(self) -> float:
-        """Bytes per second over the last few seconds (0 when nothing moves)."""
-        if self.state != "fetching" or len(self._samples) < 2:
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds without a byte while fetching (0 otherwise): a rig gone mid-transfer leaves the last rate
+        behind, and the link may resend for a while before it gives up; this is what says so meanwhile."""
+        if self.state != "fetching" or not self._samples:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self._moved_at)
+
+    def rate(self, now: float | None = None) -> float:
+        """Bytes per second over the last few seconds up to ``now`` (0 when nothing moves, or stalled)."""
+        if self.state != "fetching" or len(self._samples) < 2 or self.stalled_for(now) > STALLED_AFTER:
             return 0.0
         (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
         return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
-    @property
-    def eta(self) -> float | None:
-        rate = self.rate
+    def eta(self, now: float | None = None) -> float | None:
+        rate = self.rate(now)
         return (self.total_bytes - self.done_bytes) / rate if rate > 0 else None
 
     def to_json(self) -> dict[str, Any]:
@@ -383,10 +394,7 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
             job.save()
             on_change()
 
-        results = await asyncio.gather(*(fetch(e) for _, e in sorted(rig.files.items())), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
+        await _fetch_all([fetch(e) for _, e in sorted(rig.files.items())])
         await in_worker(write_sums, dest if rig.files else _made(dest), rig.files.values())
         rig.state = "verified"
         job.save()
@@ -408,6 +416,28 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
     finally:
         job.save()
         on_change()
+
+
+async def _fetch_all(fetches: list[Coroutine[Any, Any, None]]) -> None:
+    """Run a rig's file fetches; raise the first failure once they are over. A failure no other file can
+    escape (the rig unreachable, its link closed, the destination unwritable) ends the others at once:
+    each would otherwise wait for the same dead rig in turn before the rig is called failed."""
+    tasks = [asyncio.ensure_future(f) for f in fetches]
+    failures: list[BaseException] = []
+    try:
+        for finished in asyncio.as_completed(tasks):
+            try:
+                await finished
+            except Exception as ex:  # noqa: BLE001 - reported once all are over
+                failures.append(ex)
+                if isinstance(ex, OSError | LinkClosed):  # (timeouts and lost connections are OSErrors)
+                    break
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise failures[0]
 
 
 def _made(folder: Path) -> Path:

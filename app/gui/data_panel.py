@@ -5,7 +5,8 @@ A thin view over :class:`app.transfers.TransferManager` (the console's ``transfe
 ETA, a verified mark, the error in plain words), Retry for the selected session (or every failed one), the
 destination (a setting kept in QSettings; empty means ``$RIGDECK_TRANSFER_DIR`` or the data folder), and a
 line at the top naming the sessions whose files are not yet verified, with one click to resume them.
-Progress repaints at most once per frame, whatever the chunk rate.
+Progress repaints at most once per frame, whatever the chunk rate, and once a second while anything
+transfers (a row that gets no bytes turns to "stalled" instead of keeping its last rate).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -95,6 +96,10 @@ class DataPanel(QWidget):
         self.set_destination(saved)
         self._coalescer = FrameCoalescer(self.refresh, self)
         self._unsubscribe = console.transfers.subscribe(lambda: self._coalescer.mark("transfers"))
+        # while anything transfers, repaint each second even when no byte comes: a rig gone mid-transfer must
+        # turn its row to "stalled", not leave its last rate and ETA standing
+        self._clock = QTimer(self, interval=1000, timeout=self._tick)
+        self._clock.start()
         self.show_pending([])
         self.refresh(set())
 
@@ -146,6 +151,11 @@ class DataPanel(QWidget):
             manager.retry(r)
 
     # ---------------------------------------------------------------- painting
+    def _tick(self) -> None:
+        manager = self.console.transfers
+        if any(manager.running(ref) for ref in manager.jobs):
+            self._coalescer.mark("transfers")
+
     def refresh(self, _dirty: set[Hashable]) -> None:
         manager = self.console.transfers
         for ref, job in reversed(list(manager.jobs.items())):  # newest first
@@ -184,4 +194,5 @@ class DataPanel(QWidget):
         item.setToolTip(COL["State / error"], row.error or row.state)
 
     def detach(self) -> None:
+        self._clock.stop()
         self._unsubscribe()

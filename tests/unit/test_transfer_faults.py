@@ -88,3 +88,72 @@ def test_chunks_that_keep_arriving_corrupted_are_a_clear_error_and_nothing_is_ve
     job, folder = transfer_with(tmp_path, lambda name, uri, spec, folder: CorruptsEveryChunk(name, uri, spec))
     assert "failed 8 times (corrupted chunk at offset 0)" in job.rigs["sync"].error
     assert_nothing_verified(job, folder)
+
+
+class RigDiesAfter(ZmqFileSource):
+    """The rig's server goes away (as a killed rig does) after the first few chunks; counts what is asked."""
+
+    def __init__(self, *args, server, chunks, **kwargs):
+        super().__init__(*args, chunk_size=4096, **kwargs)
+        self.server, self.chunks, self.asked = server, chunks, []
+        self.link.timeout = 1.0  # (a short wait for a dead rig, so the test is quick)
+
+    async def _request(self, key, value):
+        if key == "FETCH":
+            self.asked.append(value["path"])
+            if len(self.asked) == self.chunks:
+                await self.server.close()
+        return await super()._request(key, value)
+
+
+def test_a_rig_gone_mid_transfer_fails_its_transfer_once_not_file_after_file(tmp_path):
+    root, folder = rig_data(tmp_path)
+    for name in ("z1.bin", "z2.bin", "z3.bin"):  # files after the one the rig dies in
+        (folder / name).write_bytes(b"z" * 10_000)
+
+    async def main():
+        _, server = await start_rig(options={"data_dir": str(root), "files_only": True})
+        uri = f"zmq://127.0.0.1:{server.port}"
+        spec = parse_rig("sync", {"uri": "udp://127.0.0.1:9", "files": uri}, TRANSPORTS)
+        job = plan_session(REF, tmp_path / "console", {"sync": spec}, env={})
+        made = []
+
+        def open_source(name, uri, spec):
+            made.append(RigDiesAfter(name, uri, spec, server=server, chunks=3))
+            return made[0]
+
+        await run_session(job, open_source, {"sync": spec})
+        return job, made[0].asked
+
+    job, asked = run(main(), timeout=30)
+    rig = job.rigs["sync"]
+    assert rig.state == "failed" and "did not answer in time" in rig.error
+    # b.txt came whole, the rig died in raw/a.bin; the files after it were never asked for (each would have
+    # waited for the dead rig in its turn)
+    prefix = folder.relative_to(tmp_path / "rig").as_posix()
+    assert set(asked) == {f"{prefix}/b.txt", f"{prefix}/raw/a.bin"}
+    assert not (job.to / "sync" / "SHA256SUMS").exists()
+
+
+def test_a_long_listing_is_acknowledged_so_a_working_rig_is_waited_for(tmp_path, monkeypatch):
+    from transports.zmq import server as zmq_server
+    from transports.zmq.files import FileStore
+
+    monkeypatch.setattr(zmq_server, "FILES_ACK_EVERY", 0.2)
+    slow = FileStore.list_files
+
+    def list_slowly(self, prefix="", hashes=True):
+        import time
+
+        time.sleep(2.5)  # checksums of a big session: longer than the console's 1 s without a word
+        return slow(self, prefix, hashes)
+
+    monkeypatch.setattr(FileStore, "list_files", list_slowly)
+
+    class Patient(ZmqFileSource):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.link.timeout = 1.0
+
+    job, folder = transfer_with(tmp_path, lambda name, uri, spec, folder: Patient(name, uri, spec))
+    assert job.rigs["sync"].verified, job.rigs["sync"].error

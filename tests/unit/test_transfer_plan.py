@@ -139,3 +139,24 @@ def test_errors_in_plain_words():
     assert "file size limit or disk full" in plain_error(OSError(errno.EFBIG, "File too large"))
     assert plain_error(OSError(errno.EROFS, "Read-only file system")).startswith("cannot write to the destination")
     assert plain_error(ValueError("odd")) == "ValueError: odd"
+
+
+def test_rate_and_eta_come_from_recent_bytes_and_a_stalled_rig_says_so():
+    from app.transfers import transfer_row
+    from core.transfer import FileEntry, RigTransfer
+
+    rig = RigTransfer("cams", state="fetching")
+    rig.files["a.bin"] = FileEntry("a.bin", 100_000_000, "")
+    for t, done in ((0.0, 0), (1.0, 10_000_000), (2.0, 20_000_000)):
+        rig.files["a.bin"].done = done
+        rig.sample(now=100.0 + t)
+    assert rig.rate(now=102.5) == 10_000_000 and rig.eta(now=102.5) == 8.0
+    moving = transfer_row("ref", rig, now=102.5)
+    assert (moving.state, moving.rate, moving.eta) == ("copying", "10.0 MB/s", "8 s")
+    # the rig went away: no more bytes; after a couple of seconds the row stops looking live
+    stalled = transfer_row("ref", rig, now=106.0)
+    assert stalled.rate == "" and stalled.eta == "" and stalled.state == "stalled: nothing from the rig for 4 s"
+    assert rig.stalled_for(now=106.0) == 4.0
+    rig.files["a.bin"].done = 30_000_000  # it is back
+    rig.sample(now=107.0)
+    assert transfer_row("ref", rig, now=107.5).state == "copying" and rig.stalled_for(now=107.5) == 0.5

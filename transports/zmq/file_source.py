@@ -23,8 +23,9 @@ from transports.zmq import files as zmq_files
 from transports.zmq.descriptor import DEFAULT_PORT
 from transports.zmq.link import ZmqLink
 
-#: a file link's options: no state stream, patient resends, long listings (checksums of gigabytes)
-FILE_LINK_OPTIONS: dict[str, Any] = {"stream": False, "timeout": 30.0, "retry_initial": 1.0, "retry_max": 4.0}
+#: a file link's options: no state stream, patient resends; a request fails after 10 s without a word from
+#: the rig (one working on a long request, checksums of a big session, acknowledges it every 2 s meanwhile)
+FILE_LINK_OPTIONS: dict[str, Any] = {"stream": False, "timeout": 10.0, "retry_initial": 1.0, "retry_max": 4.0}
 #: seconds a rig gets to answer at all before its transfer fails as unreachable (a listing may take longer)
 CONNECT_TIMEOUT = 5.0
 #: options of the rig's own zmq:// entry that a file link to that same rig keeps (CURVE, liveness)

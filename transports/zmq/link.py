@@ -49,6 +49,8 @@ from transports.zmq.wire import (
     ACK,
     BYE,
     CMD,
+    FETCH,
+    FILES,
     HB,
     HELLO,
     MODS,
@@ -401,6 +403,8 @@ class ZmqLink(RigLink):
             self.stats["acks"] += 1
             pending.acked = True
             pending.next_send = now + max(pending.backoff, self.heartbeat)
+            if pending.key in (FILES, FETCH):  # the rig is working on it (checksums of a big session): wait
+                pending.deadline = max(pending.deadline, now + self.timeout)
             return
         self._pending.pop(pending.id, None)
         pending.future.set_result(env)

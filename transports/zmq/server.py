@@ -69,6 +69,10 @@ from transports.zmq.wire import (
 
 log = logging.getLogger(__name__)
 
+#: seconds between the ACKs of a file request still being worked on (the console's file link waits as long
+#: as they come)
+FILES_ACK_EVERY = 2.0
+
 #: single events by code: the command path looks them up instead of validating through the enum each time
 _EVENTS = {int(member): member for member in ExpMessage}
 
@@ -428,12 +432,22 @@ class ZmqServer:
 
     async def _serve_files(self, sender: str, env: Envelope) -> None:
         blob = None
+        work = None
         try:
             if self.files is None:
                 raise FileNotFoundError("this rig has no data folder to serve")
-            value, blob = await self.files.handle(env.key, require_dict(env))
+            work = asyncio.ensure_future(self.files.handle(env.key, require_dict(env)))
+            # a long request (checksums of a big session, a slow disk) is acknowledged every few seconds: the
+            # console keeps waiting for a rig that is working, and gives up on one that is gone
+            while not (await asyncio.wait({work}, timeout=FILES_ACK_EVERY))[0]:
+                peer = self.peers.get(sender)
+                if peer is not None:
+                    self._send(peer, ACK, {"re": env.id})
+            value, blob = work.result()
             reply: dict[str, Any] = {"re": env.id, "data": value}
         except asyncio.CancelledError:
+            if work is not None:
+                work.cancel()
             raise
         except Exception as ex:
             reply = {"re": env.id, "error": error_text(ex)}
