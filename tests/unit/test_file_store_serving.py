@@ -8,7 +8,8 @@ import zlib
 
 from helpers import run
 
-from transports.zmq.files import DEFAULT_CHUNK, FileStore
+from transports.zmq.file_store import FileStore
+from transports.zmq.files import DEFAULT_CHUNK
 
 
 def make_store(tmp_path, size=3 * DEFAULT_CHUNK + 12345):
@@ -44,7 +45,7 @@ def test_a_file_served_in_order_has_its_checksum_from_the_served_bytes(tmp_path,
     chunks = run(main())
     assert b"".join(chunks[o] for o in sorted(chunks)) == data
     # the listing now knows it without reading the file again
-    monkeypatch.setattr("transports.zmq.files.sha256_file", lambda *a: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("transports.zmq.file_store.sha256_file", lambda *a: (_ for _ in ()).throw(AssertionError))
     assert quick_sha(store) == hashlib.sha256(data).hexdigest()
     assert store.list_files("s")[0]["sha256"] == hashlib.sha256(data).hexdigest()
     assert store._serving == {}  # served whole: closed

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import run
 
-from transports.zmq import files
-from transports.zmq.files import DIRECT_ALIGN, DIRECT_FILESYSTEMS, _PartWriter, filesystem_type
+from transports.zmq import part_writer
+from transports.zmq.part_writer import DIRECT_ALIGN, DIRECT_FILESYSTEMS, PartWriter, filesystem_type
 
 DATA = os.urandom(3 * 1024 * 1024 + 777)
 CHUNK = 1024 * 1024
@@ -27,7 +27,7 @@ def test_direct_writes_with_an_unaligned_tail_give_the_exact_file(tmp_path):
     if filesystem_type(tmp_path) not in DIRECT_FILESYSTEMS:
         pytest.skip(f"{tmp_path} is on {filesystem_type(tmp_path)}, not a local disk file system")
     part = tmp_path / "a.bin.part"
-    writer = _PartWriter(part)
+    writer = PartWriter(part)
     assert writer.direct
     ends = run(write_all(writer, DATA))
     assert part.read_bytes() == DATA and writer.hash.hexdigest() == hashlib.sha256(DATA).hexdigest()
@@ -39,7 +39,7 @@ def test_a_resumed_part_of_unaligned_length_is_cut_back_and_completed(tmp_path):
         pytest.skip("needs a local disk file system")
     part = tmp_path / "a.bin.part"
     part.write_bytes(DATA[:5000])  # a console killed in the middle of a tail write
-    writer = _PartWriter(part)
+    writer = PartWriter(part)
     assert writer.offset == DIRECT_ALIGN and part.stat().st_size == DIRECT_ALIGN
     run(write_all(writer, DATA, start=DIRECT_ALIGN))
     assert part.read_bytes() == DATA and writer.hash.hexdigest() == hashlib.sha256(DATA).hexdigest()
@@ -56,11 +56,11 @@ def test_where_direct_writes_are_refused_the_page_cache_takes_them(tmp_path, mon
         return real_pwrite(fd, data, offset)
 
     part = tmp_path / "a.bin.part"
-    monkeypatch.setattr(files, "filesystem_type", lambda path: "ext4")
-    writer = _PartWriter(part)
+    monkeypatch.setattr(part_writer, "filesystem_type", lambda path: "ext4")
+    writer = PartWriter(part)
     if writer.dfd is None:
         pytest.skip("this file system does not open files for direct writes at all")
-    monkeypatch.setattr(files.os, "pwrite", pwrite)
+    monkeypatch.setattr(part_writer.os, "pwrite", pwrite)
     run(write_all(writer, DATA))
     assert part.read_bytes() == DATA and refused == [0] and not writer.direct
 

@@ -137,7 +137,7 @@ def test_a_rig_gone_mid_transfer_fails_its_transfer_once_not_file_after_file(tmp
 
 def test_a_long_listing_is_acknowledged_so_a_working_rig_is_waited_for(tmp_path, monkeypatch):
     from transports.zmq import server as zmq_server
-    from transports.zmq.files import FileStore
+    from transports.zmq.file_store import FileStore
 
     monkeypatch.setattr(zmq_server, "FILES_ACK_EVERY", 0.2)
     slow = FileStore.list_files

@@ -43,7 +43,7 @@ from transports.eager import start_eagerly
 from transports.rate_log import RateLimitedLog
 from transports.zmq import keys as zmq_keys
 from transports.zmq.conn_cap import ZmqConnectionCap
-from transports.zmq.files import FileStore
+from transports.zmq.file_store import FileStore
 from transports.zmq.sockets import HEARTBEAT, LIVENESS, Pump, tcp_endpoint, tune
 from transports.zmq.wire import (
     ACK,
