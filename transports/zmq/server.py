@@ -432,25 +432,31 @@ class ZmqServer:
 
     async def _serve_files(self, sender: str, env: Envelope) -> None:
         blob = None
-        work = None
+        loop = asyncio.get_running_loop()
+        ack: asyncio.TimerHandle | None = None
+
+        def acknowledge() -> None:
+            """A long request (checksums of a big session, a slow disk) is acknowledged every few seconds: the
+            console keeps waiting for a rig that is working, and gives up on one that is gone."""
+            nonlocal ack
+            peer = self.peers.get(sender)
+            if peer is not None:
+                self._send(peer, ACK, {"re": env.id})
+            ack = loop.call_later(FILES_ACK_EVERY, acknowledge)
+
         try:
             if self.files is None:
                 raise FileNotFoundError("this rig has no data folder to serve")
-            work = asyncio.ensure_future(self.files.handle(env.key, require_dict(env)))
-            # a long request (checksums of a big session, a slow disk) is acknowledged every few seconds: the
-            # console keeps waiting for a rig that is working, and gives up on one that is gone
-            while not (await asyncio.wait({work}, timeout=FILES_ACK_EVERY))[0]:
-                peer = self.peers.get(sender)
-                if peer is not None:
-                    self._send(peer, ACK, {"re": env.id})
-            value, blob = work.result()
+            ack = loop.call_later(FILES_ACK_EVERY, acknowledge)
+            value, blob = await self.files.handle(env.key, require_dict(env))
             reply: dict[str, Any] = {"re": env.id, "data": value}
         except asyncio.CancelledError:
-            if work is not None:
-                work.cancel()
             raise
         except Exception as ex:
             reply = {"re": env.id, "error": error_text(ex)}
+        finally:
+            if ack is not None:
+                ack.cancel()
         peer = self.peers.get(sender)
         if peer is not None:
             self._send(peer, REPLY, reply, blob)
