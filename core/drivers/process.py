@@ -14,8 +14,10 @@ Both the external-program driver (:mod:`core.drivers.command`) and the FFmpeg ca
   Windows: ``CREATE_NEW_PROCESS_GROUP``) so signals reach a shell's children too, and a Ctrl-C typed at
   the rig's terminal reaches the rig, which then stops its children in order. When the program
   itself exits, the rest of its group is killed (POSIX), so nothing it started lingers. :meth:`kill` and an
-  ``atexit`` hook kill whatever is still running when the rig closes or its interpreter exits.
-  (A rig killed with SIGKILL gets no chance to do so; that is the operating system's to clean up.)
+  ``atexit`` hook kill whatever is still running when the rig closes or its interpreter exits. A rig
+  killed with SIGKILL gets no chance to do so: on Linux the program is started through util-linux's
+  ``setpriv --pdeathsig TERM`` (when the machine has it), so the kernel sends it SIGTERM when the rig
+  dies; a rig started again then does not find its camera or its acquisition program still held.
 
 Signals on Windows: ``SIGINT`` and ``SIGBREAK`` become ``CTRL_BREAK_EVENT`` sent to the child's group (the
 only console event a process group can receive), ``SIGTERM`` becomes ``TerminateProcess``.
@@ -27,6 +29,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -52,6 +55,21 @@ LAST_LINES = 40
 LineListener = Callable[[str, str], None]  # (stream name "stdout" | "stderr", line without newline)
 
 _ALIVE: weakref.WeakSet[SupervisedProcess] = weakref.WeakSet()
+
+
+@functools.cache
+def death_signal_prefix() -> tuple[str, ...]:
+    """``(setpriv, --pdeathsig, TERM, --)`` on Linux with a ``setpriv`` that knows the option, else ``()``:
+    what makes the kernel end a program whose rig was killed (Python's own ``preexec_fn`` would do it too,
+    but is unsafe in a process with threads, as a rig is)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        return ()
+    try:
+        usage = subprocess.run([setpriv, "--help"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "TERM", "--") if "--pdeathsig" in usage else ()
 
 
 def _kill_leftovers() -> None:
@@ -198,7 +216,7 @@ class SupervisedProcess:
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _ExitAwareProtocol(exited, loop),
-                *self.argv, cwd=str(self.cwd) if self.cwd is not None else None, env=self.env,
+                *self._launch_argv(), cwd=str(self.cwd) if self.cwd is not None else None, env=self.env,
                 stdin=asyncio.subprocess.PIPE if self.stdin_pipe else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **kwargs)
             self._proc = asyncio.subprocess.Process(transport, protocol, loop)
@@ -213,6 +231,18 @@ class SupervisedProcess:
         self._readers = [asyncio.create_task(self._read(self._proc.stdout, "stdout"), name=f"{self.name}-stdout"),
                          asyncio.create_task(self._read(self._proc.stderr, "stderr"), name=f"{self.name}-stderr")]
         self._exit_task = asyncio.create_task(self._wait_exit(), name=f"{self.name}-wait")
+
+    def _launch_argv(self) -> tuple[str, ...]:
+        """``argv``, behind :func:`death_signal_prefix` when the program is an executable file (otherwise the
+        program's own start-up error, "no such file", comes from Python as a clear ProcessError)."""
+        program = self.argv[0]
+        if "/" not in program:
+            program = shutil.which(program, path=(self.env or os.environ).get("PATH")) or program
+        elif not os.path.isabs(program) and self.cwd is not None:
+            program = os.path.join(self.cwd, program)
+        if os.path.isfile(program) and os.access(program, os.X_OK):
+            return (*death_signal_prefix(), *self.argv)
+        return tuple(self.argv)
 
     async def _read(self, stream: asyncio.StreamReader, which: str) -> None:
         while True:
