@@ -583,6 +583,21 @@ class Console:
             self.logbook.add("info", rig, f"probe {manipulator} halted by a stop before reaching its target", str(ex))
             return None
 
+    def watching(self, rig: str) -> bool:
+        """True when another console controls ``rig``'s manipulators and this one only watches (a RigDeck
+        manipulator server lets one console move them; ephys-link has a single client, always in control)."""
+        try:
+            return self.client(rig).controller is False
+        except SessionError:
+            return False
+
+    async def take_control(self, rig: str) -> bool:
+        """Become the console that moves ``rig``'s manipulators; the one that had control is told and watches."""
+        ok = bool(await self.client(rig).take_control())
+        self.logbook.add("info" if ok else "error", rig, "this console now moves the manipulators" if ok
+                         else "could not take control of the manipulators")
+        return ok
+
     async def stop_manipulator(self, rig: str, manipulator: str) -> None:
         self.logbook.add("info", rig, f"stop probe {manipulator}")
         self._stopped[(rig, manipulator)] = time.monotonic()

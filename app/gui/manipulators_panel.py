@@ -36,6 +36,8 @@ AXES = ("x", "y", "z", "w")
 HEADERS = ["Rig", "Probe", "x (mm)", "y (mm)", "z (mm)", "w (mm)", "Moving", "Inside brain"]
 WIDTHS = [90, 60, 80, 80, 80, 80, 70, 95]
 LOCK_TIP = "Probe {mid} is inside the brain: only depth moves are allowed (untick Inside brain to move it)"
+WATCH_TIP = ("Another console controls {rig}'s manipulators: this one only watches them (Stop probe and STOP "
+             "ALL still work). Take control to move them; the other console is told.")
 
 
 class ManipulatorModel(FlatTableModel):
@@ -157,7 +159,10 @@ class ManipulatorsPanel(QWidget):
             ("move", "Move…", "Move the selected manipulator to a position at a speed", self.move),
             ("depth", "Set depth…", "Drive the selected probe along its depth axis (w)", self.set_depth),
             ("stop", "Stop probe", "Stop the selected probe where it is (STOP ALL stops every probe)", self.stop_one),
+            ("control", "Take control", WATCH_TIP.format(rig="this rig"), self.take_control),
         ))
+        #: rig -> (its manipulator client, unsubscribe): control changes repaint the buttons at once
+        self._control_watch: dict[str, tuple[Any, Callable[[], None]]] = {}
         self.inside = QCheckBox("Inside brain (lock x-y-z)", objectName="insideBrain")
         self.inside.setToolTip("While inside the brain only depth moves are allowed")
         self.inside.clicked.connect(self.toggle_inside)
@@ -177,6 +182,12 @@ class ManipulatorsPanel(QWidget):
         self.dialog: QDialog | None = None
         self.update_actions()
 
+    def detach(self) -> None:
+        self.model.detach()
+        for _client, unsubscribe in self._control_watch.values():
+            unsubscribe()
+        self._control_watch.clear()
+
     def selected(self) -> tuple[str, str] | None:
         rows = self.view.selectionModel().selectedRows()
         if not rows or rows[0].row() >= len(self.model.rows):
@@ -188,21 +199,41 @@ class ManipulatorsPanel(QWidget):
             self.view.selectRow(self.model.rows.index((rig, mid)))
 
     def update_actions(self) -> None:
-        """Move is disabled while the probe is inside the brain (the rig would refuse it); the tooltip says why."""
+        """Move is disabled while the probe is inside the brain (the rig would refuse it), and moves while
+        another console controls the rig (Take control shows then); the tooltips say why."""
         sel = self.selected()
         have = sel is not None
         locked = bool(sel and self.model.entry(*sel).get("inside_brain"))
+        watching = bool(sel and self._watching(sel[0]))
         for button in self.buttons.values():
             button.setEnabled(have)
-        self.buttons["move"].setEnabled(have and not locked)
-        self.buttons["move"].setToolTip(LOCK_TIP.format(mid=sel[1]) if locked and sel else
+        self.buttons["move"].setEnabled(have and not locked and not watching)
+        self.buttons["depth"].setEnabled(have and not watching)
+        self.buttons["move"].setToolTip(WATCH_TIP.format(rig=sel[0]) if watching and sel else
+                                        LOCK_TIP.format(mid=sel[1]) if locked and sel else
                                         "Move the selected probe to a position, or by a distance, at a speed")
-        self.inside.setEnabled(have)
+        self.buttons["control"].setVisible(watching)
+        if sel:
+            self.buttons["control"].setToolTip(WATCH_TIP.format(rig=sel[0]))
+        self.inside.setEnabled(have and not watching)
         self._sync_inside()
         if locked and isinstance(self.dialog, MoveDialog) and self.dialog.isVisible() \
                 and (self.dialog.rig, self.dialog.mid) == sel:
             self.dialog.problem.setText(LOCK_TIP.format(mid=sel[1]))
             self.dialog.problem.show()
+
+    def _watching(self, rig: str) -> bool:
+        """Whether this console only watches ``rig``'s manipulators; follows the rig's control changes."""
+        try:
+            client = self.console.client(rig)
+        except Exception:  # noqa: BLE001 - not (or no longer) a manipulator rig
+            return False
+        known = self._control_watch.get(rig)
+        if known is None or known[0] is not client:
+            if known is not None:
+                known[1]()
+            self._control_watch[rig] = (client, client.on_control(lambda _in_control: self.update_actions()))
+        return self.console.watching(rig)
 
     def _follow_dialog(self) -> None:
         dialog = self.dialog
@@ -219,6 +250,11 @@ class ManipulatorsPanel(QWidget):
             self.stop_all_handler()
         else:
             spawn(self.console.stop_all(), self, "STOP ALL")
+
+    def take_control(self) -> None:
+        sel = self.selected()
+        if sel:
+            spawn(self.console.take_control(sel[0]), self, "Take control", on_done=lambda _ok: self.update_actions())
 
     def stop_one(self) -> None:
         sel = self.selected()

@@ -361,6 +361,6 @@ class MainWindow(QMainWindow):
         self.save_layout()
         self.clock.stop()
         self._unsubscribe()
-        for panel in (self.rigs.model, self.session, self.manipulators.model, self.log.model, self.banner, self.data):
+        for panel in (self.rigs.model, self.session, self.manipulators, self.log.model, self.banner, self.data):
             panel.detach()
         super().closeEvent(event)

@@ -204,6 +204,35 @@ def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot, loop):
     assert (after["x"], after["y"], after["z"]) == (before["x"], before["y"], before["z"])
 
 
+def test_another_console_takes_the_probes_and_take_control_brings_them_back(make_window, demo, qtbot, loop):
+    from transports.sio.client import SioManipulatorClient, sio_url
+
+    window = make_window(demo.rigs_file)
+    panel = window.manipulators
+    wait_for(qtbot, lambda: len(panel.model.rows) == 2)
+    wait_in_control(qtbot, loop, window.console)
+    panel.select("probes", "1")
+    control = panel.buttons["control"]
+    assert not control.isVisible() and panel.buttons["move"].isEnabled()
+    address = window.console.specs["probes"].address
+    other = SioManipulatorClient(sio_url(address.host, address.port))  # a second console, elsewhere in the lab
+    try:
+        run(qtbot, loop, other.connect())
+        assert run(qtbot, loop, other.take_control())
+        # this console is told at once: it watches, Move is off and says why, Take control shows
+        wait_for(qtbot, control.isVisible)
+        assert not panel.buttons["move"].isEnabled() and not panel.buttons["depth"].isEnabled()
+        assert "Another console controls probes" in panel.buttons["move"].toolTip()
+        assert panel.buttons["stop"].isEnabled()  # stopping a probe is a safety command anyone may send
+        click(qtbot, control)
+        wait_for(qtbot, lambda: not control.isVisible())
+        assert panel.buttons["move"].isEnabled() and window.console.client("probes").controller is True
+        wait_for(qtbot, lambda: other.controller is False)  # the other console was told
+        assert any("now moves the manipulators" in e.text for e in window.console.logbook.entries)
+    finally:
+        run(qtbot, loop, other.close())
+
+
 def test_a_bad_rigs_file_gives_a_dialog_not_a_traceback(make_window, qtbot, tmp_path):
     bad = tmp_path / "remote_rigs.yaml"
     bad.write_text("sync: udp://127.0.0.1:9001\nsync: udp://127.0.0.1:9002\n")
