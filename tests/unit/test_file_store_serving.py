@@ -96,3 +96,15 @@ def test_pieces_crcs_and_bad_requests(tmp_path):
     assert blob is None and value["size"] == len(data)
     assert value["crcs"] == [zlib.crc32(data[o:o + DEFAULT_CHUNK]) for o in range(0, len(data), DEFAULT_CHUNK)]
     assert len(errors) == 4 and "CRC pieces must be" in errors[0] and "must be relative" in errors[1]
+
+
+def test_a_quick_listing_hashes_small_files_at_once(tmp_path):
+    # a folder of images: asking for each one's checksum after fetching it would cost a round trip per file
+    store, _, big = make_store(tmp_path)
+    frames = {f"s/frames/{i:04d}.png": os.urandom(1000 + i) for i in range(50)}
+    for rel, data in frames.items():
+        (tmp_path / "rig" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rig" / rel).write_bytes(data)
+    listed = {item["path"]: item["sha256"] for item in store.list_files("s", hashes=False)}
+    assert listed.pop("s/a.bin") is None  # the big one: hashed as it is served
+    assert listed == {rel: hashlib.sha256(data).hexdigest() for rel, data in frames.items()}

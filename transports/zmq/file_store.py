@@ -49,6 +49,10 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+#: files up to this size get their checksum in a quick listing (hashing one costs less than asking again)
+QUICK_HASH_MAX = 1024 * 1024
+
+
 class _Serving:
     """One file being served: its chunks read in request order by a thread of its own, and its SHA-256
     computed from the very bytes sent, as long as they come in order from the start.
@@ -131,10 +135,11 @@ class FileStore:
         return self._digests[key]
 
     def list_files(self, prefix: str = "", hashes: bool = True) -> list[dict[str, Any]]:
-        """The files below ``prefix``: path, size, mtime and SHA-256. With ``hashes`` false, only the
-        checksums already known (a file served whole since it last changed, or listed before) are given,
-        the others are ``None``: the listing is instant, and a console asks for each file's checksum once it
-        has fetched it (computed as it was served)."""
+        """The files below ``prefix``: path, size, mtime and SHA-256. With ``hashes`` false, a big file's
+        checksum is given only when already known (a file served whole since it last changed, or listed
+        before), else ``None``: the listing is quick, and a console asks for that file's checksum once it has
+        fetched it (computed as it was served). Small files are hashed at once: asking for each one's
+        checksum afterwards would cost a round trip per file (thousands, for a folder of images)."""
         if not hashes:
             return self._list_files(prefix, hashes=False)
         with self._listing:
@@ -161,16 +166,17 @@ class FileStore:
             if len(out) > MAX_LISTED:
                 raise FileAccessError(f"more than {MAX_LISTED} files under {prefix or 'the data folder'!r}; "
                                       "list a sub-folder")
-        if not hashes:
+        if not hashes:  # big files: their checksum only if already known (small ones are hashed below)
             for item in out:
-                real, stat = item.pop("real"), item.pop("stat")
-                item["sha256"] = self._digests.get((str(real), stat.st_size, stat.st_mtime_ns))
-            return out
+                if item["size"] > QUICK_HASH_MAX:
+                    real, stat = item.pop("real"), item.pop("stat")
+                    item["sha256"] = self._digests.get((str(real), stat.st_size, stat.st_mtime_ns))
+        todo = [item for item in out if "real" in item]
         # checksums of a session's big files side by side: hashlib lets go of the GIL, so a rig PC's cores
         # share a cold listing (the console waits for it before the first byte moves)
         with concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="rigdeck-hash") as pool:
-            digests = list(pool.map(lambda item: self._digest(item.pop("real"), item.pop("stat")), out))
-        for item, digest in zip(out, digests, strict=True):
+            digests = list(pool.map(lambda item: self._digest(item.pop("real"), item.pop("stat")), todo))
+        for item, digest in zip(todo, digests, strict=True):
             item["sha256"] = digest
         return out
 
