@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ def human_duration(seconds: float | None) -> str:
 
 
 #: a rig's transfer state in the operator's words
+#: seconds within which a word from the rig (it acknowledges long work every 2 s) means it is busy, not gone
+HEARD_WITHIN = 5.0
 STATE_WORDS = {"waiting": "waiting", "listing": "listing files…", "fetching": "copying", "verified": "verified",
                "failed": "failed", "skipped": "no transfer"}
 
@@ -86,8 +89,12 @@ def transfer_row(exp_ref: str, rig: RigTransfer, now: float | None = None) -> Tr
     percent = 100 if rig.verified else (int(100 * done / total) if total else 0)
     rate, stalled = rig.rate(now), rig.stalled_for(now)
     state = STATE_WORDS.get(rig.state, rig.state)
-    if stalled > STALLED_AFTER:  # never a last rate that looks live: say that nothing has come for a while
-        state = f"stalled: nothing from the rig for {human_duration(stalled)}"
+    if stalled > STALLED_AFTER:  # never a last rate that looks live: say why nothing has come for a while
+        heard = rig.heard()
+        if heard is not None and (time.monotonic() if now is None else now) - heard < HEARD_WITHIN:
+            state = f"waiting: the rig is working (checksums), no data for {human_duration(stalled)}"
+        else:
+            state = f"stalled: nothing from the rig for {human_duration(stalled)}"
     return TransferRow(
         exp_ref, rig.name, state, percent,
         "" if rig.skipped else f"{human_bytes(done)} of {human_bytes(total)}" if total else "",

@@ -83,6 +83,8 @@ class FileSource(Protocol):
     async def mark_transferred(self, prefix: str, files: list[Any]) -> None:
         """Tell the rig these files are verified on the console's side."""
 
+    # optional: ``last_heard`` (``time.monotonic()`` of the rig's last word on this source, or None)
+
     async def close(self) -> None: ...
 
 
@@ -163,6 +165,9 @@ class RigTransfer:
     #: bytes moved over the wire in this run (a resumed transfer moves only what was missing)
     fetched: int = 0
     marked: bool = False
+    #: while fetching: when the rig last said anything on its file link (``time.monotonic()``; None: unknown).
+    #: Bytes that stop while the rig still talks (it is computing a checksum) are waiting, not a dead rig.
+    heard: Callable[[], float | None] = field(default=lambda: None, repr=False)
     _samples: collections.deque[tuple[float, int]] = field(default_factory=lambda: collections.deque(maxlen=64),
                                                           repr=False)
     _moved_at: float = field(default=0.0, repr=False)
@@ -370,6 +375,8 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
         for gone in set(rig.files) - set(remote):
             del rig.files[gone]  # not on the rig (any more): the rig's listing is the truth
         rig.state = "fetching"
+        rig._samples.clear()  # (a Retry: the last run's final sample is no measure of this one)
+        rig.heard = lambda: getattr(source, "last_heard", None)
         rig.sample()
         on_change()
         side_by_side = asyncio.Semaphore(FILES_AT_ONCE)

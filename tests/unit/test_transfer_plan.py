@@ -157,6 +157,9 @@ def test_rate_and_eta_come_from_recent_bytes_and_a_stalled_rig_says_so():
     stalled = transfer_row("ref", rig, now=106.0)
     assert stalled.rate == "" and stalled.eta == "" and stalled.state == "stalled: nothing from the rig for 4 s"
     assert rig.stalled_for(now=106.0) == 4.0
+    # no data, but the rig keeps acknowledging (it computes a checksum): waiting, not stalled
+    rig.heard = lambda: 105.5
+    assert transfer_row("ref", rig, now=106.0).state.startswith("waiting: the rig is working")
     rig.files["a.bin"].done = 30_000_000  # it is back
     rig.sample(now=107.0)
     assert transfer_row("ref", rig, now=107.5).state == "copying" and rig.stalled_for(now=107.5) == 0.5

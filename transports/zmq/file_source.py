@@ -74,5 +74,11 @@ class ZmqFileSource:
     async def mark_transferred(self, prefix: str, files: list[zmq_files.RemoteFile]) -> None:
         await zmq_files.mark_transferred(self._request, prefix, files, self.link.sender.split("#")[0])
 
+    @property
+    def last_heard(self) -> float | None:
+        """``time.monotonic()`` of the rig's last word on this link (a reply, an ACK of long work, a
+        heartbeat); None before the first."""
+        return self.link._last_heard or None
+
     async def close(self) -> None:
         await self.link.close()
