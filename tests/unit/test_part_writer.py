@@ -70,3 +70,29 @@ def test_file_system_types_come_from_the_mount_table():
     if Path("/dev/shm").is_dir():
         assert filesystem_type(Path("/dev/shm")) in ("tmpfs", "shm")
         assert filesystem_type(Path("/dev/shm")) not in DIRECT_FILESYSTEMS
+
+
+def test_after_a_failed_write_nothing_more_is_written(tmp_path, monkeypatch):
+    real_pwrite = os.pwrite
+    calls = []
+
+    def pwrite(fd, data, offset):
+        calls.append(offset)
+        if offset == CHUNK:  # the disk fills up at the second chunk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    part = tmp_path / "a.bin.part"
+    monkeypatch.setattr(part_writer, "filesystem_type", lambda path: None)  # (through the page cache)
+    writer = PartWriter(part)
+    monkeypatch.setattr(part_writer.os, "pwrite", pwrite)
+
+    async def main():
+        futures = [writer.submit(DATA[o:o + CHUNK]) for o in range(0, len(DATA), CHUNK)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, writer.close)
+        return results
+
+    results = run(main())
+    assert results[0] == CHUNK and all(isinstance(r, OSError) for r in results[1:])
+    assert calls == [0, CHUNK] and part.stat().st_size == CHUNK  # a prefix of the file, no hole after it

@@ -86,6 +86,8 @@ class PartWriter:
                     size -= size % DIRECT_ALIGN
                     os.ftruncate(self.fd, size)
         self.direct = self.dfd is not None
+        #: the first write that failed (a full disk): later chunks are not written after it
+        self.failed: OSError | None = None
         #: where the next chunk submitted goes (the bytes already in the file when it was opened, then more)
         self.offset = size
         if size:
@@ -107,9 +109,16 @@ class PartWriter:
 
     def _write(self, data: bytes | memoryview, offset: int,
                hashed: concurrent.futures.Future[None] | None = None) -> int:
-        """(In the writer thread.) Write ``data`` at ``offset``; then wait for its hash; the end offset."""
+        """(In the writer thread.) Write ``data`` at ``offset``; then wait for its hash; the end offset. After
+        a failed write nothing more is written: the file stays a prefix of the rig's (no hole to resume after)."""
         end = offset + len(data)
-        self._write_at(memoryview(data).cast("B"), offset)
+        if self.failed is not None:
+            raise self.failed
+        try:
+            self._write_at(memoryview(data).cast("B"), offset)
+        except OSError as ex:
+            self.failed = ex
+            raise
         if hashed is not None:
             hashed.result()
         return end
