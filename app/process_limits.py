@@ -8,6 +8,10 @@
   other errors it catches) through the loop's exception handler, by default with a full traceback each
   time; a flood then filled stderr with tens of thousands of tracebacks. Our handler writes one line per
   kind of error at most every few seconds, with a count of what it left out.
+- :func:`reuse_freed_memory`: a rig serving session files allocates a megabyte per chunk; glibc returned
+  that memory to the system and faulted fresh pages in for the next chunk (70,000 page faults per GiB
+  served). Keeping up to 64 MiB of freed memory for reuse took that to ~2,200 and the rig's kernel time for
+  1 GiB from 1.06 s to 0.70–0.78 s (glibc only; elsewhere nothing changes).
 - :func:`exit_with_launcher`: a rig process started by a launcher (``rigdeck demo``, the GUI's demo, the
   tests) stops when the launcher dies, even by SIGKILL, which gives it no chance to stop its children.
 """
@@ -55,6 +59,27 @@ def raise_open_file_limit() -> tuple[int, int] | None:
         log.debug("open-file limit raised from %d to %d", soft, target)
         return soft, target
     return soft, soft
+
+
+#: mallopt(3) parameters: allocations above this many bytes get pages of their own; freed memory above this
+#: many bytes at the top of the heap goes back to the system
+M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1
+CHUNK_MEMORY_KEPT = 64 * 1024 * 1024
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed file chunks' memory for the next ones (see the module docstring); False where
+    there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024)) and bool(mallopt(M_TRIM_THRESHOLD, CHUNK_MEMORY_KEPT))
 
 
 def limit_loop_errors(loop: asyncio.AbstractEventLoop | None = None) -> None:

@@ -38,7 +38,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from app.process_limits import exit_with_launcher, limit_loop_errors, raise_open_file_limit
+from app.process_limits import exit_with_launcher, limit_loop_errors, raise_open_file_limit, reuse_freed_memory
 from core.config import ConfigError
 from core.drivers.manipulator import Manipulator
 from core.drivers.readiness import check_drivers
@@ -213,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
         return check(args.rig_file)
     config = load_rig_config(args.rig_file, TRANSPORTS).with_data_dir(args.data_dir)
     raise_open_file_limit()
+    reuse_freed_memory()
     try:
         return asyncio.run(serve(config, launcher_pid=args.launcher_pid))
     except ConfigError as ex:

@@ -71,6 +71,16 @@ def make_session(folder: Path, mib: int) -> int:
     return total
 
 
+def process_stats(pid: int) -> dict[str, float] | None:
+    """CPU seconds (user, sys) and minor page faults of a process so far (Linux ``/proc``), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"user": int(fields[11]) / tick, "sys": int(fields[12]) / tick, "faults": int(fields[7])}
+
+
 def cp(src: Path, dest: Path) -> tuple[float, float]:
     """(seconds of ``cp -r``, seconds of ``cp -r`` + ``sync``): the copy in the page cache, and on disk."""
     shutil.rmtree(dest, ignore_errors=True)
@@ -150,7 +160,9 @@ def main() -> int:
         # written while another 1 GiB copy still fills memory gets colder pages and is slower, whichever it is)
         shutil.rmtree(base / "cp")
         subprocess.run(["sync"], check=True)
+        rig_before = process_stats(proc.pid)
         elapsed, lateness, rig = asyncio.run(transfer(proc.uris[0], base / "console", base / "dest"))
+        rig_after = process_stats(proc.pid)
         shutil.rmtree(base / "dest")
         subprocess.run(["sync"], check=True)
         dd_s = dd(src, base / "dd")
@@ -168,7 +180,11 @@ def main() -> int:
             "verified": rig["verified"], "error": rig["error"], "listing_s": round(rig["listing_s"] or 0, 3),
             "lag_ms_median": round(statistics.median(lateness), 3) if lateness else None,
             "lag_ms_p99": round(pct(lateness, 0.99), 3), "lag_ms_max": round(max(lateness, default=0), 3),
-            "lag_samples": len(lateness), "idle_lag_ms_p99": round(rig["idle_lag_p99"], 3), "cpus": os.cpu_count(),
+            "lag_samples": len(lateness),
+            "rig_cpu_s": ({k: round(rig_after[k] - rig_before[k], 2) for k in ("user", "sys")}
+                          if rig_after and rig_before else None),
+            "rig_page_faults": rig_after["faults"] - rig_before["faults"] if rig_after and rig_before else None,
+            "idle_lag_ms_p99": round(rig["idle_lag_p99"], 3), "cpus": os.cpu_count(),
             "load_avg_1min": round(os.getloadavg()[0], 2),
         }
     finally:
@@ -190,6 +206,7 @@ def main() -> int:
     print(f"  event-loop lag       : median {result['lag_ms_median']} ms, p99 {result['lag_ms_p99']} ms, "
           f"max {result['lag_ms_max']} ms (goal p99 < 8 ms; {result['lag_samples']} samples); the same probe with "
           f"nothing transferring: p99 {result['idle_lag_ms_p99']} ms")
+    print(f"  the rig process      : CPU {result['rig_cpu_s']} s, {result['rig_page_faults']} page faults")
     print(f"  machine              : {result['cpus']} CPUs, load average {result['load_avg_1min']}")
     print(json.dumps({"transfer": result, "goals": {"ratio_vs_cp_sync": 0.5, "lag_p99_ms": 8}}))
     return 0 if result["verified"] else 1
