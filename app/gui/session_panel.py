@@ -53,6 +53,16 @@ def failure_detail(result: StepResult) -> str:
     return "\n".join(f"{name}: {o.event} {o.result}: {o.error}" for name, o in result.outcomes.items() if not o.ok)
 
 
+def failure_question(parent: QWidget, name: str, title: str, result: StepResult, question: str) -> QMessageBox:
+    """A warning box naming the rigs of ``result`` that failed and why (the protocol detail on demand) and
+    asking ``question``; the caller adds its answers. One shape for every "some rigs did not..." choice."""
+    box = QMessageBox(QMessageBox.Icon.Warning, title, failure_text(result), parent=parent)
+    box.setObjectName(name)
+    box.setDetailedText(failure_detail(result))
+    box.setInformativeText(question)
+    return box
+
+
 def phase_text(console: Console, loading: bool = False) -> str:
     """The session panel's one-line status, in the experimenter's words."""
     s = console.session
@@ -308,10 +318,8 @@ class SessionPanel(QWidget):
 
     async def decide(self, result: StepResult) -> str:
         """Ask the experimenter what to do with a partial failure: roll back (default) or continue."""
-        box = QMessageBox(QMessageBox.Icon.Warning, "Some rigs failed", failure_text(result), parent=self)
-        box.setObjectName("partialFailure")
-        box.setDetailedText(failure_detail(result))
-        box.setInformativeText("Roll back stops the rigs that did start; continue goes on without the failed ones "
+        box = failure_question(self, "partialFailure", "Some rigs failed", result,
+                               "Roll back stops the rigs that did start; continue goes on without the failed ones "
                                "(the session is marked degraded).")
         rollback = box.addButton("Roll back", QMessageBox.ButtonRole.DestructiveRole)
         rollback.setObjectName("rollback")

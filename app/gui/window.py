@@ -34,7 +34,7 @@ from app.gui.manipulators_panel import ManipulatorsPanel
 from app.gui.qtasync import FrameCoalescer, ask, spawn
 from app.gui.rigs_model import COL
 from app.gui.rigs_panel import RigsPanel
-from app.gui.session_panel import SessionPanel, failure_detail, failure_text
+from app.gui.session_panel import SessionPanel, failure_question
 from app.gui.stop_all_key import StopAllBanner, StopAllKey
 from app.gui.timeline import TimelineDialog
 from app.palette import ALARM_OPEN
@@ -320,11 +320,8 @@ class MainWindow(QMainWindow):
         """The stop the experimenter asked for on quitting did not reach every rig: say which, and let them
         choose between quitting (the journal records the unconfirmed stop) and staying to deal with it."""
         self.session.update_state()
-        box = QMessageBox(QMessageBox.Icon.Warning, "Not every rig confirmed the stop", failure_text(result),
-                          parent=self)
-        box.setObjectName("stopFailedOnQuit")
-        box.setDetailedText(failure_detail(result))
-        box.setInformativeText("A rig that did not confirm may still be recording, or may be down. Quit anyway "
+        box = failure_question(self, "stopFailedOnQuit", "Not every rig confirmed the stop", result,
+                               "A rig that did not confirm may still be recording, or may be down. Quit anyway "
                                "(the session's journal records which rigs did not confirm), or stay to check them.")
         quit_anyway = box.addButton("Quit anyway", QMessageBox.ButtonRole.DestructiveRole)
         quit_anyway.setObjectName("quitAnyway")
