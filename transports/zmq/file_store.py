@@ -30,7 +30,6 @@ from core.checks import is_int
 from core.workers import in_worker
 from transports.zmq.files import (
     DEFAULT_CHUNK,
-    HASH_THREADS,
     MARK_NAME,
     MAX_CHUNK,
     MAX_CRC_RANGE,
@@ -49,6 +48,8 @@ def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+#: files hashed at once for a listing
+HASH_THREADS = min(4, os.cpu_count() or 1)
 #: files up to this size get their checksum in a quick listing (hashing one costs less than asking again)
 QUICK_HASH_MAX = 1024 * 1024
 
@@ -201,17 +202,6 @@ class FileStore:
             if self._serving.get(rel) is serving:       # come from disk; a later request opens it afresh
                 self._serving.pop(rel).close()
         return data, size
-
-    def read_chunk(self, rel: str, offset: int, length: int) -> tuple[bytes, int]:
-        """``(data, file_size)``; ``data`` is empty at or past the end."""
-        path = self._resolve(rel)
-        if not path.is_file():
-            raise FileAccessError(f"no such file {rel!r:.80}")
-        length = max(0, min(int(length), MAX_CHUNK))
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(offset)
-            return f.read(length), size
 
     def mark(self, prefix: str, files: dict[str, str], by: str) -> dict[str, Any]:
         """Record in ``<prefix>/_rigdeck_transferred.json`` the files (paths relative to the data folder ->

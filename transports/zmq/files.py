@@ -58,8 +58,6 @@ MAX_LISTED = 20000
 #: a console asks for per-piece CRC-32s of at most this much of a file at once (a read of ~0.2 s)
 MAX_CRC_RANGE = 256 * 1024 * 1024
 MIN_CRC_CHUNK = 4096
-#: files hashed at once for a listing
-HASH_THREADS = min(4, os.cpu_count() or 1)
 PART_SUFFIX = ".part"
 #: written by the rig in a session folder when a console verified its files (never listed, never served)
 MARK_NAME = "_rigdeck_transferred.json"
@@ -206,27 +204,21 @@ async def fetch_verified(request: Requester, remote: RemoteFile, dest: Path, pro
 
 
 async def _with_checksum(request: Requester, remote: RemoteFile) -> RemoteFile:
-    """``remote`` from a quick listing, with the rig's SHA-256 of it: computed as the rig served it (or now,
-    from its disk). A file that is not the one listed (other size or modification time) is the error."""
+    """The rig's listing of ``remote`` now, with its SHA-256 (computed as the rig served it, or now from its
+    disk). A file that is not the one listed (other size, modification time or, when the listing gave one,
+    checksum) is the error."""
     again = [f for f in await list_files(request, remote.path) if f.path == remote.path]
     now = again[0] if again else RemoteFile(remote.path, -1, "(gone)", remote.mtime)
-    if (now.size, now.mtime) != (remote.size, remote.mtime):
-        raise TransferError(f"{remote.path}: changed on the rig after it was listed ({remote.size} bytes -> "
-                            f"{now.size} bytes{', modified since' if now.size == remote.size else ''}); "
+    if (now.size, now.mtime) != (remote.size, remote.mtime) or remote.sha256 not in ("", now.sha256):
+        if now.size != remote.size:
+            change = f"{remote.size} bytes -> {now.size} bytes"
+        elif now.mtime != remote.mtime:
+            change = "modified since"
+        else:
+            change = f"SHA-256 {remote.sha256[:12]}… -> {now.sha256[:12]}…"
+        raise TransferError(f"{remote.path}: changed on the rig after it was listed ({change}); "
                             "list the files again")
     return now
-
-
-async def _listed_again(request: Requester, remote: RemoteFile) -> RemoteFile | None:
-    """The rig's listing of this one file now (None when it cannot say)."""
-    try:
-        again = await list_files(request, remote.path)
-    except Exception as ex:  # noqa: BLE001 - only a hint for the error text
-        log.info("%s: could not list it again: %s", remote.path, ex)
-        return None
-    same = [f for f in again if f.path == remote.path]
-    return RemoteFile(same[0].path, same[0].size, same[0].sha256, remote.mtime) if same else \
-        RemoteFile(remote.path, -1, "(gone)", remote.mtime)
 
 
 async def _repair(request: Requester, remote: RemoteFile, part: Path, chunk_size: int, retries: int,
@@ -238,11 +230,7 @@ async def _repair(request: Requester, remote: RemoteFile, part: Path, chunk_size
     Why here and not a CRC with every chunk: TCP checks every segment (and CURVE authenticates it), so a
     damaged chunk is rare, while a CRC of every megabyte on both ends cost a fifth of the throughput.
     """
-    now = await _listed_again(request, remote)
-    if now is not None and now != remote:
-        raise TransferError(f"{remote.path}: changed on the rig after it was listed "
-                            f"({remote.size} bytes, SHA-256 {remote.sha256[:12]}… -> {now.size} bytes, "
-                            f"{now.sha256[:12]}…); list the files again")
+    await _with_checksum(request, remote)  # a file changed on the rig is the error, not something to mend
     bad: list[int] = []
     for _ in range(1, retries):  # the whole file's fetch was the first try
         theirs = await _rig_crcs(request, remote, chunk_size)
