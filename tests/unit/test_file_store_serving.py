@@ -6,6 +6,7 @@ import hashlib
 import os
 import zlib
 
+import xxhash
 from helpers import run
 
 from transports.zmq.file_store import FileStore
@@ -45,9 +46,11 @@ def test_a_file_served_in_order_has_its_checksum_from_the_served_bytes(tmp_path,
     chunks = run(main())
     assert b"".join(chunks[o] for o in sorted(chunks)) == data
     # the listing now knows it without reading the file again
-    monkeypatch.setattr("transports.zmq.file_store.sha256_file", lambda *a: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("transports.zmq.file_store.file_digests", lambda *a: (_ for _ in ()).throw(AssertionError))
     assert quick_sha(store) == hashlib.sha256(data).hexdigest()
-    assert store.list_files("s")[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    [listed] = store.list_files("s")
+    assert listed["sha256"] == hashlib.sha256(data).hexdigest()
+    assert listed["xxh128"] == xxhash.xxh3_128(data).hexdigest()  # what the console checks its copy with
     assert store._serving == {}  # served whole: closed
 
 
@@ -59,7 +62,9 @@ def test_a_file_served_out_of_order_or_changed_meanwhile_is_hashed_from_disk(tmp
 
     run(out_of_order())
     assert quick_sha(store) is None
-    assert store.list_files("s")[0]["sha256"] == hashlib.sha256(data).hexdigest()  # computed from disk
+    [listed] = store.list_files("s")  # computed from disk
+    assert listed["sha256"] == hashlib.sha256(data).hexdigest()
+    assert listed["xxh128"] == xxhash.xxh3_128(data).hexdigest()
 
     store2, path2, data2 = make_store(tmp_path / "two")
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+import xxhash
 from helpers import run, wait_until
 from zmq_helpers import FaultProxy, make_link, start_rig
 
@@ -18,7 +19,7 @@ from core.session import Phase, Session
 from transports import registry
 from transports.registry import TRANSPORTS
 from transports.zmq import RemoteFile, TransferError, serve_zmq
-from transports.zmq.files import MARK_NAME, PART_SUFFIX, fetch_file
+from transports.zmq.files import MARK_NAME, PART_SUFFIX, fetch_file, fetch_verified, list_files
 
 
 async def start_service_rig(tmp_path, name, main_sync=False):
@@ -125,7 +126,18 @@ class DamagesOneChunk:
         return reply, blob
 
 
-def test_a_damaged_chunk_is_found_and_only_that_chunk_is_fetched_again(tmp_path):
+class EarlierRig(DamagesOneChunk):
+    """The same, to a rig of an earlier RigDeck: its listings give no XXH3-128 (copies are checked by SHA-256)."""
+
+    async def __call__(self, key, value):
+        reply, blob = await super().__call__(key, value)
+        if key == "FILES":
+            reply = {"files": [{k: v for k, v in item.items() if k != "xxh128"} for item in reply["files"]]}
+        return reply, blob
+
+
+@pytest.mark.parametrize("kind", [DamagesOneChunk, EarlierRig])
+def test_a_damaged_chunk_is_found_and_only_that_chunk_is_fetched_again(tmp_path, kind):
     root, data = make_data(tmp_path)
     chunk = 32_768
 
@@ -133,17 +145,30 @@ def test_a_damaged_chunk_is_found_and_only_that_chunk_is_fetched_again(tmp_path)
         rig, server = await start_rig(options={"data_dir": str(root)})
         link = make_link(server.port)
         await link.connect()
-        [remote] = await link.list_files("s")
-        damaging = DamagesOneChunk(link, offset=3 * chunk)
+        damaging = kind(link, offset=3 * chunk)
+        [remote] = await list_files(damaging, "s", hashes=False)
         dest = tmp_path / "out" / "big.bin"
-        await fetch_file(damaging, remote, dest, chunk_size=chunk)
+        verified = await fetch_verified(damaging, remote, dest, chunk_size=chunk)
+        # an intact copy already in place is recognised by its checksum, and not fetched again
+        again = kind(link, offset=-1)
+        await fetch_file(again, verified, dest, chunk_size=chunk)
         await link.close()
         await server.close()
-        return dest.read_bytes(), damaging
+        return dest.read_bytes(), damaging, verified, again
 
-    got, damaging = run(main())
+    got, damaging, verified, again = run(main())
     assert got == data and damaging.damaged == 1
-    assert damaging.bytes == len(data) + chunk  # the file once, then the damaged piece alone
+    assert damaging.bytes == len(data) + chunk and again.bytes == 0  # the file once, then the damaged piece alone
+    assert verified.sha256 == hashlib.sha256(data).hexdigest()
+    assert verified.xxh128 == ("" if kind is EarlierRig else xxhash.xxh3_128(data).hexdigest())
+
+
+def test_a_copy_matches_by_xxh128_when_the_rig_gives_one_else_by_sha256():
+    both = RemoteFile("s/a.bin", 3, "s" * 64, 0.0, "x" * 32)
+    assert both.matches("x" * 32) and not both.matches("y" * 32, sha256="s" * 64)
+    earlier = RemoteFile("s/a.bin", 3, "s" * 64)
+    assert earlier.matches("", sha256="s" * 64) and not earlier.matches("x" * 32)
+    assert not RemoteFile("s/a.bin", 3, "").matches("", "")  # nothing known: never a match
 
 
 class FlakyRig:
@@ -167,7 +192,8 @@ def test_interrupted_transfer_resumes_and_a_corrupt_partial_file_is_refetched(tm
         link = make_link(server.port)
         await link.connect()
         [remote] = await link.list_files("s")
-        assert remote == RemoteFile("s/big.bin", len(data), hashlib.sha256(data).hexdigest(), remote.mtime)
+        assert remote == RemoteFile("s/big.bin", len(data), hashlib.sha256(data).hexdigest(), remote.mtime,
+                                    xxhash.xxh3_128(data).hexdigest())
         dest = tmp_path / "out" / "big.bin"
         part = dest.with_name(dest.name + PART_SUFFIX)
         with pytest.raises(ConnectionError):

@@ -2,11 +2,12 @@
 and ``MARK`` (see :mod:`transports.zmq.files` for the console's side and the whole story).
 
 It serves files below the rig's data folder only (no absolute paths, no ``..``, no symlinks leading out),
-lists them with size and SHA-256, and reads chunks. Reading and hashing run in worker threads so a large
-checksum never stalls heartbeats. A file fetched in order from its start is hashed from the very bytes
-served (:class:`_Serving`), so a console can list quickly (``"sha256": false``: only checksums already
-known) and ask for each file's checksum once it has it: the first bytes move at once instead of after a
-whole session was read and hashed, and the rig reads each file once, not twice.
+lists them with size, SHA-256 and XXH3-128 (see :mod:`transports.zmq.checksums`), and reads chunks.
+Reading and hashing run in worker threads so a large checksum never stalls heartbeats. A file fetched in
+order from its start is hashed from the very bytes served (:class:`_Serving`), so a console can list
+quickly (``"sha256": false``: only checksums already known) and ask for each file's checksums once it has
+it: the first bytes move at once instead of after a whole session was read and hashed, and the rig reads
+each file once, not twice.
 
 Marks: after the console verified a rig's files it sends ``MARK``; the rig writes (atomically) or extends
 ``_rigdeck_transferred.json`` in the session folder with each file's SHA-256 as it is *now* on the rig,
@@ -28,6 +29,7 @@ from typing import Any
 
 from core.checks import is_int
 from core.workers import in_worker
+from transports.zmq.checksums import file_digests, new_check
 from transports.zmq.files import (
     DEFAULT_CHUNK,
     MARK_NAME,
@@ -39,7 +41,6 @@ from transports.zmq.files import (
     FileAccessError,
     piece_crcs,
     safe_relative,
-    sha256_file,
 )
 
 
@@ -54,8 +55,12 @@ HASH_THREADS = min(4, os.cpu_count() or 1)
 QUICK_HASH_MAX = 1024 * 1024
 
 
+#: a file's checksums, ``(SHA-256, XXH3-128)``, by ``(path, size, mtime_ns)``
+Digests = dict[tuple[str, int, int], tuple[str, str]]
+
+
 class _Serving:
-    """One file being served: its chunks read in request order by a thread of its own, and its SHA-256
+    """One file being served: its chunks read in request order by a thread of its own, and its checksums
     computed from the very bytes sent, as long as they come in order from the start.
 
     Why: a console fetching a session asks for each file's chunks in order, so the rig can hash what it
@@ -65,12 +70,13 @@ class _Serving:
     all the same; the file's checksum is then computed from disk when asked for.
     """
 
-    def __init__(self, path: Path, digests: dict[tuple[str, int, int], str]) -> None:
+    def __init__(self, path: Path, digests: Digests) -> None:
         self.path = path
         self.digests = digests
         self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
         self.identity = _identity(os.fstat(self.file.fileno()))
         self.hash: Any = hashlib.sha256()
+        self.check: Any = new_check()
         self.hashed = 0
         self.used = time.monotonic()
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rigdeck-serve")
@@ -83,6 +89,7 @@ class _Serving:
         data = self.file.read(length)
         if self.hash is not None and offset == self.hashed and data:
             self.hash.update(data)
+            self.check.update(data)
             self.hashed += len(data)
             if self.hashed == stat.st_size:
                 self._finish(stat)
@@ -94,7 +101,8 @@ class _Serving:
         except OSError:
             unchanged = False
         if unchanged:
-            self.digests[(str(self.path), stat.st_size, stat.st_mtime_ns)] = self.hash.hexdigest()
+            self.digests[(str(self.path), stat.st_size, stat.st_mtime_ns)] = (self.hash.hexdigest(),
+                                                                              self.check.hexdigest())
         self.hash = None  # (a file changed while it was served: its checksum is computed from disk)
 
     def close(self) -> None:
@@ -114,7 +122,7 @@ class FileStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
-        self._digests: dict[tuple[str, int, int], str] = {}
+        self._digests: Digests = {}
         # one listing at a time: a resent FILES request waits for the first one's checksums instead of
         # hashing the same gigabytes again in a second thread
         self._listing = threading.Lock()
@@ -127,17 +135,17 @@ class FileStore:
             raise FileAccessError(f"path {rel!r:.80} leads outside the data folder")
         return full
 
-    def _digest(self, path: Path, stat: os.stat_result) -> str:
+    def _digest(self, path: Path, stat: os.stat_result) -> tuple[str, str]:
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._digests:
             if len(self._digests) > 4 * MAX_LISTED:
                 self._digests.clear()
-            self._digests[key] = sha256_file(path)
+            self._digests[key] = file_digests(path)
         return self._digests[key]
 
     def list_files(self, prefix: str = "", hashes: bool = True) -> list[dict[str, Any]]:
-        """The files below ``prefix``: path, size, mtime and SHA-256. With ``hashes`` false, a big file's
-        checksum is given only when already known (a file served whole since it last changed, or listed
+        """The files below ``prefix``: path, size, mtime, SHA-256 and XXH3-128. With ``hashes`` false, a big
+        file's checksums are given only when already known (a file served whole since it last changed, or listed
         before), else ``None``: the listing is quick, and a console asks for that file's checksum once it has
         fetched it (computed as it was served). Small files are hashed at once: asking for each one's
         checksum afterwards would cost a round trip per file (thousands, for a folder of images)."""
@@ -171,14 +179,15 @@ class FileStore:
             for item in out:
                 if item["size"] > QUICK_HASH_MAX:
                     real, stat = item.pop("real"), item.pop("stat")
-                    item["sha256"] = self._digests.get((str(real), stat.st_size, stat.st_mtime_ns))
+                    item["sha256"], item["xxh128"] = self._digests.get((str(real), stat.st_size, stat.st_mtime_ns),
+                                                                       (None, None))
         todo = [item for item in out if "real" in item]
         # checksums of a session's big files side by side: hashlib lets go of the GIL, so a rig PC's cores
         # share a cold listing (the console waits for it before the first byte moves)
         with concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="rigdeck-hash") as pool:
             digests = list(pool.map(lambda item: self._digest(item.pop("real"), item.pop("stat")), todo))
-        for item, digest in zip(todo, digests, strict=True):
-            item["sha256"] = digest
+        for item, (sha256, check) in zip(todo, digests, strict=True):
+            item["sha256"], item["xxh128"] = sha256, check
         return out
 
     async def read_served(self, rel: str, offset: int, length: int) -> tuple[bytes, int]:

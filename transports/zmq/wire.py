@@ -13,8 +13,10 @@ Keys, console -> rig:
 - ``PING`` ``null``: sent only when nothing else went out for one heartbeat interval.
 - ``SYNC`` ``null``: ask for a fresh ``SNAPSHOT`` (after a gap in sequence numbers).
 - ``FILES`` ``{"prefix": str, "sha256": bool}`` / ``FETCH`` ``{"path", "offset", "length", "crc": bool}``: file
-  transfer (idempotent, so never cached for deduplication). ``"sha256": false`` lists at once, with only the
-  checksums the rig already knows (``null`` for the others). A ``FETCH`` reply carries the chunk as a binary
+  transfer (idempotent, so never cached for deduplication). Each file listed has ``path``, ``size``,
+  ``mtime``, ``sha256`` and ``xxh128`` (XXH3-128, what the console checks its copy with; an earlier rig
+  gives none). ``"sha256": false`` lists at once, with only the checksums the rig already knows (``null``
+  for the others). A ``FETCH`` reply carries the chunk as a binary
   frame, with its CRC-32 unless ``"crc": false``. ``FETCH`` with ``"crcs": piece_size`` answers the CRC-32
   of each piece of the range instead (a console finding the pieces of a file that arrived damaged).
 - ``MARK`` ``{"prefix": str, "files": {path: sha256}, "by": str}``: the console verified these files of a
