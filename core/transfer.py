@@ -83,7 +83,8 @@ class FileSource(Protocol):
     async def mark_transferred(self, prefix: str, files: list[Any]) -> None:
         """Tell the rig these files are verified on the console's side."""
 
-    # optional: ``last_heard`` (``time.monotonic()`` of the rig's last word on this source, or None)
+    # optional: ``last_heard`` (``time.monotonic()`` of the rig's last word on this source, or None), and
+    # ``partial_bytes(dest) -> int`` (bytes of ``dest`` already on disk from an interrupted fetch)
 
     async def close(self) -> None: ...
 
@@ -360,6 +361,7 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
     rig.error, rig.fetched = None, 0
     try:
         rig.state = "listing"
+        await _show_partial(rig, source, dest)
         on_change()
         # a quick listing (no checksums yet: the rig computes them as it serves each file, so the first
         # bytes move at once) unless files verified earlier must be told apart from changed ones
@@ -445,6 +447,21 @@ async def _fetch_all(fetches: list[Coroutine[Any, Any, None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     if failures:
         raise failures[0]
+
+
+async def _show_partial(rig: RigTransfer, source: FileSource, dest: Path) -> None:
+    """Count what interrupted fetches left on disk as done before the rig is even asked: a resumed (or
+    retried) rig's progress starts where its files stand, not at 0% until each file is reached."""
+    partial = getattr(source, "partial_bytes", None)
+    todo = [e for e in rig.files.values() if not e.verified]
+    if partial is None or not todo:
+        return
+
+    def sizes() -> list[int]:
+        return [partial(dest.joinpath(*PurePosixPath(e.path).parts)) for e in todo]
+
+    for entry, size in zip(todo, await in_worker(sizes), strict=True):
+        entry.done = max(entry.done, min(size, entry.size))
 
 
 def _made(folder: Path) -> Path:

@@ -4,13 +4,13 @@
     rigdeck transfer --pending [--rigs FILE] [--to DIR] [--json] [--days N]
 
 Each rig's files go to ``<DIR>/<subject>/<date>/<NNN>/<rig>/`` (DIR: ``--to``, else ``$RIGDECK_TRANSFER_DIR``,
-else the console's data folder, i.e. the session's own folder), checked chunk by chunk and file by file
-(SHA-256), with a ``SHA256SUMS`` file ``sha256sum -c`` accepts. Run it again after any interruption: only
-what is missing is fetched. The session's rigs come from its journal (addresses from ``--rigs`` when it
-names them). ``--pending`` resumes every finished session whose files are not all verified. Progress per
-rig and file goes to stderr; ``--json`` prints one object ``{"exp_ref", "to", "rigs": {NAME: {"files",
-"bytes", "verified", "error"}}}`` (``--pending``: ``{"sessions": [...]}``). Exit 0 only when every file of
-every transferring rig is verified, 1 otherwise, 2 on bad input.
+else the console's data folder, i.e. the session's own folder), each file checked against the rig's checksum
+(XXH3-128), with a ``SHA256SUMS`` file (the rig's SHA-256s) that ``sha256sum -c`` accepts. Run it again
+after any interruption: only what is missing is fetched. The session's rigs come from its journal
+(addresses from ``--rigs`` when it names them). ``--pending`` resumes every finished session whose files are
+not all verified. Progress per rig and file goes to stderr; ``--json`` prints one object ``{"exp_ref", "to",
+"rigs": {NAME: {"files", "bytes", "verified", "error"}}}`` (``--pending``: ``{"sessions": [...]}``). Exit 0
+only when every file of every transferring rig is verified, 1 otherwise, 2 on bad input.
 """
 
 from __future__ import annotations

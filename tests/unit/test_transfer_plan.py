@@ -1,6 +1,7 @@
 """core.transfer without a network: which rigs transfer, where files go, what a record remembers, which
 sessions are pending, SHA256SUMS that sha256sum accepts, errors in plain words."""
 
+import asyncio
 import errno
 import hashlib
 import shutil
@@ -21,10 +22,12 @@ from core.transfer import (
     plain_error,
     plan_session,
     rig_prefix,
+    run_rig,
     transfer_root,
     write_sums,
 )
 from transports.registry import TRANSPORTS
+from transports.zmq.files import PART_SUFFIX, partial_bytes
 
 REF = "2026-11-30_3_KS001"
 
@@ -163,3 +166,29 @@ def test_rate_and_eta_come_from_recent_bytes_and_a_stalled_rig_says_so():
     rig.files["a.bin"].done = 30_000_000  # it is back
     rig.sample(now=107.0)
     assert transfer_row("ref", rig, now=107.5).state == "copying" and rig.stalled_for(now=107.5) == 0.5
+
+
+def test_a_resumed_rig_counts_what_its_interrupted_fetches_left_before_the_rig_answers(tmp_path):
+    """A Retry (or a resume after a restart) shows where the rig's files stand at once, not 0% until each
+    file is reached; a partial file longer than the listed one counts for no more than its size."""
+    job = plan_session(REF, tmp_path / "data", {"cams": spec("cams", uri="zmq://127.0.0.1:1")}, to=tmp_path / "to")
+    rig = job.rigs["cams"]
+    rig.files = {"raw/a.bin": FileEntry("raw/a.bin", 1000, ""), "b.bin": FileEntry("b.bin", 500, "s" * 64, 500, True),
+                 "c.bin": FileEntry("c.bin", 100, "")}
+    folder = job.to / "cams" / "raw"
+    folder.mkdir(parents=True)
+    (folder / ("a.bin" + PART_SUFFIX)).write_bytes(b"x" * 300)
+    (job.to / "cams" / ("c.bin" + PART_SUFFIX)).write_bytes(b"x" * 400)
+    seen = []
+
+    class Interrupted:
+        def partial_bytes(self, dest):
+            return partial_bytes(dest)
+
+        async def list_files(self, prefix, hashes=True):
+            seen.append((rig.state, rig.done_bytes))
+            raise ConnectionError("the rig went away again")
+
+    asyncio.run(run_rig(job, rig, Interrupted()))
+    assert seen == [("listing", 300 + 500 + 100)] and rig.state == "failed"
+    assert partial_bytes(tmp_path / "nothing" / "here.bin") == 0

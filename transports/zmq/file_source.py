@@ -71,6 +71,10 @@ class ZmqFileSource:
                                                   window=1 if self.max_rate else self.window, count=count)
         return Fetched(count.fetched, verified)
 
+    def partial_bytes(self, dest: Path) -> int:
+        """Bytes of ``dest`` already fetched by an interrupted transfer (what a resume starts from)."""
+        return zmq_files.partial_bytes(dest)
+
     async def mark_transferred(self, prefix: str, files: list[zmq_files.RemoteFile]) -> None:
         await zmq_files.mark_transferred(self._request, prefix, files, self.link.sender.split("#")[0])
 

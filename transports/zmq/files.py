@@ -228,6 +228,14 @@ async def fetch_verified(request: Requester, remote: RemoteFile, dest: Path, pro
     raise TransferError(f"{remote.path}: checksum still wrong after {attempts} attempts")
 
 
+def partial_bytes(dest: Path) -> int:
+    """Bytes of ``dest`` an interrupted fetch left in its ``.part`` file (0 when there is none)."""
+    try:
+        return dest.with_name(dest.name + PART_SUFFIX).stat().st_size
+    except OSError:
+        return 0
+
+
 async def _with_checksum(request: Requester, remote: RemoteFile) -> RemoteFile:
     """The rig's listing of ``remote`` now, with its checksums (computed as the rig served it, or now from its
     disk). A file that is not the one listed (other size, modification time or, when the listing gave one,
