@@ -14,7 +14,6 @@ import contextlib
 import datetime as _dt
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from app.report_html import save_report_quietly
 from core.config import RigSpec
 from core.listeners import Listeners, Unsubscribe
 from core.transfer import (
+    HEARD_WITHIN,
     STALLED_AFTER,
     FileSource,
     PendingSession,
@@ -63,8 +63,6 @@ def human_duration(seconds: float | None) -> str:
 
 
 #: a rig's transfer state in the operator's words
-#: seconds within which a word from the rig (it acknowledges long work every 2 s) means it is busy, not gone
-HEARD_WITHIN = 5.0
 STATE_WORDS = {"waiting": "waiting", "listing": "listing files…", "fetching": "copying", "verified": "verified",
                "failed": "failed", "skipped": "no transfer"}
 
@@ -90,11 +88,12 @@ def transfer_row(exp_ref: str, rig: RigTransfer, now: float | None = None) -> Tr
     rate, stalled = rig.rate(now), rig.stalled_for(now)
     state = STATE_WORDS.get(rig.state, rig.state)
     if stalled > STALLED_AFTER:  # never a last rate that looks live: say why nothing has come for a while
-        heard = rig.heard()
-        if heard is not None and (time.monotonic() if now is None else now) - heard < HEARD_WITHIN:
+        if rig.busy(now):
             state = f"waiting: the rig is working (checksums), no data for {human_duration(stalled)}"
         else:
             state = f"stalled: nothing from the rig for {human_duration(stalled)}"
+    elif rig.state == "listing" and rig.quiet_for(now) > HEARD_WITHIN:  # a rig gone while it listed
+        state = f"stalled while listing files: nothing from the rig for {human_duration(rig.quiet_for(now))}"
     return TransferRow(
         exp_ref, rig.name, state, percent,
         "" if rig.skipped else f"{human_bytes(done)} of {human_bytes(total)}" if total else "",

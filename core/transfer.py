@@ -50,6 +50,9 @@ ENV_TRANSFER_DIR = "RIGDECK_TRANSFER_DIR"
 RATE_WINDOW = 3.0
 #: seconds without a byte after which a fetching rig shows as stalled (no rate, no ETA)
 STALLED_AFTER = 2.0
+#: seconds within which a word from the rig after its last byte means it is busy, not gone (it acknowledges a
+#: long request every 2 s; a rig that died sends nothing after its last chunk)
+HEARD_WITHIN = 3.0
 #: files of one rig fetched at once: 2 gave no more throughput on 2 cores and a worse loop lag (GIL
 #: hand-offs between the hashing threads and the loop), so 1; a faster rig PC may want more
 FILES_AT_ONCE = 1
@@ -204,6 +207,20 @@ class RigTransfer:
         if self.state != "fetching" or not self._samples:
             return 0.0
         return max(0.0, (time.monotonic() if now is None else now) - self._moved_at)
+
+    def quiet_for(self, now: float | None = None) -> float:
+        """Seconds since the rig's last word on its file link (0 before the first): while it lists a big
+        session it acknowledges every 2 s, so a longer silence means it is gone."""
+        heard = self.heard()
+        return 0.0 if heard is None else max(0.0, (time.monotonic() if now is None else now) - heard)
+
+    def busy(self, now: float | None = None) -> bool:
+        """Whether the rig, sending no data, has spoken since its last byte and lately (it acknowledges long
+        work, such as the checksum of a resumed file): working, not gone. A rig killed mid-transfer was last
+        heard with its last chunk, before that chunk was written: never busy."""
+        heard = self.heard()
+        now = time.monotonic() if now is None else now
+        return heard is not None and heard > self._moved_at and now - heard < HEARD_WITHIN
 
     def rate(self, now: float | None = None) -> float:
         """Bytes per second over the last few seconds up to ``now`` (0 when nothing moves, or stalled)."""
@@ -361,6 +378,7 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
     rig.error, rig.fetched = None, 0
     try:
         rig.state = "listing"
+        rig.heard = lambda: getattr(source, "last_heard", None)
         await _show_partial(rig, source, dest)
         on_change()
         # a quick listing (no checksums yet: the rig computes them as it serves each file, so the first
@@ -378,7 +396,6 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
             del rig.files[gone]  # not on the rig (any more): the rig's listing is the truth
         rig.state = "fetching"
         rig._samples.clear()  # (a Retry: the last run's final sample is no measure of this one)
-        rig.heard = lambda: getattr(source, "last_heard", None)
         rig.sample()
         on_change()
         side_by_side = asyncio.Semaphore(FILES_AT_ONCE)

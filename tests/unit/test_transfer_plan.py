@@ -160,9 +160,18 @@ def test_rate_and_eta_come_from_recent_bytes_and_a_stalled_rig_says_so():
     stalled = transfer_row("ref", rig, now=106.0)
     assert stalled.rate == "" and stalled.eta == "" and stalled.state == "stalled: nothing from the rig for 4 s"
     assert rig.stalled_for(now=106.0) == 4.0
+    # the rig was last heard with its last chunk (it was killed): stalled, however recent that was
+    rig.heard = lambda: 101.9
+    assert transfer_row("ref", rig, now=104.5).state == "stalled: nothing from the rig for 2 s"
     # no data, but the rig keeps acknowledging (it computes a checksum): waiting, not stalled
     rig.heard = lambda: 105.5
     assert transfer_row("ref", rig, now=106.0).state.startswith("waiting: the rig is working")
+    assert transfer_row("ref", rig, now=109.0).state.startswith("stalled")  # and then it stopped too
+    # a rig that goes quiet while it lists the session (it acknowledges a long listing every 2 s)
+    listing = RigTransfer("ephys", state="listing")
+    listing.heard = lambda: 100.0
+    assert transfer_row("ref", listing, now=102.0).state == "listing files…"
+    assert transfer_row("ref", listing, now=104.5).state == "stalled while listing files: nothing from the rig for 4 s"
     rig.files["a.bin"].done = 30_000_000  # it is back
     rig.sample(now=107.0)
     assert transfer_row("ref", rig, now=107.5).state == "copying" and rig.stalled_for(now=107.5) == 0.5
