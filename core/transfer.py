@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from core.checks import is_finite
 from core.config import RigSpec
 from core.journal import FINAL_PHASES, iter_sessions
 from core.link import LinkClosed, error_text
@@ -72,6 +73,14 @@ class Fetched:
     file: Any
 
 
+@dataclass(frozen=True)
+class MarkedFile:
+    """A file the rig is asked to mark as transferred: its path on the rig and the SHA-256 verified."""
+
+    path: str
+    sha256: str
+
+
 class FileSource(Protocol):
     """One rig's files, as a transport serves them (``transports.zmq.file_source``)."""
 
@@ -84,7 +93,7 @@ class FileSource(Protocol):
         """Fetch one file to ``dest`` (resuming a ``.part``) and verify it."""
 
     async def mark_transferred(self, prefix: str, files: list[Any]) -> None:
-        """Tell the rig these files are verified on the console's side."""
+        """Tell the rig these files (:class:`MarkedFile`) are verified on the console's side."""
 
     # optional: ``last_heard`` (``time.monotonic()`` of the rig's last word on this source, or None), and
     # ``partial_bytes(dest) -> int`` (bytes of ``dest`` already on disk from an interrupted fetch)
@@ -153,6 +162,19 @@ class FileEntry:
     sha256: str
     done: int = 0
     verified: bool = False
+    #: the rig's modification time of the file when it was listed (None in records of earlier versions):
+    #: with the size, what tells a verified file from one changed since, without the rig hashing it again
+    mtime: float | None = None
+
+    def same_as(self, listed: Any) -> bool:
+        """Whether the rig's listed file is still this one: same size, and the same SHA-256 when the listing
+        has it, else the same modification time (rsync's quick check)."""
+        if listed.size != self.size:
+            return False
+        if listed.sha256:
+            return not self.sha256 or listed.sha256 == self.sha256
+        mtime = getattr(listed, "mtime", None)
+        return not self.verified or (self.mtime is not None and mtime == self.mtime)
 
 
 @dataclass
@@ -236,7 +258,8 @@ class RigTransfer:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "skipped": self.skipped, "state": self.state, "error": self.error,
                 "marked": self.marked,
-                "files": {p: {"size": f.size, "sha256": f.sha256, "verified": f.verified}
+                "files": {p: {"size": f.size, "sha256": f.sha256, "verified": f.verified,
+                              **({"mtime": f.mtime} if f.mtime is not None else {})}
                           for p, f in self.files.items()}}
 
     @classmethod
@@ -253,8 +276,9 @@ class RigTransfer:
         for path, f in (data.get("files") or {}).items():
             if isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str):
                 verified = f.get("verified") is True
+                mtime = f.get("mtime") if is_finite(f.get("mtime")) else None
                 rig.files[str(path)] = FileEntry(str(path), f["size"], f["sha256"], f["size"] if verified else 0,
-                                                 verified)
+                                                 verified, float(mtime) if mtime is not None else None)
         return rig
 
     def summary(self) -> dict[str, Any]:
@@ -382,16 +406,18 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
         await _show_partial(rig, source, dest)
         on_change()
         # a quick listing (no checksums yet: the rig computes them as it serves each file, so the first
-        # bytes move at once) unless files verified earlier must be told apart from changed ones
-        quick = not any(entry.verified for entry in rig.files.values())
+        # bytes move at once); files verified earlier are told apart from changed ones by size and modification
+        # time, or, in a record of an earlier version (no times), by their checksums: the rig then hashes the
+        # whole session before the first byte moves
+        quick = all(entry.mtime is not None for entry in rig.files.values() if entry.verified)
         listed = await source.list_files(prefix, hashes=not quick)
         remote = {}
         for item in listed:
             rel = PurePosixPath(item.path).relative_to(prefix).as_posix()
             remote[rel] = item
             old = rig.files.get(rel)
-            if old is None or old.size != item.size or (item.sha256 and old.sha256 != item.sha256):
-                rig.files[rel] = FileEntry(rel, item.size, item.sha256)
+            if old is None or not old.same_as(item):
+                rig.files[rel] = FileEntry(rel, item.size, item.sha256, mtime=getattr(item, "mtime", None))
         for gone in set(rig.files) - set(remote):
             del rig.files[gone]  # not on the rig (any more): the rig's listing is the truth
         rig.state = "fetching"
@@ -417,6 +443,7 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
             rig.fetched += got.bytes
             remote[entry.path] = got.file
             entry.sha256, entry.done, entry.verified = got.file.sha256, entry.size, True
+            entry.mtime = getattr(got.file, "mtime", None)
             job.save()
             on_change()
 
@@ -427,7 +454,10 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
         on_change()
         try:
             if rig.files:  # (a rig with nothing for this session has no session folder to mark)
-                await source.mark_transferred(prefix, [remote[rel] for rel in rig.files])
+                # (each file with the SHA-256 it was verified with: one verified in an earlier run may be
+                # listed quickly now, without a checksum)
+                await source.mark_transferred(prefix, [MarkedFile(remote[rel].path, entry.sha256)
+                                                       for rel, entry in rig.files.items()])
                 rig.marked = True
         except Exception as ex:  # noqa: BLE001 - the data is safe here; the rig's note is a courtesy
             log.warning("rig %s: could not mark session %s as transferred: %s", rig.name, job.exp_ref, ex)

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 import pytest
 
@@ -15,7 +16,9 @@ from core.paths import session_folder
 from core.transfer import (
     NO_ENDPOINT,
     OPTED_OUT,
+    Fetched,
     FileEntry,
+    RigTransfer,
     file_source_uri,
     pending_sessions,
     pending_text,
@@ -201,3 +204,61 @@ def test_a_resumed_rig_counts_what_its_interrupted_fetches_left_before_the_rig_a
     asyncio.run(run_rig(job, rig, Interrupted()))
     assert seen == [("listing", 300 + 500 + 100)] and rig.state == "failed"
     assert partial_bytes(tmp_path / "nothing" / "here.bin") == 0
+
+
+@dataclass(frozen=True)
+class Listed:
+    path: str
+    size: int
+    sha256: str
+    mtime: float = 0.0
+
+
+class QuickRig:
+    """A rig's files as a quick listing gives them (no checksums), recording what the console asks."""
+
+    def __init__(self, files):
+        self.files, self.asked, self.fetched, self.marked = files, [], [], {}
+
+    async def list_files(self, prefix, hashes=True):
+        self.asked.append(hashes)
+        return [Listed(f"{prefix}/{path}", 3, "", mtime) for path, mtime in self.files.items()]
+
+    async def fetch_file(self, remote, dest, progress):
+        self.fetched.append(remote.path.rsplit("/", 1)[1])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(b"new")
+        progress(remote.path, 3, 3)
+        return Fetched(3, Listed(remote.path, 3, "f" * 64, remote.mtime))
+
+    async def mark_transferred(self, prefix, files):
+        self.marked.update({f.path.rsplit("/", 1)[1]: f.sha256 for f in files})
+
+
+def test_a_resume_lists_quickly_and_keeps_the_verified_files_that_did_not_change(tmp_path):
+    """A verified file is told from a changed one by size and modification time (rsync's quick check), so a
+    resumed transfer does not wait for the rig to hash the whole session; a record of an earlier version
+    (no times) keeps the checksummed listing."""
+    job = plan_session(REF, tmp_path / "data", {"cams": spec("cams", uri="zmq://127.0.0.1:1")}, to=tmp_path / "to")
+    rig = job.rigs["cams"]
+    rig.files = {"a.bin": FileEntry("a.bin", 3, "a" * 64, 3, True, mtime=10.0),
+                 "b.bin": FileEntry("b.bin", 3, "b" * 64, 3, True, mtime=10.0), "c.bin": FileEntry("c.bin", 3, "")}
+    for name in ("a.bin", "b.bin"):
+        (job.to / "cams").mkdir(parents=True, exist_ok=True)
+        (job.to / "cams" / name).write_bytes(b"old")
+    source = QuickRig({"a.bin": 10.0, "b.bin": 11.0, "c.bin": 10.0})  # b.bin was rewritten on the rig since
+    asyncio.run(run_rig(job, rig, source))
+    assert source.asked == [False] and rig.state == "verified"
+    assert source.fetched == ["b.bin", "c.bin"]  # a.bin kept, b.bin changed, c.bin never verified
+    # the rig is asked to mark each file with the SHA-256 it was verified with (a.bin: from the record)
+    assert source.marked == {"a.bin": "a" * 64, "b.bin": "f" * 64, "c.bin": "f" * 64}
+    again = RigTransfer.from_json("cams", rig.to_json())
+    assert {p: f.mtime for p, f in again.files.items()} == {"a.bin": 10.0, "b.bin": 11.0, "c.bin": 10.0}
+
+    earlier = plan_session(REF, tmp_path / "d2", {"cams": spec("cams", uri="zmq://127.0.0.1:1")}, to=tmp_path / "to")
+    earlier.rigs["cams"].files = {"a.bin": FileEntry("a.bin", 3, "a" * 64, 3, True)}
+    old_record = QuickRig({"a.bin": 10.0})
+    asyncio.run(run_rig(earlier, earlier.rigs["cams"], old_record))
+    assert old_record.asked == [True]
+    bad = RigTransfer.from_json("cams", {"files": {"a.bin": {"size": 3, "sha256": "", "mtime": 2**4000}}})
+    assert bad.files["a.bin"].mtime is None  # a record's nonsense is no time (the file is checked again)

@@ -18,7 +18,7 @@ from typing import Any
 
 from core.config import RigSpec
 from core.protocol import parse_uri
-from core.transfer import Fetched
+from core.transfer import Fetched, MarkedFile
 from transports.zmq import files as zmq_files
 from transports.zmq.descriptor import DEFAULT_PORT
 from transports.zmq.link import ZmqLink
@@ -75,7 +75,7 @@ class ZmqFileSource:
         """Bytes of ``dest`` already fetched by an interrupted transfer (what a resume starts from)."""
         return zmq_files.partial_bytes(dest)
 
-    async def mark_transferred(self, prefix: str, files: list[zmq_files.RemoteFile]) -> None:
+    async def mark_transferred(self, prefix: str, files: list[MarkedFile]) -> None:
         await zmq_files.mark_transferred(self._request, prefix, files, self.link.sender.split("#")[0])
 
     @property

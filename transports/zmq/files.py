@@ -169,8 +169,9 @@ async def list_files(request: Requester, prefix: str = "", hashes: bool = True) 
     return [RemoteFile.from_wire(item) for item in value["files"]]
 
 
-async def mark_transferred(request: Requester, prefix: str, files: list[RemoteFile], by: str) -> dict[str, Any]:
-    """Tell the rig these files of session folder ``prefix`` are verified on the console's side."""
+async def mark_transferred(request: Requester, prefix: str, files: list[Any], by: str) -> dict[str, Any]:
+    """Tell the rig these files (objects with ``path`` and ``sha256``) of session folder ``prefix`` are verified on
+    the console's side."""
     value, _ = await request("MARK", {"prefix": prefix, "files": {f.path: f.sha256 for f in files}, "by": by})
     if not isinstance(value, dict) or not is_int(value.get("marked")):
         raise TransferError(f"unexpected MARK reply: {value!r:.80}")
