@@ -89,7 +89,7 @@ def transfer_row(exp_ref: str, rig: RigTransfer, now: float | None = None) -> Tr
     state = STATE_WORDS.get(rig.state, rig.state)
     if stalled > STALLED_AFTER:  # never a last rate that looks live: say why nothing has come for a while
         if rig.busy(now):
-            state = f"waiting: the rig is working (checksums), no data for {human_duration(stalled)}"
+            state = f"waiting for checksums (the rig answers), no data for {human_duration(stalled)}"
         else:
             state = f"stalled: nothing from the rig for {human_duration(stalled)}"
     elif rig.state == "listing" and rig.quiet_for(now) > HEARD_WITHIN:  # a rig gone while it listed

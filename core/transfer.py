@@ -237,9 +237,10 @@ class RigTransfer:
         return 0.0 if heard is None else max(0.0, (time.monotonic() if now is None else now) - heard)
 
     def busy(self, now: float | None = None) -> bool:
-        """Whether the rig, sending no data, has spoken since its last byte and lately (it acknowledges long
-        work, such as the checksum of a resumed file): working, not gone. A rig killed mid-transfer was last
-        heard with its last chunk, before that chunk was written: never busy."""
+        """Whether the rig, sending no data, has spoken since its last byte and lately: alive while checksums
+        are computed (the rig acknowledges the checksum of a resumed file every 2 s; the console reads back the
+        part of a file it already has), not gone. A rig killed mid-transfer was last heard with its last chunk,
+        before that chunk was written: never busy."""
         heard = self.heard()
         now = time.monotonic() if now is None else now
         return heard is not None and heard > self._moved_at and now - heard < HEARD_WITHIN

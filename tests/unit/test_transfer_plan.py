@@ -168,7 +168,7 @@ def test_rate_and_eta_come_from_recent_bytes_and_a_stalled_rig_says_so():
     assert transfer_row("ref", rig, now=104.5).state == "stalled: nothing from the rig for 2 s"
     # no data, but the rig keeps acknowledging (it computes a checksum): waiting, not stalled
     rig.heard = lambda: 105.5
-    assert transfer_row("ref", rig, now=106.0).state.startswith("waiting: the rig is working")
+    assert transfer_row("ref", rig, now=106.0).state.startswith("waiting for checksums (the rig answers)")
     assert transfer_row("ref", rig, now=109.0).state.startswith("stalled")  # and then it stopped too
     # a rig that goes quiet while it lists the session (it acknowledges a long listing every 2 s)
     listing = RigTransfer("ephys", state="listing")
