@@ -201,6 +201,9 @@ class Console:
                              poll_interval=self.poll_interval, timeout=self.timeout, state=self.state)
         monitor = self.rigset.prepare()
         self._unwatch_rigs = [monitor.on_link(self._on_link), monitor.on_incident(self._on_incident)]
+        for name, link in self.manipulator_links().items():  # the rigs table says when this console only watches
+            self._unwatch_rigs.append(link.manipulators.on_control(
+                lambda in_control, n=name: self.state.set(["rigs", n, "watching"], not in_control)))
         await self.rigset.open()
         self._publish_console()
 

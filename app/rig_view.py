@@ -49,6 +49,9 @@ def heard(rig: dict[str, Any]) -> float | None:
 def status_cell(rig: dict[str, Any]) -> Cell:
     """The ExpStatus column: live when online, the last known one greyed "as of" when not, else none."""
     if rig.get("role") == "manipulator":
+        if rig.get("watching"):
+            return Cell("manipulators: watching", tooltip="Another console moves these manipulators; this one only "
+                        "watches them (Take control, in the Manipulators tab, moves them from here)")
         return Cell("manipulators", tooltip="A manipulator rig: watched, not started by sessions")
     last = heard(rig)
     status = rig.get("status")

@@ -221,12 +221,14 @@ def test_another_console_takes_the_probes_and_take_control_brings_them_back(make
         assert run(qtbot, loop, other.take_control())
         # this console is told at once: it watches, Move is off and says why, Take control shows
         wait_for(qtbot, control.isVisible)
+        wait_for(qtbot, lambda: rows_text(window, "status")["probes"] == "manipulators: watching")  # the rigs table too
         assert not panel.buttons["move"].isEnabled() and not panel.buttons["depth"].isEnabled()
         assert "Another console controls probes" in panel.buttons["move"].toolTip()
         assert panel.buttons["stop"].isEnabled()  # stopping a probe is a safety command anyone may send
         click(qtbot, control)
         wait_for(qtbot, lambda: not control.isVisible())
         assert panel.buttons["move"].isEnabled() and window.console.client("probes").controller is True
+        wait_for(qtbot, lambda: rows_text(window, "status")["probes"] == "manipulators")
         wait_for(qtbot, lambda: other.controller is False)  # the other console was told
         assert any("now moves the manipulators" in e.text for e in window.console.logbook.entries)
     finally:

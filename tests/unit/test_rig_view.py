@@ -29,3 +29,9 @@ def test_the_error_column_shows_the_error_now_and_the_tooltip_the_history():
     assert "now: no reply to EXPSTATUS within 1 s" in now.tooltip
     after = error_cell({"last_error": None, "errors": history})
     assert after.text == "" and f"{clock(HEARD)}  no reply to EXPSTATUS" in after.tooltip
+
+
+def test_a_manipulator_rig_says_when_this_console_only_watches_it():
+    assert status_cell({"role": "manipulator", "link": "online"}).text == "manipulators"
+    watching = status_cell({"role": "manipulator", "link": "online", "watching": True})
+    assert watching.text == "manipulators: watching" and "Take control" in watching.tooltip

@@ -214,7 +214,7 @@ class SioManipulatorClient:
         reply = await self._raw_call("get_manipulators", "", self.timeout)
         self.ids = [str(i) for i in reply.get("Manipulators", [])]
         if self.server_info is not None:
-            self.controller = bool(self.server_info.get("Controller"))
+            self._control_is(bool(self.server_info.get("Controller")))
             self._apply_positions(self.server_info.get("Positions") or {}, notify=False)
 
     async def _drop_client(self) -> None:
@@ -262,8 +262,15 @@ class SioManipulatorClient:
     async def _on_control(self, payload: Any = None) -> None:
         data = wire.load_reply(payload)
         if isinstance(data, dict) and "Controller" in data:
-            self.controller = bool(data["Controller"])
-            self._control_listeners.notify(self.controller)
+            self._control_is(bool(data["Controller"]))
+
+    def _control_is(self, in_control: bool) -> None:
+        """Whether this client moves the manipulators now; listeners hear of every change (at connect too:
+        a console restarted while the old one still held control watches from its first moment)."""
+        changed = self.controller is not in_control
+        self.controller = in_control
+        if changed:
+            self._control_listeners.notify(in_control)
 
     def _apply_positions(self, entries: dict[str, Any], notify: bool = True) -> None:
         for manipulator_id, entry in entries.items():
@@ -412,8 +419,8 @@ class SioManipulatorClient:
     async def take_control(self, timeout: float | None = None) -> bool:
         """RigDeck servers only: become the controller (ephys-link has one client only, always in control)."""
         data = await self._raw_call("take_control", "", timeout)
-        self.controller = bool(data.get("Controller"))
-        return self.controller
+        self._control_is(bool(data.get("Controller")))
+        return bool(self.controller)
 
 
 def _stop_reply(event: str, reply: Any) -> None:
