@@ -588,11 +588,9 @@ class Console:
 
     def watching(self, rig: str) -> bool:
         """True when another console controls ``rig``'s manipulators and this one only watches (a RigDeck
-        manipulator server lets one console move them; ephys-link has a single client, always in control)."""
-        try:
-            return self.client(rig).controller is False
-        except SessionError:
-            return False
+        manipulator server lets one console move them; ephys-link has a single client, always in control). Read
+        from ``rigs/<rig>/watching``, which the manipulator client's control notices keep (see :meth:`_use`)."""
+        return self.state.get(["rigs", rig, "watching"]) is True
 
     async def take_control(self, rig: str) -> bool:
         """Become the console that moves ``rig``'s manipulators; the one that had control is told and watches."""

@@ -8,7 +8,7 @@
   other errors it catches) through the loop's exception handler, by default with a full traceback each
   time; a flood then filled stderr with tens of thousands of tracebacks. Our handler writes one line per
   kind of error at most every few seconds, with a count of what it left out.
-- :func:`reuse_freed_memory`: a rig serving session files allocates a megabyte per chunk; glibc returned
+- :func:`reuse_freed_memory`: a rig serving session files allocates memory for each chunk; glibc returned
   that memory to the system and faulted fresh pages in for the next chunk (70,000 page faults per GiB
   served). Keeping up to 64 MiB of freed memory for reuse took that to ~2,200 and the rig's kernel time for
   1 GiB from 1.06 s to 0.70–0.78 s (glibc only; elsewhere nothing changes).

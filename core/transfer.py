@@ -191,8 +191,8 @@ class RigTransfer:
     #: bytes moved over the wire in this run (a resumed transfer moves only what was missing)
     fetched: int = 0
     marked: bool = False
-    #: while fetching: when the rig last said anything on its file link (``time.monotonic()``; None: unknown).
-    #: Bytes that stop while the rig still talks (it is computing a checksum) are waiting, not a dead rig.
+    #: while listing and fetching: when the rig last said anything on its file link (``time.monotonic()``;
+    #: None: unknown). Bytes that stop while the rig still talks (checksums) are waiting, not a dead rig.
     heard: Callable[[], float | None] = field(default=lambda: None, repr=False)
     _samples: collections.deque[tuple[float, int]] = field(default_factory=lambda: collections.deque(maxlen=64),
                                                           repr=False)
@@ -442,7 +442,6 @@ async def run_rig(job: SessionTransfer, rig: RigTransfer, source: FileSource,
             async with side_by_side:
                 got = await source.fetch_file(remote[entry.path], target, progress)
             rig.fetched += got.bytes
-            remote[entry.path] = got.file
             entry.sha256, entry.done, entry.verified = got.file.sha256, entry.size, True
             entry.mtime = getattr(got.file, "mtime", None)
             job.save()

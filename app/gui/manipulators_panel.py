@@ -161,8 +161,6 @@ class ManipulatorsPanel(QWidget):
             ("stop", "Stop probe", "Stop the selected probe where it is (STOP ALL stops every probe)", self.stop_one),
             ("control", "Take control", WATCH_TIP.format(rig="this rig"), self.take_control),
         ))
-        #: rig -> (its manipulator client, unsubscribe): control changes repaint the buttons at once
-        self._control_watch: dict[str, tuple[Any, Callable[[], None]]] = {}
         self.inside = QCheckBox("Inside brain (lock x-y-z)", objectName="insideBrain")
         self.inside.setToolTip("While inside the brain only depth moves are allowed")
         self.inside.clicked.connect(self.toggle_inside)
@@ -184,9 +182,6 @@ class ManipulatorsPanel(QWidget):
 
     def detach(self) -> None:
         self.model.detach()
-        for _client, unsubscribe in self._control_watch.values():
-            unsubscribe()
-        self._control_watch.clear()
 
     def selected(self) -> tuple[str, str] | None:
         rows = self.view.selectionModel().selectedRows()
@@ -204,7 +199,8 @@ class ManipulatorsPanel(QWidget):
         sel = self.selected()
         have = sel is not None
         locked = bool(sel and self.model.entry(*sel).get("inside_brain"))
-        watching = bool(sel and self._watching(sel[0]))
+        # (control lives in ``rigs/<rig>/watching``: a change repaints the model, which calls this again)
+        watching = bool(sel and self.console.watching(sel[0]))
         for button in self.buttons.values():
             button.setEnabled(have)
         self.buttons["move"].setEnabled(have and not locked and not watching)
@@ -221,19 +217,6 @@ class ManipulatorsPanel(QWidget):
                 and (self.dialog.rig, self.dialog.mid) == sel:
             self.dialog.problem.setText(LOCK_TIP.format(mid=sel[1]))
             self.dialog.problem.show()
-
-    def _watching(self, rig: str) -> bool:
-        """Whether this console only watches ``rig``'s manipulators; follows the rig's control changes."""
-        try:
-            client = self.console.client(rig)
-        except Exception:  # noqa: BLE001 - not (or no longer) a manipulator rig
-            return False
-        known = self._control_watch.get(rig)
-        if known is None or known[0] is not client:
-            if known is not None:
-                known[1]()
-            self._control_watch[rig] = (client, client.on_control(lambda _in_control: self.update_actions()))
-        return self.console.watching(rig)
 
     def _follow_dialog(self) -> None:
         dialog = self.dialog

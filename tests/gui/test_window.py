@@ -165,12 +165,18 @@ def test_main_sync_choice_is_sent_to_the_rigs_and_locked_during_the_session(make
     assert read_description(window.console.session.folder)["main_sync"] == "cameras"
 
 
-def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot, loop):
+def probes_window(make_window, demo, qtbot, loop):
+    """A window over the demo rigs, in control of the probes, probe 1 selected: (window, its Manipulators tab)."""
     window = make_window(demo.rigs_file)
     panel = window.manipulators
     wait_for(qtbot, lambda: len(panel.model.rows) == 2)
     wait_in_control(qtbot, loop, window.console)
     panel.select("probes", "1")
+    return window, panel
+
+
+def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot, loop):
+    window, panel = probes_window(make_window, demo, qtbot, loop)
     start = dict(panel.model.entry("probes", "1"))
     click(qtbot, panel.buttons["move"])
     wait_for(qtbot, lambda: panel.dialog is not None and panel.dialog.isVisible())
@@ -213,11 +219,7 @@ def test_move_a_manipulator_then_stop_all(make_window, demo, qtbot, loop):
 def test_another_console_takes_the_probes_and_take_control_brings_them_back(make_window, demo, qtbot, loop):
     from transports.sio.client import SioManipulatorClient, sio_url
 
-    window = make_window(demo.rigs_file)
-    panel = window.manipulators
-    wait_for(qtbot, lambda: len(panel.model.rows) == 2)
-    wait_in_control(qtbot, loop, window.console)
-    panel.select("probes", "1")
+    window, panel = probes_window(make_window, demo, qtbot, loop)
     control = panel.buttons["control"]
     assert not control.isVisible() and panel.buttons["move"].isEnabled()
     address = window.console.specs["probes"].address
